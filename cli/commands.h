@@ -1,0 +1,11 @@
+/* commands.h: the `hllm` subcommands. Each takes the arguments after its name (argv[0] is the
+ * subcommand name) and returns the process exit code: 0 ok, 1 runtime failure, 2 usage error. */
+#ifndef HC_CLI_COMMANDS_H
+#define HC_CLI_COMMANDS_H
+
+int hc_cmd_generate(int argc, char **argv);
+int hc_cmd_bench(int argc, char **argv);
+int hc_cmd_inspect(int argc, char **argv);
+int hc_cmd_tokenize(int argc, char **argv);
+
+#endif

@@ -1,0 +1,43 @@
+/* main.c: `hllm`, offline tools over the hllm-creator engine. Dispatches to one subcommand. */
+#include <stdio.h>
+#include <string.h>
+
+#include "commands.h"
+
+static const struct {
+    const char *name;
+    int (*fn)(int, char **);
+    const char *summary;
+} commands[] = {
+    {"generate", hc_cmd_generate, "generate token ids from a model (greedy or sampled)"},
+    {"bench", hc_cmd_bench, "measure prefill and decode tokens/s"},
+    {"inspect", hc_cmd_inspect, "print a model's config and tensor table"},
+    {"tokenize", hc_cmd_tokenize, "encode/decode JSON lines with a Hugging Face tokenizer"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: hllm <command> [options]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\n'hllm <command> --help' describes each command.\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("hllm 0.1.0\n");
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "hllm: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

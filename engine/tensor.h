@@ -1,0 +1,72 @@
+/* tensor.h: dtypes and the tensor descriptor every backend op takes.
+ *
+ * A tensor is a view: dtype, shape (row-major, torch order: ne[n_dims-1] is contiguous) and a
+ * pointer into memory owned by `backend` (NULL backend = host memory, e.g. an mmap'ed file).
+ * Code above the backend never dereferences `data` of a backend tensor on the hot path; it moves
+ * data with hc_backend_upload/download.
+ */
+#ifndef HC_TENSOR_H
+#define HC_TENSOR_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum {
+    HC_DTYPE_F32 = 0,
+    HC_DTYPE_BF16,
+    HC_DTYPE_F16,
+    HC_DTYPE_I32,
+    HC_DTYPE_COUNT
+} hc_dtype;
+
+size_t hc_dtype_size(hc_dtype t);
+const char *hc_dtype_name(hc_dtype t);
+
+#define HC_MAX_DIMS 4
+
+struct hc_backend;
+
+typedef struct hc_tensor {
+    hc_dtype dtype;
+    int n_dims;
+    int64_t ne[HC_MAX_DIMS];     /* shape, outermost first; unused dims are 1 */
+    void *data;                  /* element 0, in `backend`'s memory */
+    struct hc_backend *backend;  /* owner of `data`; NULL = host */
+} hc_tensor;
+
+static inline int64_t hc_tensor_nelem(const hc_tensor *t) {
+    int64_t n = 1;
+    for (int i = 0; i < t->n_dims; i++) n *= t->ne[i];
+    return n;
+}
+static inline size_t hc_tensor_nbytes(const hc_tensor *t) {
+    return (size_t)hc_tensor_nelem(t) * hc_dtype_size(t->dtype);
+}
+/* Number of rows when viewed as a matrix (all dims but the last) and row length. */
+static inline int64_t hc_tensor_rows(const hc_tensor *t) {
+    return t->n_dims ? hc_tensor_nelem(t) / t->ne[t->n_dims - 1] : 1;
+}
+static inline int64_t hc_tensor_cols(const hc_tensor *t) {
+    return t->n_dims ? t->ne[t->n_dims - 1] : 1;
+}
+
+/* Scalar conversions (exact for bf16 -> f32; round-to-nearest-even for f32 -> bf16, as torch). */
+static inline float hc_bf16_to_f32(uint16_t h) {
+    union { uint32_t u; float f; } v;
+    v.u = (uint32_t)h << 16;
+    return v.f;
+}
+static inline uint16_t hc_f32_to_bf16(float f) {
+    union { uint32_t u; float f; } v;
+    v.f = f;
+    if ((v.u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((v.u >> 16) | 0x40); /* quiet NaN */
+    uint32_t rounding = 0x7fffu + ((v.u >> 16) & 1u);
+    return (uint16_t)((v.u + rounding) >> 16);
+}
+float hc_f16_to_f32(uint16_t h);
+uint16_t hc_f32_to_f16(float f);
+
+/* Converts n elements of type `src_t` at src to f32 at dst (host memory). I32 is rejected. */
+int hc_convert_to_f32(float *dst, const void *src, hc_dtype src_t, size_t n);
+
+#endif
