@@ -1,0 +1,131 @@
+/* kv_cache.c: block pool, free list and per-sequence block tables. */
+#include "kv_cache.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int hc_kv_create(hc_kv_cache **out, hc_backend *be, int n_layers, int kv_dim, int block_size,
+                 int n_blocks) {
+    *out = NULL;
+    if (n_layers < 1 || kv_dim < 1 || block_size < 1 || n_blocks < 1) return HC_ERR_INVAL;
+    hc_kv_cache *kv = calloc(1, sizeof *kv);
+    if (!kv) return HC_ERR_NOMEM;
+    kv->be = be;
+    kv->n_layers = n_layers;
+    kv->kv_dim = kv_dim;
+    kv->block_size = block_size;
+    kv->n_blocks = n_blocks;
+    kv->k = calloc((size_t)n_layers, sizeof *kv->k);
+    kv->v = calloc((size_t)n_layers, sizeof *kv->v);
+    kv->refcnt = calloc((size_t)n_blocks, sizeof *kv->refcnt);
+    kv->free_list = malloc((size_t)n_blocks * sizeof *kv->free_list);
+    if (!kv->k || !kv->v || !kv->refcnt || !kv->free_list) {
+        hc_kv_free(kv);
+        return HC_ERR_NOMEM;
+    }
+    int64_t ne[2] = {(int64_t)n_blocks * block_size, kv_dim};
+    for (int l = 0; l < n_layers; l++) {
+        int rc = hc_tensor_alloc(&kv->k[l], be, HC_DTYPE_F32, 2, ne);
+        if (rc == HC_OK) rc = hc_tensor_alloc(&kv->v[l], be, HC_DTYPE_F32, 2, ne);
+        if (rc != HC_OK) {
+            hc_kv_free(kv);
+            return rc;
+        }
+    }
+    /* lowest block ids on top of the stack */
+    for (int i = 0; i < n_blocks; i++) kv->free_list[i] = n_blocks - 1 - i;
+    kv->n_free = n_blocks;
+    *out = kv;
+    return HC_OK;
+}
+
+void hc_kv_free(hc_kv_cache *kv) {
+    if (!kv) return;
+    for (int l = 0; l < kv->n_layers; l++) {
+        if (kv->k) hc_tensor_release(&kv->k[l]);
+        if (kv->v) hc_tensor_release(&kv->v[l]);
+    }
+    for (int i = 0; i < kv->n_seqs_cap; i++) free(kv->seqs[i].blocks);
+    free(kv->seqs);
+    free(kv->k);
+    free(kv->v);
+    free(kv->refcnt);
+    free(kv->free_list);
+    free(kv);
+}
+
+int hc_kv_seq_new(hc_kv_cache *kv, int *seq_id) {
+    for (int i = 0; i < kv->n_seqs_cap; i++) {
+        if (!kv->seqs[i].in_use) {
+            kv->seqs[i].in_use = 1;
+            kv->seqs[i].n_tokens = 0;
+            kv->seqs[i].n_blocks = 0;
+            *seq_id = i;
+            return HC_OK;
+        }
+    }
+    int cap = kv->n_seqs_cap ? kv->n_seqs_cap * 2 : 16;
+    hc_kv_seq *s = realloc(kv->seqs, (size_t)cap * sizeof *s);
+    if (!s) return HC_ERR_NOMEM;
+    memset(s + kv->n_seqs_cap, 0, (size_t)(cap - kv->n_seqs_cap) * sizeof *s);
+    kv->seqs = s;
+    *seq_id = kv->n_seqs_cap;
+    kv->n_seqs_cap = cap;
+    kv->seqs[*seq_id].in_use = 1;
+    return HC_OK;
+}
+
+void hc_kv_seq_free(hc_kv_cache *kv, int seq_id) {
+    hc_kv_seq *s = hc_kv_seq_get(kv, seq_id);
+    if (!s) return;
+    for (int b = 0; b < s->n_blocks; b++) {
+        int32_t blk = s->blocks[b];
+        HC_ASSERT(kv->refcnt[blk] > 0);
+        if (--kv->refcnt[blk] == 0) kv->free_list[kv->n_free++] = blk;
+    }
+    s->n_blocks = 0;
+    s->n_tokens = 0;
+    s->in_use = 0;
+}
+
+int hc_kv_seq_reserve(hc_kv_cache *kv, int seq_id, int n_more) {
+    hc_kv_seq *s = hc_kv_seq_get(kv, seq_id);
+    if (!s || n_more < 0) return HC_ERR_INVAL;
+    int need = hc_kv_blocks_for(kv, s->n_tokens + n_more) - s->n_blocks;
+    if (need <= 0) return HC_OK;
+    if (need > kv->n_free) return HC_ERR_AGAIN;
+    if (s->n_blocks + need > s->cap_blocks) {
+        int cap = s->cap_blocks ? s->cap_blocks : 4;
+        while (cap < s->n_blocks + need) cap *= 2;
+        int32_t *b = realloc(s->blocks, (size_t)cap * sizeof *b);
+        if (!b) return HC_ERR_NOMEM;
+        s->blocks = b;
+        s->cap_blocks = cap;
+    }
+    for (int i = 0; i < need; i++) {
+        int32_t blk = kv->free_list[--kv->n_free];
+        kv->refcnt[blk] = 1;
+        s->blocks[s->n_blocks++] = blk;
+    }
+    return HC_OK;
+}
+
+void hc_kv_seq_shrink(hc_kv_cache *kv, int seq_id, int n_blocks) {
+    hc_kv_seq *s = hc_kv_seq_get(kv, seq_id);
+    if (!s) return;
+    int keep = hc_kv_blocks_for(kv, s->n_tokens);
+    if (n_blocks < keep) n_blocks = keep;
+    while (s->n_blocks > n_blocks) {
+        int32_t blk = s->blocks[--s->n_blocks];
+        HC_ASSERT(kv->refcnt[blk] > 0);
+        if (--kv->refcnt[blk] == 0) kv->free_list[kv->n_free++] = blk;
+    }
+}
+
+void hc_kv_seq_commit(hc_kv_cache *kv, int seq_id, int n) {
+    hc_kv_seq *s = hc_kv_seq_get(kv, seq_id);
+    HC_ASSERT(s && s->n_tokens + n <= s->n_blocks * kv->block_size);
+    s->n_tokens += n;
+}
+
+int hc_kv_n_free_blocks(const hc_kv_cache *kv) { return kv->n_free; }
