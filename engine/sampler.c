@@ -1,0 +1,141 @@
+/* sampler.c: see sampler.h. */
+#include "sampler.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static uint64_t splitmix64(uint64_t *x) {
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+static uint64_t next_u64(hc_sampler *s) {
+    uint64_t *st = s->s;
+    uint64_t r = rotl(st[1] * 5, 7) * 9, t = st[1] << 17;
+    st[2] ^= st[0];
+    st[3] ^= st[1];
+    st[1] ^= st[2];
+    st[0] ^= st[3];
+    st[2] ^= t;
+    st[3] = rotl(st[3], 45);
+    return r;
+}
+double hc_sampler_uniform(hc_sampler *s) { return (double)(next_u64(s) >> 11) * 0x1.0p-53; }
+
+int hc_sampler_init(hc_sampler *s, const hc_sampler_params *p, int vocab, hc_errbuf *eb) {
+    memset(s, 0, sizeof *s);
+    if (vocab < 1) return hc_seterr(eb, HC_ERR_INVAL, "vocabulary size must be positive");
+    if (!p->greedy) {
+        if (!(p->temperature >= 0.0f) || !isfinite(p->temperature))
+            return hc_seterr(eb, HC_ERR_INVAL, "temperature must be >= 0 (got %g)", p->temperature);
+        if (p->top_k < 0)
+            return hc_seterr(eb, HC_ERR_INVAL, "top_k must be >= 0 (got %d)", p->top_k);
+        if (!(p->top_p > 0.0f && p->top_p <= 1.0f))
+            return hc_seterr(eb, HC_ERR_INVAL, "top_p must be in (0, 1] (got %g)", p->top_p);
+    }
+    s->p = *p;
+    if (!p->greedy && p->temperature == 0.0f) s->p.greedy = 1;
+    s->vocab = vocab;
+    uint64_t x = p->seed;
+    for (int i = 0; i < 4; i++) s->s[i] = splitmix64(&x);
+    s->idx = malloc((size_t)vocab * sizeof *s->idx);
+    s->val = malloc((size_t)vocab * sizeof *s->val);
+    if (!s->idx || !s->val) {
+        hc_sampler_free(s);
+        return HC_ERR_NOMEM;
+    }
+    return HC_OK;
+}
+
+void hc_sampler_free(hc_sampler *s) {
+    free(s->idx);
+    free(s->val);
+    s->idx = NULL;
+    s->val = NULL;
+}
+
+static int32_t argmax(const float *x, int n) {
+    int32_t best = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[best]) best = i;
+    return best;
+}
+
+/* k-th largest value of v[0..n) (k >= 1), by quickselect on a scratch copy. */
+static float kth_largest(float *v, int n, int k) {
+    int lo = 0, hi = n - 1, want = k - 1; /* descending order index */
+    while (lo < hi) {
+        float pivot = v[lo + (hi - lo) / 2];
+        int i = lo, j = hi;
+        while (i <= j) {
+            while (v[i] > pivot) i++;
+            while (v[j] < pivot) j--;
+            if (i <= j) {
+                float t = v[i];
+                v[i] = v[j];
+                v[j] = t;
+                i++;
+                j--;
+            }
+        }
+        if (want <= j) hi = j;
+        else if (want >= i) lo = i;
+        else return v[want];
+    }
+    return v[want];
+}
+
+/* candidates by value descending, lower index first on ties (a total order: reproducible) */
+static int cmp_desc(const void *a, const void *b, void *vals) {
+    int32_t ia = *(const int32_t *)a, ib = *(const int32_t *)b;
+    float va = ((const float *)vals)[ia], vb = ((const float *)vals)[ib];
+    if (va > vb) return -1;
+    if (va < vb) return 1;
+    return (ia > ib) - (ia < ib);
+}
+
+int32_t hc_sampler_sample(hc_sampler *s, const float *logits) {
+    const int n = s->vocab;
+    if (s->p.greedy) return argmax(logits, n);
+    const float inv_t = 1.0f / s->p.temperature;
+    float *val = s->val;
+    for (int i = 0; i < n; i++) val[i] = logits[i] * inv_t;
+    /* top-k: threshold at the k-th largest value; values equal to it survive */
+    float thresh = -INFINITY;
+    if (s->p.top_k > 0 && s->p.top_k < n) {
+        float *tmp = (float *)s->idx; /* same size as val; reused as float scratch */
+        memcpy(tmp, val, (size_t)n * sizeof(float));
+        thresh = kth_largest(tmp, n, s->p.top_k);
+    }
+    int m = 0;
+    for (int i = 0; i < n; i++)
+        if (val[i] >= thresh && val[i] > -INFINITY) s->idx[m++] = i;
+    if (m == 0) return argmax(logits, n);
+    qsort_r(s->idx, (size_t)m, sizeof *s->idx, cmp_desc, val);
+    /* softmax over the candidates, in descending order */
+    const float mx = val[s->idx[0]];
+    double total = 0;
+    for (int i = 0; i < m; i++) total += exp((double)(val[s->idx[i]] - mx));
+    int keep = m;
+    if (s->p.top_p < 1.0f) {
+        /* transformers: ascending cumulative probability; remove while cum <= 1 - top_p */
+        double cum = 0, limit = 1.0 - (double)s->p.top_p;
+        keep = m;
+        for (int i = m - 1; i > 0; i--) {
+            cum += exp((double)(val[s->idx[i]] - mx)) / total;
+            if (cum <= limit) keep = i;
+            else break;
+        }
+    }
+    double kept_total = 0;
+    for (int i = 0; i < keep; i++) kept_total += exp((double)(val[s->idx[i]] - mx));
+    double r = hc_sampler_uniform(s) * kept_total, acc = 0;
+    for (int i = 0; i < keep; i++) {
+        acc += exp((double)(val[s->idx[i]] - mx));
+        if (r < acc) return s->idx[i];
+    }
+    return s->idx[keep - 1];
+}
