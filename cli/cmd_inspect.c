@@ -1,0 +1,95 @@
+/* cmd_inspect.c: `hllm inspect`: a model's config (as the engine reads it) and tensor table. */
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "commands.h"
+#include "hfconfig.h"
+#include "safetensors.h"
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: hllm inspect --model DIR\n"
+               "\n"
+               "Prints the configuration the engine derives from DIR/config.json and the tensor\n"
+               "table of its safetensors files (name, dtype, shape, shard). Exits non-zero with\n"
+               "the reason when the directory cannot be loaded.\n"
+               "\n"
+               "  --model DIR     Hugging Face model directory\n"
+               "  -h, --help      this help\n");
+}
+
+int hc_cmd_inspect(int argc, char **argv) {
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    const char *model = NULL;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'm': model = optarg; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (!model || optind < argc) {
+        fprintf(stderr, "hllm inspect: --model DIR is required (see --help)\n");
+        return 2;
+    }
+    hc_errbuf eb = {{0}};
+    hc_llm_config cfg;
+    int rc = hc_hfconfig_load(&cfg, model, &eb);
+    if (rc) {
+        fprintf(stderr, "hllm inspect: %s\n", eb.msg[0] ? eb.msg : hc_strerror(rc));
+        return 1;
+    }
+    printf("architecture             %s\n", hc_arch_name(cfg.arch));
+    printf("vocab_size               %d\n", cfg.vocab_size);
+    printf("hidden_size              %d\n", cfg.hidden_size);
+    printf("intermediate_size        %d\n", cfg.intermediate_size);
+    printf("num_hidden_layers        %d\n", cfg.n_layers);
+    printf("num_attention_heads      %d\n", cfg.n_heads);
+    printf("num_key_value_heads      %d\n", cfg.n_kv_heads);
+    printf("head_dim                 %d\n", cfg.head_dim);
+    printf("rms_norm_eps             %g\n", cfg.rms_norm_eps);
+    printf("rope_theta               %g\n", cfg.rope_theta);
+    printf("max_position_embeddings  %d\n", cfg.max_position_embeddings);
+    printf("tie_word_embeddings      %s\n", cfg.tie_word_embeddings ? "true" : "false");
+    printf("qk_norm                  %s\n", cfg.qk_norm ? "true" : "false");
+    printf("bos_token_id             %d\n", cfg.bos_token_id);
+    printf("eos_token_id            ");
+    for (int i = 0; i < cfg.n_eos; i++) printf(" %d", cfg.eos_token_ids[i]);
+    printf("%s\n", cfg.n_eos ? "" : " (none)");
+    printf("pad_token_id             %d\n", cfg.pad_token_id);
+    printf("torch_dtype              %s\n", hc_dtype_name(cfg.torch_dtype));
+
+    hc_safetensors *st = NULL;
+    rc = hc_st_open(&st, model, &eb);
+    if (rc) {
+        fprintf(stderr, "hllm inspect: %s\n", eb.msg[0] ? eb.msg : hc_strerror(rc));
+        return 1;
+    }
+    size_t n = hc_st_count(st);
+    long long total = 0, bytes = 0;
+    printf("\n%-56s %-5s %-20s %s\n", "tensor", "dtype", "shape", "shard");
+    for (size_t i = 0; i < n; i++) {
+        const hc_st_tensor *t = hc_st_get(st, i);
+        char shape[64] = "[";
+        long long ne = 1;
+        for (int d = 0; d < t->n_dims; d++) {
+            snprintf(shape + strlen(shape), sizeof shape - strlen(shape), "%s%lld", d ? ", " : "",
+                     (long long)t->shape[d]);
+            ne *= t->shape[d];
+        }
+        strncat(shape, "]", sizeof shape - strlen(shape) - 1);
+        const char *path = hc_st_shard_path(st, (size_t)t->shard);
+        const char *base = strrchr(path, '/');
+        printf("%-56s %-5s %-20s %s\n", t->name, hc_dtype_name(t->dtype), shape,
+               base ? base + 1 : path);
+        total += ne;
+        bytes += (long long)t->nbytes;
+    }
+    printf("\n%zu tensors, %lld parameters, %.2f MiB in %zu file(s)\n", n, total,
+           (double)bytes / (1 << 20), hc_st_n_shards(st));
+    hc_st_close(st);
+    return 0;
+}

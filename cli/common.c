@@ -1,0 +1,124 @@
+/* common.c: see common.h. */
+#include "common.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+int hc_cli_parse_int(const char *s, const char *opt, long lo, long hi, long *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (!*s || *end || errno || v < lo || v > hi) {
+        fprintf(stderr, "hllm: %s expects an integer in [%ld, %ld], got '%s'\n", opt, lo, hi, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int hc_cli_parse_float(const char *s, const char *opt, double lo, double hi, double *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (!*s || *end || errno || !isfinite(v) || v < lo || v > hi) {
+        fprintf(stderr, "hllm: %s expects a number in [%g, %g], got '%s'\n", opt, lo, hi, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int hc_cli_parse_ids(const char *s, const char *opt, int32_t **out, int *n) {
+    *out = NULL;
+    *n = 0;
+    size_t cap = 16;
+    int32_t *ids = malloc(cap * sizeof *ids);
+    if (!ids) return -1;
+    const char *p = s;
+    while (*p) {
+        char *end;
+        errno = 0;
+        long v = strtol(p, &end, 10);
+        if (end == p || errno || v < 0 || v > INT32_MAX || (*end && *end != ',')) {
+            fprintf(stderr, "hllm: %s expects comma-separated non-negative token ids, got '%s'\n",
+                    opt, s);
+            free(ids);
+            return -1;
+        }
+        if ((size_t)*n == cap) {
+            int32_t *t = realloc(ids, (cap *= 2) * sizeof *ids);
+            if (!t) {
+                free(ids);
+                return -1;
+            }
+            ids = t;
+        }
+        ids[(*n)++] = (int32_t)v;
+        p = *end ? end + 1 : end;
+        if (*end == ',' && !*p) {
+            fprintf(stderr, "hllm: %s: trailing comma in '%s'\n", opt, s);
+            free(ids);
+            return -1;
+        }
+    }
+    if (*n == 0) {
+        fprintf(stderr, "hllm: %s: no ids given\n", opt);
+        free(ids);
+        return -1;
+    }
+    *out = ids;
+    return 0;
+}
+
+int hc_cli_parse_backend(const char *s, hc_backend_kind *out) {
+    if (!strcmp(s, "auto")) *out = HC_BACKEND_AUTO;
+    else if (!strcmp(s, "cpu")) *out = HC_BACKEND_CPU;
+    else if (!strcmp(s, "cuda")) *out = HC_BACKEND_CUDA;
+    else {
+        fprintf(stderr, "hllm: --backend expects auto, cpu or cuda, got '%s'\n", s);
+        return -1;
+    }
+    return 0;
+}
+
+int hc_cli_parse_weight_dtype(const char *s, hc_dtype *out) {
+    if (!strcmp(s, "auto")) *out = HC_DTYPE_COUNT;
+    else if (!strcmp(s, "f32")) *out = HC_DTYPE_F32;
+    else if (!strcmp(s, "bf16")) *out = HC_DTYPE_BF16;
+    else {
+        fprintf(stderr, "hllm: --weights expects auto, f32 or bf16, got '%s'\n", s);
+        return -1;
+    }
+    return 0;
+}
+
+int hc_cli_load_model(const char *dir, hc_backend_kind kind, int threads, hc_dtype weight_dtype,
+                      hc_backend **be, hc_llm **m) {
+    hc_errbuf eb = {{0}};
+    *m = NULL;
+    int rc = hc_backend_create(be, kind, threads, &eb);
+    if (rc) {
+        fprintf(stderr, "hllm: backend: %s\n", eb.msg[0] ? eb.msg : hc_strerror(rc));
+        return rc;
+    }
+    hc_llm_params p = hc_llm_default_params();
+    p.weight_dtype = weight_dtype;
+    rc = hc_llm_load(m, *be, dir, &p, &eb);
+    if (rc) {
+        fprintf(stderr, "hllm: cannot load model '%s': %s\n", dir,
+                eb.msg[0] ? eb.msg : hc_strerror(rc));
+        hc_backend_free(*be);
+        *be = NULL;
+    }
+    return rc;
+}
+
+double hc_cli_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}

@@ -1,0 +1,27 @@
+/* common.h: helpers shared by the hllm subcommands (option values, model loading). */
+#ifndef HC_CLI_COMMON_H
+#define HC_CLI_COMMON_H
+
+#include <stdint.h>
+
+#include "backend.h"
+#include "llm.h"
+
+/* Parses "1,2,3" into a malloc'ed array; prints an error naming `opt` and returns -1 on bad
+ * input. */
+int hc_cli_parse_ids(const char *s, const char *opt, int32_t **out, int *n);
+/* Strict number parsing: the whole string must be a number in range; prints an error naming
+ * `opt` and returns -1 otherwise. */
+int hc_cli_parse_int(const char *s, const char *opt, long lo, long hi, long *out);
+int hc_cli_parse_float(const char *s, const char *opt, double lo, double hi, double *out);
+int hc_cli_parse_backend(const char *s, hc_backend_kind *out);
+int hc_cli_parse_weight_dtype(const char *s, hc_dtype *out);
+
+/* Creates the backend and loads the model from dir; prints a clear message on failure. */
+int hc_cli_load_model(const char *dir, hc_backend_kind kind, int threads, hc_dtype weight_dtype,
+                      hc_backend **be, hc_llm **m);
+
+/* Wall-clock seconds (monotonic). */
+double hc_cli_now(void);
+
+#endif
