@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (README: "run all tests"):
+#   1. installs the Debian packages the build needs (deploy/install-deps.sh, idempotent);
+#   2. a release build with warnings as errors (and the CUDA backend when nvcc is present), whose
+#      ctest run includes every unit test under valgrind memcheck;
+#   3. an ASan + UBSan build running the same tests.
+# Exits non-zero on the first failure. Build trees: build/ and build-asan/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+JOBS=$(nproc 2>/dev/null || echo 2)
+
+deploy/install-deps.sh
+
+echo "== release build (warnings are errors) + tests + valgrind"
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DHC_WERROR=ON -DHC_TEST_VALGRIND=ON
+cmake --build build -j"$JOBS"
+ctest --test-dir build --output-on-failure -j"$JOBS"
+
+echo "== ASan + UBSan build + tests"
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DHC_SANITIZE=ON -DHC_WERROR=ON -DHC_CUDA=OFF
+cmake --build build-asan -j"$JOBS"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+  ctest --test-dir build-asan --output-on-failure -j"$JOBS"
