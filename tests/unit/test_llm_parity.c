@@ -185,7 +185,7 @@ static void run_batched_vs_single(hc_llm *m, const char *fx) {
 }
 
 static void run_fixture(hc_backend *be, const char *root, const char *fx) {
-    char dir[1024], refp[1100 + 32];
+    char dir[1400], refp[1500];
     snprintf(dir, sizeof dir, "%s/%s", root, fx);
     snprintf(refp, sizeof refp, "%s/reference.safetensors", dir);
     hc_errbuf eb = {{0}};
