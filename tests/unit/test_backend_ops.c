@@ -1,0 +1,683 @@
+/* test_backend_ops.c: every backend op, on every backend that can be created here (CPU always;
+ * CUDA when hc_backend_create(HC_BACKEND_CUDA) succeeds), against a naive double-precision
+ * reference written in this file.
+ *
+ * Each output buffer is allocated with HC_GUARD extra bytes filled with a sentinel and poisoned
+ * with NaN before the op; after it, the whole buffer is downloaded: the guard must be intact (no
+ * out-of-bounds write) and every element finite (every element written). Tolerances are relative
+ * to the largest reference magnitude: 1e-5 for elementwise ops, rmsnorm and rope; 1e-4 for matmul
+ * and attention (f32 accumulation order differs between backends).
+ *
+ * Where the contract fixes f32 steps (rope: inv_freq = 1/powf(theta, 2i/d) and angle = pos * inv
+ * in f32, as transformers), the reference computes those steps in f32 and the rest in double.
+ *
+ * Env: HC_TEST_SEED=N   another random draw (default fixed, printed);
+ *      HC_TEST_BACKEND=cpu|cuda  test only that backend (e.g. under compute-sanitizer);
+ *      HC_EXPECT_CUDA=1 fail when the CUDA backend cannot be created (GPU machines);
+ *      HC_BENCH=1       after the checks, time matmul and attention on each backend and print a
+ *                       table (HC_BENCH_BACKEND=cuda|cpu restricts it to one backend).
+ */
+#include "backend.h"
+#include "testutil.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define HC_GUARD 256
+#define HC_GUARD_BYTE 0xA5
+
+/* ---- random numbers ----------------------------------------------------------------------------- */
+
+static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
+
+static uint32_t rnd_u32(void) {
+    g_rng ^= g_rng << 13;
+    g_rng ^= g_rng >> 7;
+    g_rng ^= g_rng << 17;
+    return (uint32_t)(g_rng >> 16);
+}
+static float rnd_f(float lo, float hi) { return lo + (hi - lo) * (float)(rnd_u32() / 4294967296.0); }
+static int rnd_i(int lo, int hi) { return lo + (int)(rnd_u32() % (uint32_t)(hi - lo + 1)); } /* [lo,hi] */
+static void rnd_fill(float *x, size_t n, float lo, float hi) {
+    for (size_t i = 0; i < n; i++) x[i] = rnd_f(lo, hi);
+}
+/* n distinct values from [0, range), range >= n. */
+static void rnd_distinct(int32_t *out, int n, int range) {
+    int32_t *perm = malloc((size_t)range * sizeof *perm);
+    for (int i = 0; i < range; i++) perm[i] = i;
+    for (int i = 0; i < n; i++) {
+        int j = i + (int)(rnd_u32() % (uint32_t)(range - i));
+        int32_t t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+        out[i] = perm[i];
+    }
+    free(perm);
+}
+
+/* ---- device buffers with guards ----------------------------------------------------------------- */
+
+typedef struct tbuf {
+    hc_tensor t;
+    size_t nbytes; /* payload, without the guard */
+} tbuf;
+
+/* Allocates (n_dims, ne) of dtype in be with a guard; uploads `host` (NULL: NaN poison). */
+static int tb_make(tbuf *b, hc_backend *be, hc_dtype dt, int n_dims, const int64_t *ne,
+                   const void *host) {
+    memset(b, 0, sizeof *b);
+    b->t.dtype = dt;
+    b->t.n_dims = n_dims;
+    for (int i = 0; i < HC_MAX_DIMS; i++) b->t.ne[i] = i < n_dims ? ne[i] : 1;
+    b->t.backend = be;
+    b->nbytes = hc_tensor_nbytes(&b->t);
+    int rc = be->iface->alloc(be, &b->t.data, b->nbytes + HC_GUARD);
+    if (rc != HC_OK) return rc;
+    unsigned char *img = malloc(b->nbytes + HC_GUARD);
+    if (host)
+        memcpy(img, host, b->nbytes);
+    else
+        memset(img, 0xFF, b->nbytes); /* all-ones: NaN for f32 */
+    memset(img + b->nbytes, HC_GUARD_BYTE, HC_GUARD);
+    rc = be->iface->upload(be, b->t.data, img, b->nbytes + HC_GUARD);
+    free(img);
+    return rc;
+}
+
+/* Downloads the payload into host (may be NULL) and checks the guard; returns 1 when intact. */
+static int tb_read(tbuf *b, void *host) {
+    hc_backend *be = b->t.backend;
+    unsigned char *img = malloc(b->nbytes + HC_GUARD);
+    int rc = be->iface->download(be, img, b->t.data, b->nbytes + HC_GUARD);
+    CHECK_OK(rc);
+    int ok = rc == HC_OK;
+    for (size_t i = 0; i < HC_GUARD && ok; i++) ok = img[b->nbytes + i] == HC_GUARD_BYTE;
+    if (host) memcpy(host, img, b->nbytes);
+    free(img);
+    return ok;
+}
+
+static void tb_free(tbuf *b) {
+    if (b->t.data) b->t.backend->iface->free(b->t.backend, b->t.data);
+    b->t.data = NULL;
+}
+
+/* ---- comparison ----------------------------------------------------------------------------------- */
+
+static double g_worst[32];
+static const char *g_worst_name[32];
+static int g_n_worst;
+
+static void note_err(const char *op, double err) {
+    for (int i = 0; i < g_n_worst; i++)
+        if (!strcmp(g_worst_name[i], op)) {
+            if (err > g_worst[i]) g_worst[i] = err;
+            return;
+        }
+    if (g_n_worst < 32) {
+        g_worst_name[g_n_worst] = op;
+        g_worst[g_n_worst++] = err;
+    }
+}
+
+/* Checks finiteness, guard and max|got-ref|/max|ref| <= tol; prints the case on failure. */
+static void expect_close(const char *be_name, const char *op, const char *what, const float *got,
+                         const double *ref, size_t n, double tol, int guard_ok) {
+    double maxdiff = 0, maxref = 0;
+    size_t bad = 0, first_bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(got[i])) {
+            if (!bad++) first_bad = i;
+            continue;
+        }
+        double d = fabs((double)got[i] - ref[i]);
+        if (d > maxdiff) maxdiff = d;
+        if (fabs(ref[i]) > maxref) maxref = fabs(ref[i]);
+    }
+    double err = maxdiff / (maxref > 1e-30 ? maxref : 1e-30);
+    note_err(op, bad ? INFINITY : err);
+    CHECKF(guard_ok, "[%s] %s %s: write past the end of the output (guard bytes changed)", be_name,
+           op, what);
+    CHECKF(bad == 0, "[%s] %s %s: %zu non-finite outputs (first at %zu: %g)", be_name, op, what,
+           bad, first_bad, bad ? (double)got[first_bad] : 0.0);
+    CHECKF(err <= tol, "[%s] %s %s: rel err %.3g > %.1g", be_name, op, what, err, tol);
+}
+
+static float *to_f32_host(const void *src, hc_dtype dt, size_t n) {
+    float *f = malloc(n * sizeof *f);
+    hc_convert_to_f32(f, src, dt, n);
+    return f;
+}
+
+/* Rounds f32 data to dtype's storage (returns a malloc'ed buffer of that dtype). */
+static void *from_f32_host(const float *src, hc_dtype dt, size_t n) {
+    if (dt == HC_DTYPE_F32) {
+        float *o = malloc(n * 4);
+        memcpy(o, src, n * 4);
+        return o;
+    }
+    uint16_t *o = malloc(n * 2);
+    for (size_t i = 0; i < n; i++)
+        o[i] = dt == HC_DTYPE_BF16 ? hc_f32_to_bf16(src[i]) : hc_f32_to_f16(src[i]);
+    return o;
+}
+
+/* ---- ops ------------------------------------------------------------------------------------------ */
+
+static void test_matmul(hc_backend *be) {
+    static const int ms[] = {1, 3, 17, 64};
+    static const int nk[][2] = {{80, 256}, {33, 199}};
+    static const hc_dtype dts[] = {HC_DTYPE_F32, HC_DTYPE_BF16, HC_DTYPE_F16};
+    for (size_t di = 0; di < 3; di++)
+        for (size_t si = 0; si < 2; si++)
+            for (size_t mi = 0; mi < 4; mi++) {
+                const int m = ms[mi], n = nk[si][0], k = nk[si][1];
+                const hc_dtype dt = dts[di];
+                float *x = malloc((size_t)m * k * 4), *wf = malloc((size_t)n * k * 4);
+                rnd_fill(x, (size_t)m * k, -1, 1);
+                rnd_fill(wf, (size_t)n * k, -1, 1);
+                void *w = from_f32_host(wf, dt, (size_t)n * k);
+                float *wr = to_f32_host(w, dt, (size_t)n * k); /* the values actually stored */
+                double *ref = malloc((size_t)m * n * sizeof *ref);
+                for (int r = 0; r < m; r++)
+                    for (int j = 0; j < n; j++) {
+                        double s = 0;
+                        for (int i = 0; i < k; i++) s += (double)x[r * k + i] * wr[j * k + i];
+                        ref[r * n + j] = s;
+                    }
+                tbuf tx, tw, to;
+                int64_t nex[2] = {m, k}, new_[2] = {n, k}, neo[2] = {m, n};
+                CHECK_OK(tb_make(&tx, be, HC_DTYPE_F32, 2, nex, x));
+                CHECK_OK(tb_make(&tw, be, dt, 2, new_, w));
+                CHECK_OK(tb_make(&to, be, HC_DTYPE_F32, 2, neo, NULL));
+                CHECK_OK(be->iface->matmul(be, &to.t, &tx.t, &tw.t));
+                float *got = malloc((size_t)m * n * 4);
+                int g = tb_read(&to, got);
+                char what[64];
+                snprintf(what, sizeof what, "%s m=%d n=%d k=%d", hc_dtype_name(dt), m, n, k);
+                expect_close(be->iface->name, "matmul", what, got, ref, (size_t)m * n, 1e-4, g);
+                tb_free(&tx), tb_free(&tw), tb_free(&to);
+                free(x), free(wf), free(w), free(wr), free(ref), free(got);
+            }
+}
+
+static void test_rmsnorm(hc_backend *be) {
+    static const int shapes[][2] = {{5, 300}, {3, 4096}, {1, 64}};
+    for (int si = 0; si < 3; si++)
+        for (int inplace = 0; inplace < 2; inplace++) {
+            const int rows = shapes[si][0], dim = shapes[si][1];
+            const float eps = 1e-6f;
+            float *x = malloc((size_t)rows * dim * 4), *w = malloc((size_t)dim * 4);
+            rnd_fill(x, (size_t)rows * dim, -3, 3);
+            rnd_fill(w, (size_t)dim, 0.5f, 1.5f);
+            double *ref = malloc((size_t)rows * dim * sizeof *ref);
+            for (int r = 0; r < rows; r++) {
+                double ss = 0;
+                for (int i = 0; i < dim; i++) ss += (double)x[r * dim + i] * x[r * dim + i];
+                double inv = 1.0 / sqrt(ss / dim + eps);
+                for (int i = 0; i < dim; i++) ref[r * dim + i] = x[r * dim + i] * inv * w[i];
+            }
+            tbuf tx, tw, to;
+            int64_t nex[2] = {rows, dim}, new_[1] = {dim};
+            CHECK_OK(tb_make(&tx, be, HC_DTYPE_F32, 2, nex, x));
+            CHECK_OK(tb_make(&tw, be, HC_DTYPE_F32, 1, new_, w));
+            if (!inplace) CHECK_OK(tb_make(&to, be, HC_DTYPE_F32, 2, nex, NULL));
+            tbuf *out = inplace ? &tx : &to;
+            CHECK_OK(be->iface->rmsnorm(be, &out->t, &tx.t, &tw.t, eps));
+            float *got = malloc((size_t)rows * dim * 4);
+            int g = tb_read(out, got);
+            char what[64];
+            snprintf(what, sizeof what, "%dx%d%s", rows, dim, inplace ? " in-place" : "");
+            expect_close(be->iface->name, "rmsnorm", what, got, ref, (size_t)rows * dim, 1e-5, g);
+            tb_free(&tx), tb_free(&tw);
+            if (!inplace) tb_free(&to);
+            free(x), free(w), free(ref), free(got);
+        }
+}
+
+static void test_rope(hc_backend *be) {
+    static const int hds[] = {32, 64, 128};
+    static const double thetas[] = {1e4, 1e6};
+    static const int32_t pos[] = {0, 1, 7, 100, 1023, 4000, 32767};
+    const int n_tokens = (int)(sizeof pos / sizeof pos[0]), n_heads = 3;
+    for (int hi = 0; hi < 3; hi++)
+        for (int ti = 0; ti < 2; ti++) {
+            const int hd = hds[hi], half = hd / 2;
+            const size_t n = (size_t)n_tokens * n_heads * hd;
+            float *x = malloc(n * 4);
+            rnd_fill(x, n, -2, 2);
+            double *ref = malloc(n * sizeof *ref);
+            for (int t = 0; t < n_tokens; t++)
+                for (int i = 0; i < half; i++) {
+                    /* contract (transformers): inv_freq and the angle are f32 */
+                    float inv = 1.0f / powf((float)thetas[ti], (float)(2 * i) / (float)hd);
+                    float ang = (float)pos[t] * inv;
+                    double c = cos((double)ang), s = sin((double)ang);
+                    for (int h = 0; h < n_heads; h++) {
+                        const float *v = x + ((size_t)t * n_heads + h) * hd;
+                        double *o = ref + ((size_t)t * n_heads + h) * hd;
+                        o[i] = v[i] * c - v[i + half] * s;
+                        o[i + half] = v[i + half] * c + v[i] * s;
+                    }
+                }
+            tbuf tx;
+            int64_t ne[3] = {n_tokens, n_heads, hd};
+            CHECK_OK(tb_make(&tx, be, HC_DTYPE_F32, 3, ne, x));
+            CHECK_OK(be->iface->rope(be, &tx.t, pos, thetas[ti]));
+            float *got = malloc(n * 4);
+            int g = tb_read(&tx, got);
+            char what[64];
+            snprintf(what, sizeof what, "head_dim=%d theta=%g", hd, thetas[ti]);
+            expect_close(be->iface->name, "rope", what, got, ref, n, 1e-5, g);
+            tb_free(&tx);
+            free(x), free(ref), free(got);
+        }
+}
+
+/* One attention case. block_size 1 = scratch mode (tables are pool rows); otherwise each
+ * sequence gets a random block table over a shared pool. Query tokens of a sequence see kv_len
+ * = a causal prefix (the last few positions and a random earlier one). */
+static void attn_case(hc_backend *be, int n_heads, int n_kv_heads, int hd, int block_size) {
+    enum { N_SEQ = 3, Q_PER_SEQ = 4 };
+    int seq_len[N_SEQ], seq_off[N_SEQ];
+    const int max_blocks_per_seq = (70 + block_size - 1) / block_size;
+    const int n_pool_blocks = N_SEQ * max_blocks_per_seq + 5;
+    const int n_rows = n_pool_blocks * block_size;
+    int32_t *pool_blocks = malloc((size_t)n_pool_blocks * sizeof *pool_blocks);
+    rnd_distinct(pool_blocks, n_pool_blocks, n_pool_blocks); /* a random permutation */
+    int32_t *tables = malloc((size_t)n_pool_blocks * sizeof *tables);
+    int n_table = 0;
+    for (int s = 0; s < N_SEQ; s++) {
+        seq_len[s] = rnd_i(1, 70);
+        if (s == 0) seq_len[s] = 70;
+        if (s == 1) seq_len[s] = 1;
+        seq_off[s] = n_table;
+        int nb = (seq_len[s] + block_size - 1) / block_size;
+        for (int b = 0; b < nb; b++) tables[n_table++] = pool_blocks[seq_off[s] + b];
+    }
+    const int n_tokens = N_SEQ * Q_PER_SEQ;
+    int32_t table_off[N_SEQ * Q_PER_SEQ], kv_len[N_SEQ * Q_PER_SEQ];
+    for (int s = 0; s < N_SEQ; s++)
+        for (int j = 0; j < Q_PER_SEQ; j++) {
+            int t = s * Q_PER_SEQ + j, len = seq_len[s] - (Q_PER_SEQ - 1 - j);
+            if (j == 0) len = rnd_i(1, seq_len[s]);
+            table_off[t] = seq_off[s];
+            kv_len[t] = len < 1 ? 1 : len;
+        }
+    const size_t kv_dim = (size_t)n_kv_heads * hd, q_dim = (size_t)n_heads * hd;
+    float *q = malloc((size_t)n_tokens * q_dim * 4);
+    float *kp = malloc((size_t)n_rows * kv_dim * 4), *vp = malloc((size_t)n_rows * kv_dim * 4);
+    rnd_fill(q, (size_t)n_tokens * q_dim, -1, 1);
+    rnd_fill(kp, (size_t)n_rows * kv_dim, -1, 1);
+    rnd_fill(vp, (size_t)n_rows * kv_dim, -1, 1);
+    const float scale = 1.0f / sqrtf((float)hd);
+    double *ref = calloc((size_t)n_tokens * q_dim, sizeof *ref);
+    double *sc = malloc(70 * sizeof *sc);
+    for (int t = 0; t < n_tokens; t++)
+        for (int h = 0; h < n_heads; h++) {
+            const int kvh = h / (n_heads / n_kv_heads);
+            const float *qh = q + (size_t)t * q_dim + (size_t)h * hd;
+            double mx = -INFINITY, sum = 0;
+            for (int j = 0; j < kv_len[t]; j++) {
+                int64_t row = (int64_t)tables[table_off[t] + j / block_size] * block_size +
+                              j % block_size;
+                const float *k = kp + (size_t)row * kv_dim + (size_t)kvh * hd;
+                double s = 0;
+                for (int d = 0; d < hd; d++) s += (double)qh[d] * k[d];
+                sc[j] = s * scale;
+                if (sc[j] > mx) mx = sc[j];
+            }
+            for (int j = 0; j < kv_len[t]; j++) sum += (sc[j] = exp(sc[j] - mx));
+            double *o = ref + (size_t)t * q_dim + (size_t)h * hd;
+            for (int j = 0; j < kv_len[t]; j++) {
+                int64_t row = (int64_t)tables[table_off[t] + j / block_size] * block_size +
+                              j % block_size;
+                const float *v = vp + (size_t)row * kv_dim + (size_t)kvh * hd;
+                for (int d = 0; d < hd; d++) o[d] += sc[j] / sum * v[d];
+            }
+        }
+    tbuf tq, tk, tv, to;
+    int64_t neq[2] = {n_tokens, (int64_t)q_dim}, nep[3] = {n_rows, n_kv_heads, hd};
+    CHECK_OK(tb_make(&tq, be, HC_DTYPE_F32, 2, neq, q));
+    CHECK_OK(tb_make(&tk, be, HC_DTYPE_F32, 3, nep, kp));
+    CHECK_OK(tb_make(&tv, be, HC_DTYPE_F32, 3, nep, vp));
+    CHECK_OK(tb_make(&to, be, HC_DTYPE_F32, 2, neq, NULL));
+    hc_attn_args a = {n_tokens, n_heads, n_kv_heads, hd, scale, block_size,
+                      table_off, kv_len, tables, n_table};
+    CHECK_OK(be->iface->attention(be, &to.t, &tq.t, &tk.t, &tv.t, &a));
+    float *got = malloc((size_t)n_tokens * q_dim * 4);
+    int g = tb_read(&to, got);
+    char what[96];
+    snprintf(what, sizeof what, "heads=%d kv_heads=%d head_dim=%d block_size=%d", n_heads,
+             n_kv_heads, hd, block_size);
+    expect_close(be->iface->name, "attention", what, got, ref, (size_t)n_tokens * q_dim, 1e-4, g);
+
+    /* A block id outside the pool is an error code, not a crash. */
+    int32_t saved = tables[0];
+    tables[0] = n_pool_blocks;
+    int rc = be->iface->attention(be, &to.t, &tq.t, &tk.t, &tv.t, &a);
+    CHECKF(rc == HC_ERR_RANGE, "[%s] attention with a bad block id returned %d", be->iface->name,
+           rc);
+    tables[0] = saved;
+
+    tb_free(&tq), tb_free(&tk), tb_free(&tv), tb_free(&to);
+    free(pool_blocks), free(tables), free(q), free(kp), free(vp), free(ref), free(sc), free(got);
+}
+
+static void test_attention(hc_backend *be) {
+    static const int heads[][2] = {{8, 2}, {4, 4}};
+    static const int hds[] = {64, 128, 48};
+    static const int bss[] = {1, 16};
+    for (int hi = 0; hi < 2; hi++)
+        for (int di = 0; di < 3; di++)
+            for (int bi = 0; bi < 2; bi++) attn_case(be, heads[hi][0], heads[hi][1], hds[di], bss[bi]);
+}
+
+static void test_kv_store(hc_backend *be) {
+    const int n_rows = 50, n_kv = 2, hd = 12, n_tokens = 7, kv_dim = n_kv * hd;
+    float *kp = malloc((size_t)n_rows * kv_dim * 4), *vp = malloc((size_t)n_rows * kv_dim * 4);
+    float *k = malloc((size_t)n_tokens * kv_dim * 4), *v = malloc((size_t)n_tokens * kv_dim * 4);
+    rnd_fill(kp, (size_t)n_rows * kv_dim, -1, 1);
+    rnd_fill(vp, (size_t)n_rows * kv_dim, -1, 1);
+    rnd_fill(k, (size_t)n_tokens * kv_dim, -1, 1);
+    rnd_fill(v, (size_t)n_tokens * kv_dim, -1, 1);
+    int32_t rows[7];
+    rnd_distinct(rows, n_tokens, n_rows);
+    rows[0] = n_rows - 1; /* the last row too */
+    if (rows[1] == n_rows - 1) rows[1] = 0;
+    double *rk = malloc((size_t)n_rows * kv_dim * sizeof *rk);
+    double *rv = malloc((size_t)n_rows * kv_dim * sizeof *rv);
+    for (int i = 0; i < n_rows * kv_dim; i++) rk[i] = kp[i], rv[i] = vp[i];
+    for (int t = 0; t < n_tokens; t++)
+        for (int d = 0; d < kv_dim; d++) {
+            rk[(size_t)rows[t] * kv_dim + d] = k[t * kv_dim + d];
+            rv[(size_t)rows[t] * kv_dim + d] = v[t * kv_dim + d];
+        }
+    tbuf tkp, tvp, tk, tv;
+    int64_t nep[3] = {n_rows, n_kv, hd}, nek[2] = {n_tokens, kv_dim};
+    CHECK_OK(tb_make(&tkp, be, HC_DTYPE_F32, 3, nep, kp));
+    CHECK_OK(tb_make(&tvp, be, HC_DTYPE_F32, 3, nep, vp));
+    CHECK_OK(tb_make(&tk, be, HC_DTYPE_F32, 2, nek, k));
+    CHECK_OK(tb_make(&tv, be, HC_DTYPE_F32, 2, nek, v));
+    CHECK_OK(be->iface->kv_store(be, &tkp.t, &tvp.t, &tk.t, &tv.t, rows, n_tokens));
+    float *got = malloc((size_t)n_rows * kv_dim * 4);
+    int g = tb_read(&tkp, got);
+    expect_close(be->iface->name, "kv_store", "k pool", got, rk, (size_t)n_rows * kv_dim, 0, g);
+    g = tb_read(&tvp, got);
+    expect_close(be->iface->name, "kv_store", "v pool", got, rv, (size_t)n_rows * kv_dim, 0, g);
+    tb_free(&tkp), tb_free(&tvp), tb_free(&tk), tb_free(&tv);
+    free(kp), free(vp), free(k), free(v), free(rk), free(rv), free(got);
+}
+
+static void test_swiglu_add(hc_backend *be) {
+    const int n = 1000;
+    float *a = malloc(n * 4), *b = malloc(n * 4), *got = malloc(n * 4);
+    double *ref = malloc(n * sizeof *ref);
+    rnd_fill(a, n, -10, 10);
+    rnd_fill(b, n, -3, 3);
+    int64_t ne[2] = {10, 100};
+    tbuf ta, tb, to;
+    CHECK_OK(tb_make(&ta, be, HC_DTYPE_F32, 2, ne, a));
+    CHECK_OK(tb_make(&tb, be, HC_DTYPE_F32, 2, ne, b));
+    CHECK_OK(tb_make(&to, be, HC_DTYPE_F32, 2, ne, NULL));
+    for (int i = 0; i < n; i++) ref[i] = a[i] / (1.0 + exp(-(double)a[i])) * b[i];
+    CHECK_OK(be->iface->swiglu(be, &to.t, &ta.t, &tb.t));
+    int g = tb_read(&to, got);
+    expect_close(be->iface->name, "swiglu", "10x100", got, ref, n, 1e-5, g);
+    for (int i = 0; i < n; i++) ref[i] = (double)a[i] + b[i];
+    CHECK_OK(be->iface->add(be, &ta.t, &tb.t));
+    g = tb_read(&ta, got);
+    expect_close(be->iface->name, "add", "10x100", got, ref, n, 1e-7, g);
+    tb_free(&ta), tb_free(&tb), tb_free(&to);
+    free(a), free(b), free(got), free(ref);
+}
+
+static void test_rows(hc_backend *be) {
+    /* embed from F32, BF16 and F16 tables */
+    static const hc_dtype dts[] = {HC_DTYPE_F32, HC_DTYPE_BF16, HC_DTYPE_F16};
+    const int vocab = 50, dim = 40, n_ids = 9;
+    int32_t ids[9] = {0, 49, 3, 3, 17, 25, 1, 48, 10};
+    for (int di = 0; di < 3; di++) {
+        float *tf = malloc((size_t)vocab * dim * 4);
+        rnd_fill(tf, (size_t)vocab * dim, -2, 2);
+        void *tab = from_f32_host(tf, dts[di], (size_t)vocab * dim);
+        float *tr = to_f32_host(tab, dts[di], (size_t)vocab * dim);
+        double *ref = malloc((size_t)n_ids * dim * sizeof *ref);
+        for (int t = 0; t < n_ids; t++)
+            for (int d = 0; d < dim; d++) ref[t * dim + d] = tr[ids[t] * dim + d];
+        tbuf tt, to;
+        int64_t net[2] = {vocab, dim}, neo[2] = {n_ids, dim};
+        CHECK_OK(tb_make(&tt, be, dts[di], 2, net, tab));
+        CHECK_OK(tb_make(&to, be, HC_DTYPE_F32, 2, neo, NULL));
+        CHECK_OK(be->iface->embed(be, &to.t, &tt.t, ids));
+        float *got = malloc((size_t)n_ids * dim * 4);
+        int g = tb_read(&to, got);
+        expect_close(be->iface->name, "embed", hc_dtype_name(dts[di]), got, ref,
+                     (size_t)n_ids * dim, 0, g);
+        int32_t bad[1] = {vocab};
+        hc_tensor one = hc_tensor_rows_view(&to.t, 0, 1);
+        int rc = be->iface->embed(be, &one, &tt.t, bad);
+        CHECKF(rc == HC_ERR_RANGE, "[%s] embed with id = vocab returned %d", be->iface->name, rc);
+        tb_free(&tt), tb_free(&to);
+        free(tf), free(tab), free(tr), free(ref), free(got);
+    }
+
+    /* get_rows */
+    {
+        const int rows = 30, cols = 17, n = 11;
+        float *src = malloc((size_t)rows * cols * 4), *got = malloc((size_t)n * cols * 4);
+        rnd_fill(src, (size_t)rows * cols, -5, 5);
+        int32_t idx[11];
+        for (int i = 0; i < n; i++) idx[i] = rnd_i(0, rows - 1);
+        idx[0] = rows - 1;
+        double *ref = malloc((size_t)n * cols * sizeof *ref);
+        for (int i = 0; i < n; i++)
+            for (int c = 0; c < cols; c++) ref[i * cols + c] = src[idx[i] * cols + c];
+        tbuf ts, to;
+        int64_t nes[2] = {rows, cols}, neo[2] = {n, cols};
+        CHECK_OK(tb_make(&ts, be, HC_DTYPE_F32, 2, nes, src));
+        CHECK_OK(tb_make(&to, be, HC_DTYPE_F32, 2, neo, NULL));
+        CHECK_OK(be->iface->get_rows(be, &to.t, &ts.t, idx));
+        int g = tb_read(&to, got);
+        expect_close(be->iface->name, "get_rows", "30x17 -> 11", got, ref, (size_t)n * cols, 0, g);
+        tb_free(&ts), tb_free(&to);
+        free(src), free(got), free(ref);
+    }
+
+    /* set_rows */
+    {
+        const int rows = 20, cols = 17, n = 5;
+        float *dst = malloc((size_t)rows * cols * 4), *src = malloc((size_t)n * cols * 4);
+        float *got = malloc((size_t)rows * cols * 4);
+        rnd_fill(dst, (size_t)rows * cols, -5, 5);
+        rnd_fill(src, (size_t)n * cols, -5, 5);
+        int32_t idx[5];
+        rnd_distinct(idx, n, rows);
+        double *ref = malloc((size_t)rows * cols * sizeof *ref);
+        for (int i = 0; i < rows * cols; i++) ref[i] = dst[i];
+        for (int i = 0; i < n; i++)
+            for (int c = 0; c < cols; c++) ref[idx[i] * cols + c] = src[i * cols + c];
+        tbuf td;
+        int64_t ne[2] = {rows, cols};
+        CHECK_OK(tb_make(&td, be, HC_DTYPE_F32, 2, ne, dst));
+        CHECK_OK(be->iface->set_rows(be, &td.t, src, idx, n));
+        memset(src, 0, (size_t)n * cols * 4); /* the op must not read the host rows later */
+        int g = tb_read(&td, got);
+        expect_close(be->iface->name, "set_rows", "5 into 20x17", got, ref, (size_t)rows * cols,
+                     0, g);
+        tb_free(&td);
+        free(dst), free(src), free(got), free(ref);
+    }
+}
+
+/* Host metadata must be consumed at call time: several staged ops in flight with the host arrays
+ * overwritten between calls (exercises a device backend's staging ring). */
+static void test_staging(hc_backend *be) {
+    const int rows = 64, cols = 33, n_ops = 12;
+    float *src = malloc((size_t)rows * cols * 4), *got = malloc((size_t)cols * 4);
+    rnd_fill(src, (size_t)rows * cols, -1, 1);
+    tbuf ts, to;
+    int64_t nes[2] = {rows, cols}, neo[2] = {n_ops, cols};
+    CHECK_OK(tb_make(&ts, be, HC_DTYPE_F32, 2, nes, src));
+    CHECK_OK(tb_make(&to, be, HC_DTYPE_F32, 2, neo, NULL));
+    int32_t idx[1], want[12];
+    for (int i = 0; i < n_ops; i++) {
+        idx[0] = want[i] = rnd_i(0, rows - 1);
+        hc_tensor row = hc_tensor_rows_view(&to.t, i, 1);
+        CHECK_OK(be->iface->get_rows(be, &row, &ts.t, idx));
+        idx[0] = -12345; /* clobber: the backend must have copied it */
+    }
+    float *all = malloc((size_t)n_ops * cols * 4);
+    int g = tb_read(&to, all);
+    double *ref = malloc((size_t)n_ops * cols * sizeof *ref);
+    for (int i = 0; i < n_ops; i++)
+        for (int c = 0; c < cols; c++) ref[i * cols + c] = src[want[i] * cols + c];
+    expect_close(be->iface->name, "staging", "12 get_rows in flight", all, ref,
+                 (size_t)n_ops * cols, 0, g);
+    tb_free(&ts), tb_free(&to);
+    free(src), free(got), free(all), free(ref);
+}
+
+/* ---- benchmark (HC_BENCH=1) ------------------------------------------------------------------------ */
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void bench_matmul(hc_backend *be, hc_dtype dt, int m, int n, int k, int iters) {
+    tbuf tx, tw, to;
+    int64_t nex[2] = {m, k}, new_[2] = {n, k}, neo[2] = {m, n};
+    float *x = malloc((size_t)m * k * 4), *wf = malloc((size_t)n * k * 4);
+    rnd_fill(x, (size_t)m * k, -1, 1);
+    rnd_fill(wf, (size_t)n * k, -1, 1);
+    void *w = from_f32_host(wf, dt, (size_t)n * k);
+    if (tb_make(&tx, be, HC_DTYPE_F32, 2, nex, x) || tb_make(&tw, be, dt, 2, new_, w) ||
+        tb_make(&to, be, HC_DTYPE_F32, 2, neo, NULL)) {
+        printf("  matmul alloc failed\n");
+        return;
+    }
+    be->iface->matmul(be, &to.t, &tx.t, &tw.t); /* warm-up */
+    be->iface->synchronize(be);
+    double t0 = now_s();
+    for (int i = 0; i < iters; i++) be->iface->matmul(be, &to.t, &tx.t, &tw.t);
+    be->iface->synchronize(be);
+    double dt_s = (now_s() - t0) / iters;
+    double gb = ((double)n * k * hc_dtype_size(dt) + (double)m * k * 4 + (double)m * n * 4) / 1e9;
+    printf("%-6s matmul     %-5s m=%-5d n=%-6d k=%-6d %10.3f ms %9.1f GFLOP/s %8.1f GB/s\n",
+           be->iface->name, hc_dtype_name(dt), m, n, k, dt_s * 1e3,
+           2.0 * m * n * k / dt_s / 1e9, gb / dt_s);
+    tb_free(&tx), tb_free(&tw), tb_free(&to);
+    free(x), free(wf), free(w);
+}
+
+/* n_seq sequences, each with n_q query tokens at the end of a kv_len-long context, paged bs 16. */
+static void bench_attention(hc_backend *be, int n_seq, int n_q, int kv_len, int iters) {
+    const int n_heads = 32, n_kv = 8, hd = 128, bs = 16;
+    const int nb = (kv_len + bs - 1) / bs, n_rows = n_seq * nb * bs, n_tokens = n_seq * n_q;
+    int32_t *tables = malloc((size_t)n_seq * nb * 4);
+    rnd_distinct(tables, n_seq * nb, n_seq * nb);
+    int32_t *off = malloc((size_t)n_tokens * 4), *len = malloc((size_t)n_tokens * 4);
+    for (int s = 0; s < n_seq; s++)
+        for (int j = 0; j < n_q; j++) {
+            off[s * n_q + j] = s * nb;
+            len[s * n_q + j] = kv_len - (n_q - 1 - j);
+        }
+    const size_t kv_dim = (size_t)n_kv * hd, q_dim = (size_t)n_heads * hd;
+    float *q = malloc((size_t)n_tokens * q_dim * 4), *kv = malloc((size_t)n_rows * kv_dim * 4);
+    rnd_fill(q, (size_t)n_tokens * q_dim, -1, 1);
+    rnd_fill(kv, (size_t)n_rows * kv_dim, -1, 1);
+    tbuf tq, tk, tv, to;
+    int64_t neq[2] = {n_tokens, (int64_t)q_dim}, nep[3] = {n_rows, n_kv, hd};
+    if (tb_make(&tq, be, HC_DTYPE_F32, 2, neq, q) || tb_make(&tk, be, HC_DTYPE_F32, 3, nep, kv) ||
+        tb_make(&tv, be, HC_DTYPE_F32, 3, nep, kv) || tb_make(&to, be, HC_DTYPE_F32, 2, neq, NULL)) {
+        printf("  attention alloc failed\n");
+        return;
+    }
+    hc_attn_args a = {n_tokens, n_heads, n_kv, hd, 1.0f / sqrtf((float)hd), bs, off, len, tables,
+                      n_seq * nb};
+    be->iface->attention(be, &to.t, &tq.t, &tk.t, &tv.t, &a);
+    be->iface->synchronize(be);
+    double t0 = now_s();
+    for (int i = 0; i < iters; i++) be->iface->attention(be, &to.t, &tq.t, &tk.t, &tv.t, &a);
+    be->iface->synchronize(be);
+    double dt_s = (now_s() - t0) / iters;
+    /* bytes if each sequence's K/V is read once per kv head (the floor for decode) */
+    double gb = (double)n_seq * kv_len * kv_dim * 4 * 2 / 1e9;
+    printf("%-6s attention  seqs=%-3d q/seq=%-4d kv_len=%-5d h=32/8 d=128 %10.3f ms %8.1f GB/s "
+           "(K/V once)\n",
+           be->iface->name, n_seq, n_q, kv_len, dt_s * 1e3, gb / dt_s);
+    tb_free(&tq), tb_free(&tk), tb_free(&tv), tb_free(&to);
+    free(tables), free(off), free(len), free(q), free(kv);
+}
+
+static void bench(hc_backend *be) {
+    const int gpu = strcmp(be->iface->name, "cpu") != 0;
+    const int it = gpu ? 50 : 3;
+    printf("\n");
+    bench_matmul(be, HC_DTYPE_BF16, 1, 4096, 4096, it);
+    bench_matmul(be, HC_DTYPE_BF16, 8, 4096, 4096, it);
+    bench_matmul(be, HC_DTYPE_F32, 1, 4096, 4096, it);
+    bench_matmul(be, HC_DTYPE_BF16, gpu ? 2048 : 128, 4096, 4096, gpu ? 10 : 1);
+    bench_matmul(be, HC_DTYPE_F32, gpu ? 2048 : 128, 4096, 4096, gpu ? 10 : 1);
+    bench_attention(be, gpu ? 32 : 2, 1, gpu ? 4096 : 512, it);
+    bench_attention(be, 1, gpu ? 512 : 32, gpu ? 2048 : 256, gpu ? 10 : 1);
+}
+
+/* ---- main ------------------------------------------------------------------------------------------ */
+
+static void run_all(hc_backend *be) {
+    int before = hc_test_failures;
+    test_matmul(be);
+    test_rmsnorm(be);
+    test_rope(be);
+    test_attention(be);
+    test_kv_store(be);
+    test_swiglu_add(be);
+    test_rows(be);
+    test_staging(be);
+    printf("backend %-5s: %s; worst rel err per op:", be->iface->name,
+           hc_test_failures == before ? "all ops agree" : "FAILURES");
+    for (int i = 0; i < g_n_worst; i++) printf(" %s %.2g", g_worst_name[i], g_worst[i]);
+    printf("\n");
+    g_n_worst = 0;
+}
+
+int main(int argc, char **argv) {
+    (void)argc, (void)argv;
+    const char *seed = getenv("HC_TEST_SEED");
+    if (seed && *seed) g_rng = strtoull(seed, NULL, 0) * 0x9E3779B97F4A7C15ull + 1;
+    printf("test_backend_ops: seed %s\n", seed && *seed ? seed : "default");
+    const char *bench_env = getenv("HC_BENCH"), *bench_only = getenv("HC_BENCH_BACKEND");
+    const int do_bench = bench_env && *bench_env && strcmp(bench_env, "0") != 0;
+
+    const char *only = getenv("HC_TEST_BACKEND"); /* "cpu" or "cuda": test just that one */
+    hc_backend *cpu = NULL;
+    if (!only || strcmp(only, "cuda") != 0)
+        CHECK_OK(hc_backend_create(&cpu, HC_BACKEND_CPU, 0, NULL));
+    if (cpu) {
+        run_all(cpu);
+        if (do_bench && (!bench_only || !strcmp(bench_only, "cpu"))) bench(cpu);
+        hc_backend_free(cpu);
+    }
+
+    hc_backend *cuda = NULL;
+    hc_errbuf eb = {{0}};
+    int rc = only && !strcmp(only, "cpu")
+                 ? hc_seterr(&eb, HC_ERR_NODEVICE, "HC_TEST_BACKEND=cpu")
+                 : hc_backend_create(&cuda, HC_BACKEND_CUDA, 0, &eb);
+    const char *expect = getenv("HC_EXPECT_CUDA");
+    if (rc == HC_OK) {
+        run_all(cuda);
+        if (do_bench && (!bench_only || !strcmp(bench_only, "cuda"))) bench(cuda);
+        hc_backend_free(cuda);
+    } else {
+        printf("backend cuda : not available (%s: %s), skipped\n", hc_errname(rc), eb.msg);
+        CHECKF(!(expect && *expect == '1'), "HC_EXPECT_CUDA=1 but the CUDA backend failed: %s",
+               eb.msg);
+    }
+    return hc_test_finish("test_backend_ops");
+}
