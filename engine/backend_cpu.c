@@ -8,8 +8,9 @@
  *  - m <= HC_CPU_GEMV_MAX_M rows (decode): our own kernel, parallel over output columns. Each
  *    output element is computed by the same instruction sequence whatever m is, so a sequence
  *    decoded inside a batch gets bit-identical logits to the same sequence decoded alone.
- *  - larger m (prefill): OpenBLAS sgemm; BF16/F16 weights are widened a panel of rows at a time
- *    into a per-thread-pool scratch buffer first.
+ *  - larger m (prefill): OpenBLAS sgemm, single-threaded, one call per pool task on its own range
+ *    of output columns; BF16/F16 weights are widened a panel of rows at a time into the task's
+ *    scratch buffer first.
  * Everything else is parallelized over rows with the engine's thread pool.
  */
 #include <cblas.h>
@@ -31,7 +32,7 @@
 
 typedef struct cpu_ctx {
     hc_pool *pool;
-    float *panel;      /* widened weight panel for sgemm on BF16/F16 weights */
+    float *panel;      /* widened weight panels (one per task) for sgemm on BF16/F16 weights */
     size_t panel_cap;  /* floats */
     float *scores;     /* attention scratch: n_threads * scores_cap */
     size_t scores_cap; /* floats per thread */
@@ -136,19 +137,44 @@ static void gemv_task(void *p, int task) {
             a->out[r * a->n + j] = dot_xw(a->x + r * a->k, a->w, a->wt, (size_t)(j * a->k), a->k);
 }
 
-typedef struct widen_args {
-    float *dst;
+/* Prefill GEMM: each pool task owns a contiguous range of output columns (weight rows) and runs
+ * single-threaded sgemm on it, widening BF16/F16 weights one panel at a time into its own scratch.
+ * Keeping OpenBLAS single-threaded means its threads never compete with the pool's. */
+typedef struct gemm_args {
+    float *out;
+    const float *x;
     const void *w;
     hc_dtype wt;
-    size_t off, n;
+    int64_t m, n, k;
+    float *panels; /* n_tasks * HC_CPU_PANEL_ROWS * k floats */
     int n_tasks;
-} widen_args;
+} gemm_args;
 
-static void widen_task(void *p, int task) {
-    const widen_args *a = p;
+static void gemm_task(void *p, int task) {
+    const gemm_args *a = p;
     int64_t lo, hi;
-    task_range((int64_t)a->n, a->n_tasks, task, &lo, &hi);
-    for (int64_t i = lo; i < hi; i++) a->dst[i] = load_w(a->w, a->wt, a->off + (size_t)i);
+    task_range(a->n, a->n_tasks, task, &lo, &hi);
+    if (lo >= hi) return;
+    float *panel = a->panels ? a->panels + (size_t)task * HC_CPU_PANEL_ROWS * (size_t)a->k : NULL;
+    /* panels of 256 weight rows: the panel stays in L2 while sgemm sweeps x over it */
+    for (int64_t j0 = lo; j0 < hi; j0 += HC_CPU_PANEL_ROWS) {
+        int64_t nb = hi - j0 < HC_CPU_PANEL_ROWS ? hi - j0 : HC_CPU_PANEL_ROWS;
+        size_t off = (size_t)(j0 * a->k), cnt = (size_t)(nb * a->k);
+        if (a->wt == HC_DTYPE_F32) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)a->m, (int)nb, (int)a->k,
+                        1.0f, a->x, (int)a->k, (const float *)a->w + off, (int)a->k, 0.0f,
+                        a->out + j0, (int)a->n);
+            continue;
+        }
+        if (a->wt == HC_DTYPE_BF16)
+            for (size_t i = 0; i < cnt; i++)
+                panel[i] = hc_bf16_to_f32(((const uint16_t *)a->w)[off + i]);
+        else
+            for (size_t i = 0; i < cnt; i++)
+                panel[i] = hc_f16_to_f32(((const uint16_t *)a->w)[off + i]);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)a->m, (int)nb, (int)a->k, 1.0f,
+                    a->x, (int)a->k, panel, (int)a->k, 0.0f, a->out + j0, (int)a->n);
+    }
 }
 
 static int cpu_matmul(hc_backend *be, hc_tensor *out, const hc_tensor *x, const hc_tensor *w) {
@@ -164,26 +190,20 @@ static int cpu_matmul(hc_backend *be, hc_tensor *out, const hc_tensor *x, const 
         hc_pool_run(c->pool, a.n_tasks, gemv_task, &a);
         return HC_OK;
     }
-    if (w->dtype == HC_DTYPE_F32) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)n, (int)k, 1.0f, x->data,
-                    (int)k, w->data, (int)k, 0.0f, out->data, (int)n);
-        return HC_OK;
+    gemm_args a = {out->data, x->data, w->data, w->dtype, m, n, k, NULL, 0};
+    /* at least 64 output columns per task so each sgemm call has some width */
+    a.n_tasks = n_tasks_for(be, n, 64);
+    if (w->dtype != HC_DTYPE_F32) {
+        size_t need = (size_t)a.n_tasks * HC_CPU_PANEL_ROWS * (size_t)k;
+        if (c->panel_cap < need) {
+            free(c->panel);
+            c->panel = aligned_alloc(64, (need * 4 + 63) & ~(size_t)63);
+            c->panel_cap = c->panel ? need : 0;
+            if (!c->panel) return HC_ERR_NOMEM;
+        }
+        a.panels = c->panel;
     }
-    size_t need = (size_t)HC_CPU_PANEL_ROWS * (size_t)k;
-    if (c->panel_cap < need) {
-        free(c->panel);
-        c->panel = aligned_alloc(64, ((need * 4 + 63) & ~(size_t)63));
-        c->panel_cap = c->panel ? need : 0;
-        if (!c->panel) return HC_ERR_NOMEM;
-    }
-    for (int64_t j0 = 0; j0 < n; j0 += HC_CPU_PANEL_ROWS) {
-        int64_t nb = n - j0 < HC_CPU_PANEL_ROWS ? n - j0 : HC_CPU_PANEL_ROWS;
-        widen_args wa = {c->panel, w->data, w->dtype, (size_t)(j0 * k), (size_t)(nb * k), 0};
-        wa.n_tasks = n_tasks_for(be, nb * k, 1 << 14);
-        hc_pool_run(c->pool, wa.n_tasks, widen_task, &wa);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)nb, (int)k, 1.0f,
-                    x->data, (int)k, c->panel, (int)k, 0.0f, (float *)out->data + j0, (int)n);
-    }
+    hc_pool_run(c->pool, a.n_tasks, gemm_task, &a);
     return HC_OK;
 }
 
@@ -485,8 +505,10 @@ int hc_backend_cpu_create(hc_backend **out, int n_threads) {
         free(c);
         return HC_ERR_NOMEM;
     }
-    /* OpenBLAS keeps one global thread count; match the engine's so the two never oversubscribe. */
-    openblas_set_num_threads(n_threads);
+    /* Parallelism comes from the pool: each task calls single-threaded sgemm on its own columns.
+     * (OpenBLAS keeps one process-wide thread count; 1 means it never starts threads that would
+     * compete with the pool's.) */
+    openblas_set_num_threads(1);
     be->iface = &cpu_iface;
     be->ctx = c;
     be->n_threads = n_threads;

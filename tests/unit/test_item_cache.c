@@ -1,0 +1,58 @@
+/* test_item_cache.c: the LRU item-embedding cache against a simple model of what it must hold. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "item_cache.h"
+#include "testutil.h"
+
+int main(void) {
+    enum { CAP = 64, DIM = 5, KEYS = 200 };
+    hc_item_cache *c = NULL;
+    CHECK_OK(hc_item_cache_create(&c, CAP, DIM));
+    /* the model: last-use time of each key; the cache must hold exactly the CAP most recent */
+    long last[KEYS];
+    for (int k = 0; k < KEYS; k++) last[k] = -1;
+    unsigned x = 7;
+    for (long step = 0; step < 20000; step++) {
+        x = x * 1103515245u + 12345u;
+        int k = (int)((x >> 8) % KEYS);
+        /* distinct keys of lengths 1..7, and key 0 is the empty title (no ids) */
+        int n = k == 0 ? 0 : 1 + k % 7;
+        int32_t ids[8];
+        for (int i = 0; i < n; i++) ids[i] = k * 31 + i;
+        /* is k among the CAP most recently used keys? */
+        int rank = 0;
+        for (int j = 0; j < KEYS; j++)
+            if (last[j] > last[k]) rank++;
+        int expect_hit = last[k] >= 0 && rank < CAP;
+        const float *v = hc_item_cache_get(c, ids, n);
+        CHECKF((v != NULL) == expect_hit, "step %ld key %d: hit %d, want %d", step, k, v != NULL,
+               expect_hit);
+        if (v) {
+            for (int d = 0; d < DIM; d++) CHECK(v[d] == (float)(k * 10 + d));
+        } else {
+            float vec[DIM];
+            for (int d = 0; d < DIM; d++) vec[d] = (float)(k * 10 + d);
+            CHECK_OK(hc_item_cache_put(c, ids, n, vec));
+        }
+        last[k] = step;
+    }
+    hc_item_cache_stats st = hc_item_cache_get_stats(c);
+    CHECK(st.size == CAP && st.hits + st.misses == 20000 && st.evictions > 0);
+    /* keys that differ only in length or in one id do not collide */
+    int32_t a[3] = {1, 2, 3};
+    float va[DIM] = {1, 1, 1, 1, 1}, vb[DIM] = {2, 2, 2, 2, 2};
+    hc_item_cache_clear(c);
+    CHECK_OK(hc_item_cache_put(c, a, 3, va));
+    CHECK_OK(hc_item_cache_put(c, a, 2, vb));
+    CHECK(hc_item_cache_get(c, a, 3) && hc_item_cache_get(c, a, 3)[0] == 1.0f);
+    CHECK(hc_item_cache_get(c, a, 2) && hc_item_cache_get(c, a, 2)[0] == 2.0f);
+    CHECK(hc_item_cache_get(c, a, 1) == NULL);
+    hc_item_cache_free(c);
+    /* a disabled cache never hits */
+    CHECK_OK(hc_item_cache_create(&c, 0, DIM));
+    CHECK_OK(hc_item_cache_put(c, a, 3, va));
+    CHECK(hc_item_cache_get(c, a, 3) == NULL);
+    hc_item_cache_free(c);
+    return hc_test_finish("test_item_cache");
+}
