@@ -19,7 +19,8 @@ int hc_generate(hc_llm *m, hc_kv_cache *kv, hc_gen_seq *seqs, int n, hc_gen_toke
     int total_prompt = 0, total_blocks = 0;
     for (int i = 0; i < n; i++) {
         hc_gen_seq *s = &seqs[i];
-        if (s->n_prompt < 1) return hc_seterr(eb, HC_ERR_INVAL, "sequence %d: empty prompt", i);
+        if (s->n_prompt < 1 || !s->prompt)
+            return hc_seterr(eb, HC_ERR_INVAL, "sequence %d: empty prompt", i);
         if (s->max_new < 0) return hc_seterr(eb, HC_ERR_INVAL, "sequence %d: max_new < 0", i);
         if (s->max_new > 0 && !s->out)
             return hc_seterr(eb, HC_ERR_INVAL, "sequence %d: no output buffer", i);
@@ -42,17 +43,14 @@ int hc_generate(hc_llm *m, hc_kv_cache *kv, hc_gen_seq *seqs, int n, hc_gen_toke
     int cap = total_prompt > n ? total_prompt : n;
     int32_t *tok = malloc((size_t)cap * sizeof *tok), *pos = malloc((size_t)cap * sizeof *pos);
     int32_t *seg = malloc((size_t)cap * sizeof *seg), *out_idx = malloc((size_t)n * sizeof *out_idx);
-    uint8_t *is_embd = calloc((size_t)cap, 1);
-    float *embd = NULL, *logits = malloc((size_t)n * (size_t)V * sizeof *logits);
+    int n_inj = 0;
+    for (int i = 0; i < n; i++) n_inj += seqs[i].n_inject > 0 ? seqs[i].n_inject : 0;
+    int32_t *inj_idx = malloc((size_t)(n_inj ? n_inj : 1) * sizeof *inj_idx);
+    float *inj = malloc((size_t)(n_inj ? n_inj : 1) * (size_t)E * sizeof *inj);
+    float *logits = malloc((size_t)n * (size_t)V * sizeof *logits);
     int n_open = 0;
     if (!seq_ids || !dseq || !active || !next_pos || !samplers || !tok || !pos || !seg || !out_idx ||
-        !is_embd || !logits) {
-        rc = hc_seterr(eb, HC_ERR_NOMEM, "generation buffers");
-        goto done;
-    }
-    int any_embd = 0;
-    for (int i = 0; i < n; i++) any_embd |= seqs[i].is_embd != NULL;
-    if (any_embd && !(embd = calloc((size_t)total_prompt * (size_t)E, sizeof *embd))) {
+        !inj_idx || !inj || !logits) {
         rc = hc_seterr(eb, HC_ERR_NOMEM, "generation buffers");
         goto done;
     }
@@ -68,27 +66,32 @@ int hc_generate(hc_llm *m, hc_kv_cache *kv, hc_gen_seq *seqs, int n, hc_gen_toke
         }
     }
     /* prefill: one packed batch, one segment per sequence */
-    int t = 0;
+    int t = 0, k = 0;
     for (int i = 0; i < n; i++) {
         const hc_gen_seq *s = &seqs[i];
+        if (s->n_inject > 0 && (!s->inject_idx || !s->inject)) {
+            rc = hc_seterr(eb, HC_ERR_INVAL, "sequence %d: injected vectors missing", i);
+            goto done;
+        }
+        for (int j = 0; j < s->n_inject; j++, k++) {
+            if (s->inject_idx[j] < 0 || s->inject_idx[j] >= s->n_prompt) {
+                rc = hc_seterr(eb, HC_ERR_RANGE, "sequence %d: injection at %d outside the prompt",
+                               i, s->inject_idx[j]);
+                goto done;
+            }
+            inj_idx[k] = t + s->inject_idx[j];
+            memcpy(inj + (size_t)k * E, s->inject + (size_t)j * E, (size_t)E * sizeof *inj);
+        }
         for (int j = 0; j < s->n_prompt; j++, t++) {
-            tok[t] = s->prompt ? s->prompt[j] : 0;
+            tok[t] = s->prompt[j];
             pos[t] = s->pos ? s->pos[j] : j;
             seg[t] = i;
-            if (s->is_embd && s->is_embd[j]) {
-                if (!s->embd) {
-                    rc = hc_seterr(eb, HC_ERR_INVAL, "sequence %d: is_embd without embd", i);
-                    goto done;
-                }
-                is_embd[t] = 1;
-                memcpy(embd + (size_t)t * E, s->embd + (size_t)j * E, (size_t)E * sizeof *embd);
-            }
         }
         out_idx[i] = t - 1;
         next_pos[i] = pos[t - 1] + 1;
     }
-    hc_batch b = {.n_tokens = total_prompt, .token = tok, .is_embd = any_embd ? is_embd : NULL,
-                  .embd = embd, .pos = pos, .seg = seg, .n_out = n, .out_idx = out_idx};
+    hc_batch b = {.n_tokens = total_prompt, .token = tok, .n_inject = n_inj, .inject_idx = inj_idx,
+                  .inject = inj, .pos = pos, .seg = seg, .n_out = n, .out_idx = out_idx};
     rc = hc_llm_forward(m, &b, kv, seq_ids, NULL, logits, eb);
     if (rc) goto done;
     int n_active = 0;
@@ -139,8 +142,8 @@ done:
     free(pos);
     free(seg);
     free(out_idx);
-    free(is_embd);
-    free(embd);
+    free(inj_idx);
+    free(inj);
     free(logits);
     return rc;
 }

@@ -23,8 +23,9 @@ typedef struct hc_gen_seq {
     /* in */
     const int32_t *prompt;  /* (n_prompt) ids */
     int n_prompt;           /* >= 1 */
-    const uint8_t *is_embd; /* optional (n_prompt): 1 = input is row t of embd */
-    const float *embd;      /* optional (n_prompt, n_embd) injected vectors */
+    int n_inject;           /* vectors replacing prompt token embeddings (0 = none) */
+    const int32_t *inject_idx; /* (n_inject) prompt indices */
+    const float *inject;    /* (n_inject, n_embd) */
     const int32_t *pos;     /* optional (n_prompt) positions; NULL = 0..n_prompt-1. Generated
                                tokens continue at last prompt position + 1 */
     hc_sampler_params sampling;

@@ -25,10 +25,8 @@ struct hc_llm_scratch {
     hc_tensor logits;   /* (out_cap, vocab) */
     /* host metadata, grown on demand */
     int meta_cap;
-    int32_t *table_off, *kv_len, *tables, *rows, *ids, *embd_idx;
+    int32_t *table_off, *kv_len, *tables, *rows;
     int tables_cap;
-    float *embd_rows;
-    int embd_cap;
 };
 
 /* ---- loading ----------------------------------------------------------------------------------- */
@@ -182,9 +180,6 @@ void hc_llm_free(hc_llm *m) {
         free(s->kv_len);
         free(s->tables);
         free(s->rows);
-        free(s->ids);
-        free(s->embd_idx);
-        free(s->embd_rows);
         free(s);
     }
     free(m->layers);
@@ -239,8 +234,7 @@ static int grow_i32(int32_t **p, int n) {
 static int ensure_meta(hc_llm_scratch *s, int n_tokens, int n_tables) {
     if (n_tokens > s->meta_cap) {
         int cap = n_tokens * 2;
-        if (grow_i32(&s->table_off, cap) || grow_i32(&s->kv_len, cap) || grow_i32(&s->rows, cap) ||
-            grow_i32(&s->ids, cap) || grow_i32(&s->embd_idx, cap))
+        if (grow_i32(&s->table_off, cap) || grow_i32(&s->kv_len, cap) || grow_i32(&s->rows, cap))
             return HC_ERR_NOMEM;
         s->meta_cap = cap;
     }
@@ -288,16 +282,18 @@ int hc_llm_forward(hc_llm *m, const hc_batch *b, hc_kv_cache *kv, const int *seq
             return hc_seterr(eb, HC_ERR_INVAL,
                              "token %d: segment ids must start at 0 and form contiguous runs", t);
         n_seg = sg + 1;
-        int emb = b->is_embd && b->is_embd[t];
-        if (emb && !b->embd)
-            return hc_seterr(eb, HC_ERR_INVAL, "token %d is marked as an embedding but no "
-                                               "embeddings were given", t);
-        if (!emb && (b->token[t] < 0 || b->token[t] >= c->vocab_size))
+        if (b->token[t] < 0 || b->token[t] >= c->vocab_size)
             return hc_seterr(eb, HC_ERR_RANGE, "token %d: id %d outside the vocabulary (0..%d)", t,
                              b->token[t], c->vocab_size - 1);
         if (b->pos[t] < 0)
             return hc_seterr(eb, HC_ERR_RANGE, "token %d: negative position %d", t, b->pos[t]);
     }
+    if (b->n_inject < 0 || (b->n_inject > 0 && (!b->inject_idx || !b->inject)))
+        return hc_seterr(eb, HC_ERR_INVAL, "bad injected-vector request");
+    for (int i = 0; i < b->n_inject; i++)
+        if (b->inject_idx[i] < 0 || b->inject_idx[i] >= T)
+            return hc_seterr(eb, HC_ERR_RANGE, "injected vector %d targets token %d outside the "
+                                               "batch of %d", i, b->inject_idx[i], T);
     hc_llm_scratch *s = m->scratch;
     int rc = ensure_act(m, T, b->n_out > 0 ? b->n_out : 1);
     if (rc) return hc_seterr(eb, rc, "allocating activations for %d tokens", T);
@@ -342,12 +338,6 @@ int hc_llm_forward(hc_llm *m, const hc_batch *b, hc_kv_cache *kv, const int *seq
     }
     rc = ensure_meta(s, T, n_tables);
     if (rc) return hc_seterr(eb, rc, "allocating batch metadata");
-    int n_emb = 0;
-    for (int t = 0; t < T; t++) {
-        int emb = b->is_embd && b->is_embd[t];
-        s->ids[t] = emb ? 0 : b->token[t];
-        if (emb) s->embd_idx[n_emb++] = t;
-    }
     if (!kv) {
         int start = 0;
         for (int t = 0; t < T; t++) {
@@ -378,7 +368,6 @@ int hc_llm_forward(hc_llm *m, const hc_batch *b, hc_kv_cache *kv, const int *seq
         free(seg_off);
     }
 
-    const int64_t E = c->hidden_size;
     hc_tensor x = hc_tensor_rows_view(&s->x, 0, T), xn = hc_tensor_rows_view(&s->xn, 0, T);
     hc_tensor q = hc_tensor_rows_view(&s->q, 0, T), att = hc_tensor_rows_view(&s->att, 0, T);
     hc_tensor k = hc_tensor_rows_view(&s->k, 0, T), v = hc_tensor_rows_view(&s->v, 0, T);
@@ -389,19 +378,8 @@ int hc_llm_forward(hc_llm *m, const hc_batch *b, hc_kv_cache *kv, const int *seq
     hc_tensor q_heads = hc_tensor_reshape(&q, 3, q3), k_heads = hc_tensor_reshape(&k, 3, k3);
     hc_tensor q_rows = hc_tensor_reshape(&q, 2, qh), k_rows = hc_tensor_reshape(&k, 2, kh);
 
-    CALL(ops->embed(be, &x, &m->tok_embd, s->ids));
-    if (n_emb) {
-        if (s->embd_cap < n_emb) {
-            free(s->embd_rows);
-            s->embd_rows = malloc((size_t)n_emb * (size_t)E * sizeof(float));
-            s->embd_cap = s->embd_rows ? n_emb : 0;
-            if (!s->embd_rows) return HC_ERR_NOMEM;
-        }
-        for (int i = 0; i < n_emb; i++)
-            memcpy(s->embd_rows + (size_t)i * E, b->embd + (size_t)s->embd_idx[i] * E,
-                   (size_t)E * sizeof(float));
-        CALL(ops->set_rows(be, &x, s->embd_rows, s->embd_idx, n_emb));
-    }
+    CALL(ops->embed(be, &x, &m->tok_embd, b->token));
+    if (b->n_inject) CALL(ops->set_rows(be, &x, b->inject, b->inject_idx, b->n_inject));
     hc_attn_args aa = {
         .n_tokens = T,
         .n_heads = c->n_heads,

@@ -73,9 +73,10 @@ void hc_llm_free(hc_llm *m);
 
 typedef struct hc_batch {
     int n_tokens;
-    const int32_t *token;   /* (n_tokens) ids; ignored where is_embd[t] */
-    const uint8_t *is_embd; /* (n_tokens) 1 = input is row t of embd; NULL = all ids */
-    const float *embd;      /* (n_tokens, n_embd) host; read only where is_embd[t] */
+    const int32_t *token;   /* (n_tokens) ids; ignored at injected positions */
+    int n_inject;           /* injected input vectors (e.g. HLLM's [item] and [user] slots) */
+    const int32_t *inject_idx; /* (n_inject) token indices, distinct */
+    const float *inject;    /* (n_inject, n_embd) host rows replacing those tokens' embeddings */
     const int32_t *pos;     /* (n_tokens) RoPE positions */
     const int32_t *seg;     /* (n_tokens) segment index: starts at 0, each token equal to or one
                                more than the previous (segments are contiguous runs); NULL = one

@@ -64,15 +64,20 @@ static void compare(const char *what, const char *fx, const float *got, const fl
 /* stateless: the whole case as one packed batch */
 static void run_stateless(hc_llm *m, const char *fx, const char *cs, const ref_case *c) {
     const int E = m->cfg.hidden_size, V = m->cfg.vocab_size, n = c->n;
-    int32_t *out_idx = malloc(sizeof(int32_t) * (size_t)n);
-    uint8_t *is_embd = calloc((size_t)n, 1);
+    int32_t *out_idx = malloc(sizeof(int32_t) * (size_t)n), *inj_idx = malloc(sizeof(int32_t) * (size_t)n);
+    float *inj = malloc(sizeof(float) * (size_t)n * E);
+    int n_inj = 0;
     float *hid = malloc(sizeof(float) * (size_t)n * E), *lg = malloc(sizeof(float) * (size_t)n * V);
     for (int i = 0; i < n; i++) {
         out_idx[i] = i;
-        is_embd[i] = c->is_embd ? (uint8_t)c->is_embd[i] : 0;
+        if (c->is_embd && c->is_embd[i]) {
+            inj_idx[n_inj] = i;
+            memcpy(inj + (size_t)n_inj++ * E, c->embd + (size_t)i * E, sizeof(float) * (size_t)E);
+        }
     }
-    hc_batch b = {.n_tokens = n, .token = c->ids, .is_embd = is_embd, .embd = c->embd,
-                  .pos = c->pos, .seg = c->seg, .n_out = n, .out_idx = out_idx};
+    CHECKF(strcmp(cs, "embd") != 0 || n_inj == 2, "%s %s: expected 2 injected rows", fx, cs);
+    hc_batch b = {.n_tokens = n, .token = c->ids, .n_inject = n_inj, .inject_idx = inj_idx,
+                  .inject = inj, .pos = c->pos, .seg = c->seg, .n_out = n, .out_idx = out_idx};
     hc_errbuf eb = {{0}};
     int rc = hc_llm_forward(m, &b, NULL, NULL, hid, lg, &eb);
     CHECKF(rc == 0, "%s %s: forward failed: %s", fx, cs, eb.msg);
@@ -84,7 +89,8 @@ static void run_stateless(hc_llm *m, const char *fx, const char *cs, const ref_c
         compare(what, fx, lg, c->logits, (size_t)n * V);
     }
     free(out_idx);
-    free(is_embd);
+    free(inj_idx);
+    free(inj);
     free(hid);
     free(lg);
 }
