@@ -11,6 +11,8 @@
 static void usage(FILE *f) {
     fprintf(f,
             "usage: hllm generate --model DIR --ids 1,2,3 [--ids ...] [options]\n"
+            "       hllm generate --model PKG [options] < requests.jsonl   (model package; see\n"
+            "                                 'hllm generate --model PKG --help')\n"
             "\n"
             "Generates a continuation of each prompt (given as token ids) and prints the generated\n"
             "ids, one line per prompt, comma-separated, in the order the prompts were given.\n"
@@ -43,6 +45,13 @@ int hc_cmd_generate(int argc, char **argv) {
         {"json", no_argument, 0, 'j'},          {"threads", required_argument, 0, 't'},
         {"backend", required_argument, 0, 'b'}, {"weights", required_argument, 0, 'w'},
         {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
+    /* a model package (creator.json) switches to the HLLM-Creator pipeline */
+    for (int i = 1; i < argc; i++) {
+        const char *dir = NULL;
+        if (!strcmp(argv[i], "--model") && i + 1 < argc) dir = argv[i + 1];
+        else if (!strncmp(argv[i], "--model=", 8)) dir = argv[i] + 8;
+        if (dir && hc_cli_is_package(dir)) return hc_cmd_generate_package(argc, argv);
+    }
     const char *model = NULL;
     int n_prompts = 0, n_stop = -1, no_stop = 0, json = 0, greedy_flag = 0;
     int32_t *prompts[256];

@@ -7,5 +7,11 @@ int hc_cmd_generate(int argc, char **argv);
 int hc_cmd_bench(int argc, char **argv);
 int hc_cmd_inspect(int argc, char **argv);
 int hc_cmd_tokenize(int argc, char **argv);
+int hc_cmd_embed(int argc, char **argv);
+int hc_cmd_cluster(int argc, char **argv);
+/* Package mode of `hllm generate` (the model directory holds creator.json). */
+int hc_cmd_generate_package(int argc, char **argv);
+/* 1 if dir holds a model package (creator.json). */
+int hc_cli_is_package(const char *dir);
 
 #endif

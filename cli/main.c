@@ -9,7 +9,10 @@ static const struct {
     int (*fn)(int, char **);
     const char *summary;
 } commands[] = {
-    {"generate", hc_cmd_generate, "generate token ids from a model (greedy or sampled)"},
+    {"generate", hc_cmd_generate, "personalized titles from a model package, or token ids from a "
+                                  "Hugging Face model"},
+    {"embed", hc_cmd_embed, "user histories -> cluster (and user vectors) with a model package"},
+    {"cluster", hc_cmd_cluster, "k-means centroids of users' projected vectors"},
     {"bench", hc_cmd_bench, "measure prefill and decode tokens/s"},
     {"inspect", hc_cmd_inspect, "print a model's config and tensor table"},
     {"tokenize", hc_cmd_tokenize, "encode/decode JSON lines with a Hugging Face tokenizer"},

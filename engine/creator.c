@@ -1,0 +1,605 @@
+/* creator.c: loading a model package and running MODEL_SPEC §3–§5 (see creator.h). */
+#include "creator.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hfconfig.h"
+#include "safetensors.h"
+
+/* ---- loading ----------------------------------------------------------------------------------- */
+
+/* A small F32 vector tensor from the checkpoint, any of the allowed shapes (e.g. (1,1,H) or (H)). */
+static int load_vector(const hc_safetensors *st, const char *name, int dim, float **out,
+                       hc_errbuf *eb) {
+    const hc_st_tensor *t = hc_st_find(st, name);
+    if (!t) return hc_seterr(eb, HC_ERR_NOTFOUND, "package weights lack tensor '%s'", name);
+    int64_t ne = 1;
+    for (int i = 0; i < t->n_dims; i++) ne *= t->shape[i];
+    if (ne != dim || t->dtype == HC_DTYPE_I32)
+        return hc_seterr(eb, HC_ERR_MISMATCH, "tensor '%s' has %lld elements of %s, expected %d "
+                                              "floats", name, (long long)ne,
+                         hc_dtype_name(t->dtype), dim);
+    *out = malloc(sizeof(float) * (size_t)dim);
+    if (!*out) return HC_ERR_NOMEM;
+    return hc_convert_to_f32(*out, t->data, t->dtype, (size_t)dim);
+}
+
+static int encode_text(const hc_tokenizer *tok, hc_tok_ctx *ctx, const char *text, size_t len,
+                       int32_t **ids, int *n, hc_errbuf *eb) {
+    size_t nn = 0;
+    int rc = hc_tokenizer_encode(tok, ctx, text, len, 0, ids, &nn, eb);
+    *n = (int)nn;
+    return rc;
+}
+
+static int load_llm(hc_creator *c, const char *cfg_dir, const hc_safetensors *st,
+                    const char *prefix, const hc_creator_params *p, hc_llm **out,
+                    hc_errbuf *eb) {
+    hc_llm_config cfg;
+    int rc = hc_hfconfig_load(&cfg, cfg_dir, eb);
+    if (rc) return rc;
+    hc_llm_params lp = hc_llm_default_params();
+    lp.weight_dtype = p->weight_dtype;
+    return hc_llm_load_from(out, c->be, &cfg, st, prefix, &lp, eb);
+}
+
+int hc_creator_load(hc_creator **out, hc_backend *be, const char *pkg_dir,
+                    const hc_creator_params *params, hc_errbuf *eb) {
+    *out = NULL;
+    hc_creator_params defp = hc_creator_default_params();
+    const hc_creator_params *p = params ? params : &defp;
+    hc_creator *c = calloc(1, sizeof *c);
+    if (!c) return HC_ERR_NOMEM;
+    c->be = be;
+    c->max_batch_tokens = p->max_batch_tokens > 0 ? p->max_batch_tokens : 8192;
+    hc_safetensors *st = NULL;
+    int rc = hc_package_load(&c->pkg, pkg_dir, eb);
+    if (rc) goto fail;
+    if ((rc = hc_st_open(&st, c->pkg.weights, eb))) goto fail;
+    if ((rc = load_llm(c, c->pkg.item_llm_dir, st, "item_llm.", p, &c->item, eb))) goto fail;
+    if ((rc = load_llm(c, c->pkg.user_llm_dir, st, "user_llm.", p, &c->user, eb))) goto fail;
+    c->d_item = c->item->cfg.hidden_size;
+    c->d_user = c->user->cfg.hidden_size;
+    if (c->d_item != c->d_user) {
+        rc = hc_seterr(eb, HC_ERR_MISMATCH, "item LLM hidden size %d differs from user LLM hidden "
+                                            "size %d (item vectors are user-LLM inputs)",
+                       c->d_item, c->d_user);
+        goto fail;
+    }
+    hc_llm_config ccfg;
+    if ((rc = hc_hfconfig_load(&ccfg, c->pkg.creative_llm_dir, eb))) goto fail;
+    c->d_creative = ccfg.hidden_size;
+    if (p->load_creative &&
+        (rc = load_llm(c, c->pkg.creative_llm_dir, st, "creative_llm.", p, &c->creative, eb)))
+        goto fail;
+    if ((rc = load_vector(st, "item_emb_tokens", c->d_item, &c->item_slot, eb)) ||
+        (rc = load_vector(st, "emb_tokens", c->d_user, &c->user_slot, eb)))
+        goto fail;
+    {
+        const hc_st_tensor *t = hc_st_find(st, "user_projector.weight");
+        if (!t) {
+            rc = hc_seterr(eb, HC_ERR_NOTFOUND, "package weights lack tensor "
+                                                "'user_projector.weight'");
+            goto fail;
+        }
+        if (t->n_dims != 2 || t->shape[0] != c->d_creative || t->shape[1] != c->d_user ||
+            t->dtype == HC_DTYPE_I32) {
+            rc = hc_seterr(eb, HC_ERR_MISMATCH, "tensor 'user_projector.weight' must be (%d, %d) "
+                                                "floats (creative hidden, user hidden)",
+                           c->d_creative, c->d_user);
+            goto fail;
+        }
+        int64_t shape[2] = {c->d_creative, c->d_user};
+        hc_dtype dt = p->weight_dtype == HC_DTYPE_COUNT ? t->dtype : p->weight_dtype;
+        if ((rc = hc_tensor_alloc(&c->projector, be, dt, 2, shape))) goto fail;
+        if (dt == t->dtype) {
+            rc = be->iface->upload(be, c->projector.data, t->data, t->nbytes);
+        } else {
+            size_t n = (size_t)c->d_creative * (size_t)c->d_user;
+            float *tmp = malloc(n * sizeof *tmp);
+            rc = tmp ? hc_convert_to_f32(tmp, t->data, t->dtype, n) : HC_ERR_NOMEM;
+            if (!rc) rc = be->iface->upload(be, c->projector.data, tmp, n * sizeof *tmp);
+            free(tmp);
+        }
+        if (rc) goto fail;
+    }
+    hc_st_close(st);
+    st = NULL;
+
+    if ((rc = hc_tokenizer_load(&c->item_tok, c->pkg.item_tokenizer_dir, eb))) goto fail;
+    if (!(c->item_ctx = hc_tok_ctx_new(c->item_tok))) {
+        rc = HC_ERR_NOMEM;
+        goto fail;
+    }
+    if ((rc = encode_text(c->item_tok, c->item_ctx, c->pkg.user_prompt, strlen(c->pkg.user_prompt),
+                          &c->user_prompt_ids, &c->n_user_prompt, eb)))
+        goto fail;
+    if (p->load_creative) {
+        if ((rc = hc_tokenizer_load(&c->creative_tok, c->pkg.creative_tokenizer_dir, eb))) goto fail;
+        if (!(c->creative_ctx = hc_tok_ctx_new(c->creative_tok))) {
+            rc = HC_ERR_NOMEM;
+            goto fail;
+        }
+        if ((rc = encode_text(c->creative_tok, c->creative_ctx, c->pkg.prompt1,
+                              strlen(c->pkg.prompt1), &c->prompt1_ids, &c->n_prompt1, eb)))
+            goto fail;
+        if (c->pkg.slot_token_id >= c->creative->cfg.vocab_size) {
+            rc = hc_seterr(eb, HC_ERR_RANGE, "creator.json: slot_token_id %d outside the creative "
+                                             "vocabulary", c->pkg.slot_token_id);
+            goto fail;
+        }
+        if (c->pkg.n_eos) {
+            memcpy(c->eos, c->pkg.eos_ids, sizeof(int32_t) * (size_t)c->pkg.n_eos);
+            c->n_eos = c->pkg.n_eos;
+        } else {
+            size_t n = 0;
+            const int32_t *e = hc_tokenizer_eos_ids(c->creative_tok, &n);
+            for (size_t i = 0; i < n && c->n_eos < (int)(sizeof c->eos / sizeof c->eos[0]); i++)
+                c->eos[c->n_eos++] = e[i];
+        }
+    }
+    for (int i = 0; i < c->n_user_prompt; i++)
+        if (c->user_prompt_ids[i] >= c->user->cfg.vocab_size) {
+            rc = hc_seterr(eb, HC_ERR_RANGE, "the item tokenizer produces id %d, outside the user "
+                                             "LLM's vocabulary of %d", c->user_prompt_ids[i],
+                           c->user->cfg.vocab_size);
+            goto fail;
+        }
+    if (c->pkg.slot_token_id >= c->item->cfg.vocab_size) {
+        rc = hc_seterr(eb, HC_ERR_RANGE, "creator.json: slot_token_id %d outside the item "
+                                         "vocabulary", c->pkg.slot_token_id);
+        goto fail;
+    }
+    if (c->pkg.centroids) {
+        float *cent = NULL;
+        int k = 0, d = 0;
+        if ((rc = hc_centroids_load(&cent, &k, &d, c->pkg.centroids, eb))) goto fail;
+        if (d != c->d_creative) {
+            free(cent);
+            rc = hc_seterr(eb, HC_ERR_MISMATCH, "%s: centroids have dimension %d, the projected "
+                                                "user vector has %d", c->pkg.centroids, d,
+                           c->d_creative);
+            goto fail;
+        }
+        rc = hc_cluster_index_init(&c->clusters, cent, k, d, c->pkg.assign,
+                                   p->n_threads > 0 ? p->n_threads : be->n_threads, eb);
+        free(cent);
+        if (rc) goto fail;
+    }
+    if ((rc = hc_item_cache_create(&c->cache, p->item_cache_entries, c->d_item))) goto fail;
+    *out = c;
+    return HC_OK;
+fail:
+    hc_st_close(st);
+    hc_creator_free(c);
+    return rc;
+}
+
+void hc_creator_free(hc_creator *c) {
+    if (!c) return;
+    hc_llm_free(c->item);
+    hc_llm_free(c->user);
+    hc_llm_free(c->creative);
+    hc_tok_ctx_free(c->item_ctx);
+    hc_tok_ctx_free(c->creative_ctx);
+    hc_tokenizer_free(c->item_tok);
+    hc_tokenizer_free(c->creative_tok);
+    hc_tensor_release(&c->projector);
+    hc_cluster_index_free(c->clusters);
+    hc_item_cache_free(c->cache);
+    free(c->item_slot);
+    free(c->user_slot);
+    free(c->user_prompt_ids);
+    free(c->prompt1_ids);
+    hc_package_free(&c->pkg);
+    free(c);
+}
+
+/* ---- item embeddings ---------------------------------------------------------------------------- */
+
+typedef struct item_key {
+    int32_t *ids; /* owned */
+    int n;
+} item_key;
+
+static int tokenize_title(hc_creator *c, const char *title, size_t len, item_key *k,
+                          hc_errbuf *eb) {
+    int rc = encode_text(c->item_tok, c->item_ctx, title, len, &k->ids, &k->n, eb);
+    if (rc) return rc;
+    if (k->n > c->pkg.max_item_tokens) k->n = c->pkg.max_item_tokens;
+    for (int i = 0; i < k->n; i++)
+        if (k->ids[i] >= c->item->cfg.vocab_size)
+            return hc_seterr(eb, HC_ERR_RANGE, "item tokenizer id %d outside the item LLM's "
+                                               "vocabulary", k->ids[i]);
+    return HC_OK;
+}
+
+static uint64_t key_hash(const item_key *k) {
+    uint64_t h = 0x9e3779b97f4a7c15ULL ^ (uint64_t)k->n;
+    for (int i = 0; i < k->n; i++) h = (h ^ (uint32_t)k->ids[i]) * 0x100000001b3ULL;
+    return h;
+}
+static int key_eq(const item_key *a, const item_key *b) {
+    return a->n == b->n && (a->n == 0 || !memcmp(a->ids, b->ids, sizeof(int32_t) * (size_t)a->n));
+}
+
+/* Vectors for n tokenized items into out (n, H_i): cache hits are copied, the rest (deduplicated)
+ * are run through the item LLM in packed batches of at most max_batch_tokens tokens. */
+static int encode_items(hc_creator *c, const item_key *items, int n, float *out, hc_errbuf *eb) {
+    const int H = c->d_item, slot_pos = c->pkg.max_item_tokens;
+    int rc = HC_OK;
+    int *src = malloc(sizeof(int) * (size_t)(n ? n : 1)); /* -1: cached; else index of the first
+                                                             occurrence to compute/copy from */
+    size_t nb = 16;
+    while (nb < (size_t)n * 2) nb <<= 1;
+    int *table = malloc(sizeof(int) * nb);
+    int *todo = malloc(sizeof(int) * (size_t)(n ? n : 1));
+    int max_tok = c->max_batch_tokens < slot_pos + 1 ? slot_pos + 1 : c->max_batch_tokens;
+    int32_t *tok = malloc(sizeof(int32_t) * (size_t)max_tok), *pos = malloc(sizeof(int32_t) * (size_t)max_tok);
+    int32_t *seg = malloc(sizeof(int32_t) * (size_t)max_tok), *outi = malloc(sizeof(int32_t) * (size_t)max_tok);
+    float *slots = malloc(sizeof(float) * (size_t)H * (size_t)max_tok);
+    float *hid = malloc(sizeof(float) * (size_t)H * (size_t)max_tok);
+    if (!src || !table || !todo || !tok || !pos || !seg || !outi || !slots || !hid) {
+        rc = HC_ERR_NOMEM;
+        goto done;
+    }
+    for (size_t i = 0; i < nb; i++) table[i] = -1;
+    int n_todo = 0;
+    for (int i = 0; i < n; i++) {
+        c->stats.items_seen++;
+        const float *v = hc_item_cache_get(c->cache, items[i].ids, items[i].n);
+        if (v) {
+            memcpy(out + (size_t)i * H, v, sizeof(float) * (size_t)H);
+            src[i] = -1;
+            continue;
+        }
+        size_t h = key_hash(&items[i]) & (nb - 1);
+        while (table[h] >= 0 && !key_eq(&items[table[h]], &items[i])) h = (h + 1) & (nb - 1);
+        if (table[h] < 0) {
+            table[h] = i;
+            todo[n_todo++] = i;
+        }
+        src[i] = table[h];
+    }
+    for (int i = 0; i < max_tok; i++) memcpy(slots + (size_t)i * H, c->item_slot, sizeof(float) * (size_t)H);
+    for (int a = 0; a < n_todo;) {
+        int T = 0, n_items = 0;
+        while (a + n_items < n_todo && T + items[todo[a + n_items]].n + 1 <= max_tok) {
+            const item_key *k = &items[todo[a + n_items]];
+            for (int j = 0; j < k->n; j++) {
+                tok[T] = k->ids[j];
+                pos[T] = slot_pos - k->n + j;
+                seg[T++] = n_items;
+            }
+            tok[T] = c->pkg.slot_token_id;
+            pos[T] = slot_pos;
+            seg[T] = n_items;
+            outi[n_items++] = T++;
+        }
+        hc_batch b = {.n_tokens = T, .token = tok, .n_inject = n_items, .inject_idx = outi,
+                      .inject = slots, .pos = pos, .seg = seg, .n_out = n_items, .out_idx = outi};
+        if ((rc = hc_llm_forward(c->item, &b, NULL, NULL, hid, NULL, eb))) goto done;
+        for (int j = 0; j < n_items; j++) {
+            int i = todo[a + j];
+            memcpy(out + (size_t)i * H, hid + (size_t)j * H, sizeof(float) * (size_t)H);
+            if ((rc = hc_item_cache_put(c->cache, items[i].ids, items[i].n, hid + (size_t)j * H)))
+                goto done;
+        }
+        c->stats.items_encoded += (uint64_t)n_items;
+        a += n_items;
+    }
+    for (int i = 0; i < n; i++)
+        if (src[i] >= 0 && src[i] != i)
+            memcpy(out + (size_t)i * H, out + (size_t)src[i] * H, sizeof(float) * (size_t)H);
+done:
+    free(src);
+    free(table);
+    free(todo);
+    free(tok);
+    free(pos);
+    free(seg);
+    free(outi);
+    free(slots);
+    free(hid);
+    return rc;
+}
+
+int hc_creator_embed_items(hc_creator *c, const char *const *titles, const size_t *lens, int n,
+                           float *out, hc_errbuf *eb) {
+    item_key *keys = calloc((size_t)(n ? n : 1), sizeof *keys);
+    if (!keys) return HC_ERR_NOMEM;
+    int rc = HC_OK;
+    for (int i = 0; i < n && rc == HC_OK; i++) rc = tokenize_title(c, titles[i], lens[i], &keys[i], eb);
+    if (rc == HC_OK) rc = encode_items(c, keys, n, out, eb);
+    for (int i = 0; i < n; i++) free(keys[i].ids);
+    free(keys);
+    return rc;
+}
+
+/* ---- user embeddings ---------------------------------------------------------------------------- */
+
+int hc_creator_embed_users(hc_creator *c, const hc_history *users, int n_users, float *u_out,
+                           float *U_out, hc_errbuf *eb) {
+    const int H = c->d_user, L = c->pkg.max_history, Lp = c->n_user_prompt;
+    int total = 0;
+    for (int i = 0; i < n_users; i++) {
+        if (users[i].n < 0 || (users[i].n > 0 && (!users[i].titles || !users[i].lens)))
+            return hc_seterr(eb, HC_ERR_INVAL, "user %d: bad history", i);
+        total += users[i].n < L ? users[i].n : L;
+    }
+    int rc = HC_OK;
+    item_key *keys = calloc((size_t)(total ? total : 1), sizeof *keys);
+    float *vec = malloc(sizeof(float) * (size_t)H * (size_t)(total ? total : 1));
+    float *u = malloc(sizeof(float) * (size_t)H * (size_t)(n_users ? n_users : 1));
+    int max_tok = L + Lp + 1;
+    if (c->max_batch_tokens > max_tok) max_tok = c->max_batch_tokens;
+    int32_t *tok = malloc(sizeof(int32_t) * (size_t)max_tok), *pos = malloc(sizeof(int32_t) * (size_t)max_tok);
+    int32_t *seg = malloc(sizeof(int32_t) * (size_t)max_tok), *inj_idx = malloc(sizeof(int32_t) * (size_t)max_tok);
+    int32_t *outi = malloc(sizeof(int32_t) * (size_t)(n_users ? n_users : 1));
+    float *inj = malloc(sizeof(float) * (size_t)H * (size_t)max_tok);
+    hc_tensor tu = {0}, tU = {0};
+    if (!keys || !vec || !u || !tok || !pos || !seg || !inj_idx || !outi || !inj) {
+        rc = HC_ERR_NOMEM;
+        goto done;
+    }
+    /* 1. item vectors of every kept title (the last L of each history) */
+    int k = 0;
+    for (int i = 0; i < n_users && rc == HC_OK; i++) {
+        int keep = users[i].n < L ? users[i].n : L, start = users[i].n - keep;
+        for (int j = 0; j < keep && rc == HC_OK; j++, k++)
+            rc = tokenize_title(c, users[i].titles[start + j], users[i].lens[start + j], &keys[k], eb);
+    }
+    if (rc || (rc = encode_items(c, keys, total, vec, eb))) goto done;
+    /* 2. the user LLM: one segment per user, packed */
+    int first_item = 0;
+    for (int a = 0; a < n_users;) {
+        int T = 0, n_inj = 0, nu = 0;
+        for (; a + nu < n_users; nu++) {
+            const hc_history *h = &users[a + nu];
+            int keep = h->n < L ? h->n : L, n_pad = L - keep;
+            if (T + keep + Lp + 1 > max_tok) break;
+            for (int j = 0; j < keep; j++) {
+                tok[T] = c->pkg.slot_token_id;
+                pos[T] = n_pad + j;
+                seg[T] = nu;
+                inj_idx[n_inj] = T++;
+                memcpy(inj + (size_t)n_inj++ * H, vec + (size_t)(first_item + j) * H,
+                       sizeof(float) * (size_t)H);
+            }
+            for (int j = 0; j < Lp; j++) {
+                tok[T] = c->user_prompt_ids[j];
+                pos[T] = L + j;
+                seg[T++] = nu;
+            }
+            tok[T] = c->pkg.slot_token_id;
+            pos[T] = L + Lp;
+            seg[T] = nu;
+            inj_idx[n_inj] = T;
+            memcpy(inj + (size_t)n_inj++ * H, c->user_slot, sizeof(float) * (size_t)H);
+            outi[nu] = T++;
+            first_item += keep;
+        }
+        hc_batch b = {.n_tokens = T, .token = tok, .n_inject = n_inj, .inject_idx = inj_idx,
+                      .inject = inj, .pos = pos, .seg = seg, .n_out = nu, .out_idx = outi};
+        if ((rc = hc_llm_forward(c->user, &b, NULL, NULL, u + (size_t)a * H, NULL, eb))) goto done;
+        a += nu;
+    }
+    c->stats.users_embedded += (uint64_t)n_users;
+    if (u_out) memcpy(u_out, u, sizeof(float) * (size_t)H * (size_t)n_users);
+    /* 3. U = W_up u on the backend */
+    if (U_out && n_users > 0) {
+        hc_backend *be = c->be;
+        int64_t su[2] = {n_users, H}, sU[2] = {n_users, c->d_creative};
+        if ((rc = hc_tensor_alloc(&tu, be, HC_DTYPE_F32, 2, su)) ||
+            (rc = hc_tensor_alloc(&tU, be, HC_DTYPE_F32, 2, sU)) ||
+            (rc = be->iface->upload(be, tu.data, u, hc_tensor_nbytes(&tu))) ||
+            (rc = be->iface->matmul(be, &tU, &tu, &c->projector)) ||
+            (rc = be->iface->download(be, U_out, tU.data, hc_tensor_nbytes(&tU)))) {
+            hc_seterr(eb, rc, "user projector on the %s backend: %s", be->iface->name,
+                      hc_strerror(rc));
+            goto done;
+        }
+    }
+done:
+    hc_tensor_release(&tu);
+    hc_tensor_release(&tU);
+    if (keys)
+        for (int i = 0; i < total; i++) free(keys[i].ids);
+    free(keys);
+    free(vec);
+    free(u);
+    free(tok);
+    free(pos);
+    free(seg);
+    free(inj_idx);
+    free(outi);
+    free(inj);
+    return rc;
+}
+
+int hc_creator_assign(hc_creator *c, const float *U, int n, int32_t *ids, float *scores,
+                      hc_errbuf *eb) {
+    if (!c->clusters)
+        return hc_seterr(eb, HC_ERR_NOTFOUND, "the model package has no cluster centroids "
+                                              "(creator.json cluster.centroids)");
+    return hc_cluster_assign(c->clusters, U, n, ids, scores, eb);
+}
+
+/* ---- titles -------------------------------------------------------------------------------------- */
+
+int hc_creator_prompt(hc_creator *c, const char *title, size_t title_len, const char *desc,
+                      size_t desc_len, int32_t **ids, int *n, int *slot_pos, hc_errbuf *eb) {
+    *ids = NULL;
+    if (!c->creative) return hc_seterr(eb, HC_ERR_INVAL, "the creative LLM is not loaded");
+    size_t plen;
+    char *p2 = hc_package_render_prompt2(&c->pkg, title, title_len, desc, desc_len, &plen);
+    if (!p2) return HC_ERR_NOMEM;
+    int32_t *p2ids = NULL;
+    int n2 = 0;
+    int rc = encode_text(c->creative_tok, c->creative_ctx, p2, plen, &p2ids, &n2, eb);
+    free(p2);
+    if (rc) return rc;
+    int total = c->n_prompt1 + 1 + n2;
+    if (total > c->pkg.max_prompt_tokens) {
+        free(p2ids);
+        return hc_seterr(eb, HC_ERR_RANGE, "the creative prompt has %d tokens, more than "
+                                           "max_prompt_tokens (%d)", total,
+                         c->pkg.max_prompt_tokens);
+    }
+    int32_t *all = malloc(sizeof(int32_t) * (size_t)total);
+    if (!all) {
+        free(p2ids);
+        return HC_ERR_NOMEM;
+    }
+    memcpy(all, c->prompt1_ids, sizeof(int32_t) * (size_t)c->n_prompt1);
+    all[c->n_prompt1] = c->pkg.slot_token_id;
+    if (n2) memcpy(all + c->n_prompt1 + 1, p2ids, sizeof(int32_t) * (size_t)n2);
+    free(p2ids);
+    for (int i = 0; i < total; i++)
+        if (all[i] >= c->creative->cfg.vocab_size) {
+            int bad = all[i];
+            free(all);
+            return hc_seterr(eb, HC_ERR_RANGE, "creative tokenizer id %d outside the creative "
+                                               "LLM's vocabulary", bad);
+        }
+    *ids = all;
+    *n = total;
+    *slot_pos = c->n_prompt1;
+    return HC_OK;
+}
+
+void hc_title_request_clear(hc_title_request *r) {
+    free(r->ids);
+    free(r->text);
+    r->ids = NULL;
+    r->text = NULL;
+    r->n_ids = 0;
+}
+
+typedef struct cb_map {
+    hc_gen_token_cb cb;
+    void *user;
+    const int *req_of_seq;
+} cb_map;
+
+static void forward_cb(void *p, int seq, int32_t token) {
+    const cb_map *m = p;
+    m->cb(m->user, m->req_of_seq[seq], token);
+}
+
+static void req_fail(hc_title_request *r, int rc, const char *msg) {
+    r->status = rc;
+    snprintf(r->error, sizeof r->error, "%s", msg && *msg ? msg : hc_strerror(rc));
+}
+
+int hc_creator_generate(hc_creator *c, hc_title_request *reqs, int n, hc_gen_token_cb cb,
+                        void *user, hc_errbuf *eb) {
+    if (!c->creative) return hc_seterr(eb, HC_ERR_INVAL, "the creative LLM is not loaded");
+    if (n <= 0) return HC_OK;
+    const int Hc = c->d_creative;
+    int rc = HC_OK;
+    hc_history *hist = malloc(sizeof *hist * (size_t)n);
+    float *U = malloc(sizeof(float) * (size_t)Hc * (size_t)n);
+    int32_t *cl = malloc(sizeof(int32_t) * (size_t)n);
+    float *score = malloc(sizeof(float) * (size_t)n);
+    hc_gen_seq *seqs = calloc((size_t)n, sizeof *seqs);
+    int32_t **prompts = calloc((size_t)n, sizeof *prompts);
+    int32_t *slot = malloc(sizeof(int32_t) * (size_t)n);
+    int *req_of_seq = malloc(sizeof(int) * (size_t)n);
+    if (!hist || !U || !cl || !score || !seqs || !prompts || !slot || !req_of_seq) {
+        rc = HC_ERR_NOMEM;
+        goto done;
+    }
+    for (int i = 0; i < n; i++) {
+        hist[i] = reqs[i].history;
+        reqs[i].status = HC_OK;
+        reqs[i].error[0] = 0;
+        reqs[i].ids = NULL;
+        reqs[i].text = NULL;
+        reqs[i].n_ids = 0;
+        reqs[i].cluster = -1;
+        reqs[i].cluster_score = 0;
+        reqs[i].finish = HC_FINISH_NONE;
+    }
+    if ((rc = hc_creator_embed_users(c, hist, n, NULL, U, eb))) goto done;
+    if (c->clusters && (rc = hc_creator_assign(c, U, n, cl, score, eb))) goto done;
+    const float *cent = c->clusters ? hc_cluster_index_centroids(c->clusters) : NULL;
+    int n_seq = 0;
+    for (int i = 0; i < n; i++) {
+        hc_title_request *r = &reqs[i];
+        if (c->clusters) {
+            r->cluster = cl[i];
+            r->cluster_score = score[i];
+        } else if (!r->per_user) {
+            req_fail(r, HC_ERR_NOTFOUND, "the model package has no cluster centroids; use "
+                                         "per-user mode");
+            continue;
+        }
+        if (r->max_new < 0) {
+            req_fail(r, HC_ERR_INVAL, "max_new must be >= 0");
+            continue;
+        }
+        hc_errbuf reb = {{0}};
+        int n_prompt = 0, slot_pos = 0;
+        int prc = hc_creator_prompt(c, r->ad_title, r->ad_title_len, r->ad_desc, r->ad_desc_len,
+                                    &prompts[i], &n_prompt, &slot_pos, &reb);
+        if (prc) {
+            req_fail(r, prc, reb.msg);
+            continue;
+        }
+        hc_sampler s;
+        if ((prc = hc_sampler_init(&s, &r->sampling, c->creative->cfg.vocab_size, &reb))) {
+            req_fail(r, prc, reb.msg);
+            continue;
+        }
+        hc_sampler_free(&s);
+        r->ids = malloc(sizeof(int32_t) * (size_t)(r->max_new ? r->max_new : 1));
+        if (!r->ids) {
+            rc = HC_ERR_NOMEM;
+            goto done;
+        }
+        slot[i] = slot_pos;
+        hc_gen_seq *g = &seqs[n_seq];
+        g->prompt = prompts[i];
+        g->n_prompt = n_prompt;
+        g->n_inject = 1;
+        g->inject_idx = &slot[i];
+        g->inject = r->per_user ? U + (size_t)i * Hc : cent + (size_t)cl[i] * Hc;
+        g->sampling = r->sampling;
+        g->max_new = r->max_new;
+        g->stop = c->eos;
+        g->n_stop = c->n_eos;
+        g->out = r->ids;
+        req_of_seq[n_seq++] = i;
+    }
+    if (n_seq > 0) {
+        cb_map map = {cb, user, req_of_seq};
+        rc = hc_generate(c->creative, NULL, seqs, n_seq, cb ? forward_cb : NULL, &map, eb);
+        if (rc) goto done;
+        for (int s = 0; s < n_seq; s++) {
+            hc_title_request *r = &reqs[req_of_seq[s]];
+            r->n_ids = seqs[s].n_out;
+            r->finish = seqs[s].finish;
+            size_t tl = 0;
+            if ((rc = hc_tokenizer_decode(c->creative_tok, r->ids, (size_t)r->n_ids, 1, &r->text,
+                                          &tl, eb)))
+                goto done;
+        }
+    }
+done:
+    if (rc)
+        for (int i = 0; i < n; i++) hc_title_request_clear(&reqs[i]);
+    if (prompts)
+        for (int i = 0; i < n; i++) free(prompts[i]);
+    free(prompts);
+    free(hist);
+    free(U);
+    free(cl);
+    free(score);
+    free(seqs);
+    free(slot);
+    free(req_of_seq);
+    return rc;
+}
