@@ -35,13 +35,14 @@ static int encode_text(const hc_tokenizer *tok, hc_tok_ctx *ctx, const char *tex
 }
 
 static int load_llm(hc_creator *c, const char *cfg_dir, const hc_safetensors *st,
-                    const char *prefix, const hc_creator_params *p, hc_llm **out,
-                    hc_errbuf *eb) {
+                    const char *prefix, const hc_creator_params *p, int need_logits,
+                    hc_llm **out, hc_errbuf *eb) {
     hc_llm_config cfg;
     int rc = hc_hfconfig_load(&cfg, cfg_dir, eb);
     if (rc) return rc;
     hc_llm_params lp = hc_llm_default_params();
     lp.weight_dtype = p->weight_dtype;
+    lp.skip_lm_head = !need_logits; /* the item and user lm_heads are never used (§1.1) */
     return hc_llm_load_from(out, c->be, &cfg, st, prefix, &lp, eb);
 }
 
@@ -58,8 +59,8 @@ int hc_creator_load(hc_creator **out, hc_backend *be, const char *pkg_dir,
     int rc = hc_package_load(&c->pkg, pkg_dir, eb);
     if (rc) goto fail;
     if ((rc = hc_st_open(&st, c->pkg.weights, eb))) goto fail;
-    if ((rc = load_llm(c, c->pkg.item_llm_dir, st, "item_llm.", p, &c->item, eb))) goto fail;
-    if ((rc = load_llm(c, c->pkg.user_llm_dir, st, "user_llm.", p, &c->user, eb))) goto fail;
+    if ((rc = load_llm(c, c->pkg.item_llm_dir, st, "item_llm.", p, 0, &c->item, eb))) goto fail;
+    if ((rc = load_llm(c, c->pkg.user_llm_dir, st, "user_llm.", p, 0, &c->user, eb))) goto fail;
     c->d_item = c->item->cfg.hidden_size;
     c->d_user = c->user->cfg.hidden_size;
     if (c->d_item != c->d_user) {
@@ -72,7 +73,7 @@ int hc_creator_load(hc_creator **out, hc_backend *be, const char *pkg_dir,
     if ((rc = hc_hfconfig_load(&ccfg, c->pkg.creative_llm_dir, eb))) goto fail;
     c->d_creative = ccfg.hidden_size;
     if (p->load_creative &&
-        (rc = load_llm(c, c->pkg.creative_llm_dir, st, "creative_llm.", p, &c->creative, eb)))
+        (rc = load_llm(c, c->pkg.creative_llm_dir, st, "creative_llm.", p, 1, &c->creative, eb)))
         goto fail;
     if ((rc = load_vector(st, "item_emb_tokens", c->d_item, &c->item_slot, eb)) ||
         (rc = load_vector(st, "emb_tokens", c->d_user, &c->user_slot, eb)))

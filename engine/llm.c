@@ -105,7 +105,9 @@ int hc_llm_load_from(hc_llm **out, hc_backend *be, const hc_llm_config *cfg,
     } while (0)
     LOAD(&m->tok_embd, "model.embed_tokens.weight", 2, wd, V, E);
     LOAD(&m->out_norm, "model.norm.weight", 1, f32, E);
-    if (cfg->tie_word_embeddings) {
+    if (p->skip_lm_head) {
+        /* no logits from this model */
+    } else if (cfg->tie_word_embeddings) {
         m->lm_head = m->tok_embd;
         m->lm_head_tied = 1;
     } else {
@@ -269,6 +271,8 @@ int hc_llm_forward(hc_llm *m, const hc_batch *b, hc_kv_cache *kv, const int *seq
     if (T <= 0) return hc_seterr(eb, HC_ERR_INVAL, "empty batch");
     if (b->n_out < 0 || (b->n_out > 0 && !b->out_idx))
         return hc_seterr(eb, HC_ERR_INVAL, "bad output request");
+    if (logits && !m->lm_head.data)
+        return hc_seterr(eb, HC_ERR_INVAL, "this model was loaded without lm_head: no logits");
     for (int i = 0; i < b->n_out; i++)
         if (b->out_idx[i] < 0 || b->out_idx[i] >= T)
             return hc_seterr(eb, HC_ERR_RANGE, "output index %d outside the batch of %d tokens",

@@ -39,10 +39,13 @@ typedef struct hc_llm_params {
     /* In-memory dtype of the matrices: HC_DTYPE_COUNT keeps each as stored in the checkpoint
      * (BF16 stays BF16, computed in f32), HC_DTYPE_F32 widens everything at load. */
     hc_dtype weight_dtype;
+    /* 1: do not load lm_head (embedding-only models such as HLLM's item and user LLMs, whose
+     * lm_head is never used and may be absent); asking such a model for logits is an error. */
+    int skip_lm_head;
 } hc_llm_params;
 
 static inline hc_llm_params hc_llm_default_params(void) {
-    hc_llm_params p = {HC_DTYPE_COUNT};
+    hc_llm_params p = {HC_DTYPE_COUNT, 0};
     return p;
 }
 
@@ -53,7 +56,8 @@ typedef struct hc_llm {
     hc_backend *be;
     hc_tensor tok_embd;   /* (vocab, n_embd) */
     hc_tensor out_norm;   /* (n_embd) F32 */
-    hc_tensor lm_head;    /* (vocab, n_embd); shares tok_embd's memory when tied */
+    hc_tensor lm_head;    /* (vocab, n_embd); shares tok_embd's memory when tied; no data when
+                             loaded with skip_lm_head */
     int lm_head_tied;
     hc_llm_layer *layers; /* (n_layers) */
     size_t weight_bytes;  /* backend memory held by weights */

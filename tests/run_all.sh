@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (README: "run all tests"):
-#   1. installs the Debian packages the build needs (deploy/install-deps.sh, idempotent);
+#   1. installs the Debian packages the build needs (deploy/install-deps.sh, idempotent) and the
+#      Python packages of the tools' tests (tools/requirements.txt, from PyPI);
 #   2. a release build with warnings as errors (and the CUDA backend when nvcc is present), whose
 #      ctest run includes every unit test under valgrind memcheck;
 #   3. an ASan + UBSan build running the same tests.
@@ -10,6 +11,9 @@ cd "$(dirname "$0")/.."
 JOBS=$(nproc 2>/dev/null || echo 2)
 
 deploy/install-deps.sh
+# Python packages of the converter tests (tools/requirements.txt; already-installed ones are kept)
+python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+  -r tools/requirements.txt
 
 echo "== release build (warnings are errors) + tests + valgrind"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DHC_WERROR=ON -DHC_TEST_VALGRIND=ON
