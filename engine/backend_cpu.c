@@ -225,8 +225,7 @@ static void rmsnorm_task(void *p, int task) {
     for (int64_t r = lo; r < hi; r++) {
         const float *xr = a->x + r * a->cols;
         float *o = a->out + r * a->cols;
-        float ss = 0.0f;
-        for (int64_t i = 0; i < a->cols; i++) ss += xr[i] * xr[i];
+        float ss = dot_xw(xr, xr, HC_DTYPE_F32, 0, a->cols);
         float inv = 1.0f / sqrtf(ss / (float)a->cols + a->eps);
         for (int64_t i = 0; i < a->cols; i++) o[i] = a->w[i] * (xr[i] * inv);
     }
@@ -315,9 +314,7 @@ static void attn_task(void *p, int task) {
         for (int j = 0; j < n; j++) {
             int64_t row = (int64_t)table[j / a->block_size] * a->block_size + j % a->block_size;
             const float *k = t->k + row * kv_dim + (int64_t)kvh * hd;
-            float s = 0.0f;
-            for (int d = 0; d < hd; d++) s += q[d] * k[d];
-            s *= a->scale;
+            float s = dot_xw(q, k, HC_DTYPE_F32, 0, hd) * a->scale;
             sc[j] = s;
             if (s > mx) mx = s;
         }
