@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Quick start on a fresh Debian 12 machine (README, command 1): installs the dependencies, builds
-# everything into build/, and runs the main job on the demo default that ships with the repo:
-# a greedy continuation from the tiny Llama test model in tests/data/llm/llama_gqa_f32.
+# everything into build/, and runs the main job on the demo model package that ships with the
+# repo: personalized titles for three users (tests/data/creator/cases.jsonl) from the tiny random
+# HLLM-Creator package tests/data/creator/tiny.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 deploy/install-deps.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
 cmake --build build -j"$(nproc 2>/dev/null || echo 2)"
-MODEL=tests/data/llm/llama_gqa_f32
+PKG=tests/data/creator/tiny
 echo
-echo "== build/cli/hllm generate --model $MODEL --ids 1,15,27,3 --max-new 16"
-build/cli/hllm generate --model "$MODEL" --ids 1,15,27,3 --max-new 16
+echo "== head -3 tests/data/creator/cases.jsonl | build/cli/hllm generate --model $PKG --max-new 16"
+head -3 tests/data/creator/cases.jsonl | build/cli/hllm generate --model "$PKG" --max-new 16
