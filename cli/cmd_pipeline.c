@@ -106,7 +106,7 @@ static void embed_usage(FILE *f) {
                "Reads one JSON object per line, {\"history\": [\"title\", ...]} (oldest first), and\n"
                "writes one line per input line: {\"cluster\": k, \"cluster_score\": s} (null when\n"
                "the package has no centroids); with --full also \"user\" (u) and \"projected\" (U).\n"
-               "A bad line gets {\"error\": \"...\"} and the others go on.\n\n"
+               "A bad line gets {\"error\": \"...\"} and the others go on; the exit code is then 1.\n\n"
                "  --full             also print the user vector u and the projected vector U\n%s",
             COMMON_HELP);
 }
@@ -171,6 +171,7 @@ int hc_cmd_embed(int argc, char **argv) {
         for (int i = 0, k = 0; i < n; i++) {
             if (lines[i].error[0]) {
                 hc_cli_print_error(stdout, lines[i].error);
+                rc = 1;
             } else {
                 json_t *obj = json_object();
                 json_object_set_new(obj, "cluster", cr->clusters ? json_integer(cl[k]) : json_null());
@@ -213,7 +214,8 @@ static void gen_usage(FILE *f) {
                "Package mode of hllm generate (PKG holds creator.json). Reads one JSON object per\n"
                "line, {\"history\": [\"title\", ...], \"ad\": {\"title\": \"...\", \"description\": \"...\"}},\n"
                "and writes {\"title\": \"...\", \"ids\": [...], \"cluster\": k, \"finish\": \"stop|length\"}\n"
-               "per line, in order. A bad line gets {\"error\": \"...\"} and the others go on.\n"
+               "per line, in order. A bad line gets {\"error\": \"...\"} and the others go on; the\n"
+               "exit code is then 1.\n"
                "Sampling defaults come from creator.json; line i (from 0) is sampled with seed S + i.\n\n"
                "  --per-user         inject the user's own projected vector U (default: the centroid\n"
                "                     of the user's cluster, as the reference)\n"
@@ -331,7 +333,10 @@ int hc_cmd_generate_package(int argc, char **argv) {
                 }
                 hc_title_request_clear(r);
             }
-            if (lines[i].error[0]) hc_cli_print_error(stdout, lines[i].error);
+            if (lines[i].error[0]) {
+                hc_cli_print_error(stdout, lines[i].error);
+                rc = 1;
+            }
             hc_cli_line_clear(&lines[i]);
         }
         fflush(stdout);
