@@ -325,7 +325,7 @@ int hc_cmd_generate_package(int argc, char **argv) {
                     json_t *ids = json_array();
                     for (int j = 0; j < r->n_ids; j++) json_array_append_new(ids, json_integer(r->ids[j]));
                     json_t *obj = json_object();
-                    json_object_set_new(obj, "title", json_string(r->text ? r->text : ""));
+                    json_object_set_new(obj, "title", json_stringn(r->text ? r->text : "", r->text_len));
                     json_object_set_new(obj, "ids", ids);
                     json_object_set_new(obj, "cluster", r->cluster >= 0 ? json_integer(r->cluster) : json_null());
                     json_object_set_new(obj, "finish", json_string(r->finish == HC_FINISH_STOP ? "stop" : "length"));
@@ -474,8 +474,9 @@ int hc_cmd_cluster(int argc, char **argv) {
         fprintf(stderr, "hllm cluster: %s\n", eb.msg);
         goto done;
     }
-    printf("{\"users\": %zu, \"skipped_lines\": %zu, \"k\": %ld, \"dim\": %d, \"objective\": %.6g, "
-           "\"out\": \"%s\"}\n", n_users, bad, k, H, obj, outp);
+    hc_cli_print_json(stdout, json_pack("{s:I, s:I, s:I, s:i, s:f, s:s}", "users",
+                                        (json_int_t)n_users, "skipped_lines", (json_int_t)bad, "k",
+                                        (json_int_t)k, "dim", H, "objective", obj, "out", outp));
     if (n_users > (size_t)k * (size_t)mppc && mppc > 0)
         fprintf(stderr, "hllm cluster: note: FAISS trained on a random subsample of %ld of the %zu "
                         "users (--max-points-per-centroid 0 uses all)\n", k * mppc, n_users);

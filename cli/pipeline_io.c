@@ -1,6 +1,7 @@
 /* pipeline_io.c: see pipeline_io.h. */
 #include "pipeline_io.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -113,6 +114,8 @@ void hc_cli_print_error(FILE *out, const char *msg) {
 
 json_t *hc_cli_float_array(const float *v, int n) {
     json_t *a = json_array();
-    for (int i = 0; i < n; i++) json_array_append_new(a, json_real((double)v[i]));
+    /* JSON has no NaN/Inf: such a value is written as null rather than silently dropped */
+    for (int i = 0; i < n; i++)
+        json_array_append_new(a, isfinite(v[i]) ? json_real((double)v[i]) : json_null());
     return a;
 }

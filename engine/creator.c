@@ -148,9 +148,10 @@ int hc_creator_load(hc_creator **out, hc_backend *be, const char *pkg_dir,
                            c->user->cfg.vocab_size);
             goto fail;
         }
-    if (c->pkg.slot_token_id >= c->item->cfg.vocab_size) {
-        rc = hc_seterr(eb, HC_ERR_RANGE, "creator.json: slot_token_id %d outside the item "
-                                         "vocabulary", c->pkg.slot_token_id);
+    if (c->pkg.slot_token_id >= c->item->cfg.vocab_size ||
+        c->pkg.slot_token_id >= c->user->cfg.vocab_size) {
+        rc = hc_seterr(eb, HC_ERR_RANGE, "creator.json: slot_token_id %d outside the item or user "
+                                         "LLM's vocabulary", c->pkg.slot_token_id);
         goto fail;
     }
     if (c->pkg.centroids) {
@@ -476,6 +477,7 @@ void hc_title_request_clear(hc_title_request *r) {
     free(r->text);
     r->ids = NULL;
     r->text = NULL;
+    r->text_len = 0;
     r->n_ids = 0;
 }
 
@@ -583,9 +585,8 @@ int hc_creator_generate(hc_creator *c, hc_title_request *reqs, int n, hc_gen_tok
             hc_title_request *r = &reqs[req_of_seq[s]];
             r->n_ids = seqs[s].n_out;
             r->finish = seqs[s].finish;
-            size_t tl = 0;
             if ((rc = hc_tokenizer_decode(c->creative_tok, r->ids, (size_t)r->n_ids, 1, &r->text,
-                                          &tl, eb)))
+                                          &r->text_len, eb)))
                 goto done;
         }
     }

@@ -108,7 +108,8 @@ typedef struct hc_title_request {
     /* out */
     int32_t *ids;              /* malloc'ed, n_ids generated ids (stop token included) */
     int n_ids;
-    char *text;                /* malloc'ed, decoded without special tokens */
+    char *text;                /* malloc'ed, decoded without special tokens, NUL-terminated */
+    size_t text_len;           /* bytes (the text may itself contain U+0000) */
     int32_t cluster;           /* -1 when no centroids */
     float cluster_score;
     hc_finish finish;

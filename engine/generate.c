@@ -26,8 +26,12 @@ int hc_generate(hc_llm *m, hc_kv_cache *kv, hc_gen_seq *seqs, int n, hc_gen_toke
             return hc_seterr(eb, HC_ERR_INVAL, "sequence %d: no output buffer", i);
         s->n_out = 0;
         s->finish = HC_FINISH_NONE;
+        int64_t blocks = ((int64_t)s->n_prompt + s->max_new + HC_GEN_BLOCK - 1) / HC_GEN_BLOCK;
+        if ((int64_t)total_prompt + s->n_prompt > INT32_MAX / 2 ||
+            (int64_t)total_blocks + blocks > INT32_MAX / 2)
+            return hc_seterr(eb, HC_ERR_RANGE, "sequence %d: prompt + max_new too large", i);
         total_prompt += s->n_prompt;
-        total_blocks += (s->n_prompt + s->max_new + HC_GEN_BLOCK - 1) / HC_GEN_BLOCK;
+        total_blocks += (int)blocks;
     }
     int rc = HC_OK;
     hc_kv_cache *own_kv = NULL;

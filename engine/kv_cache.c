@@ -90,7 +90,7 @@ void hc_kv_seq_free(hc_kv_cache *kv, int seq_id) {
 
 int hc_kv_seq_reserve(hc_kv_cache *kv, int seq_id, int n_more) {
     hc_kv_seq *s = hc_kv_seq_get(kv, seq_id);
-    if (!s || n_more < 0) return HC_ERR_INVAL;
+    if (!s || n_more < 0 || n_more > INT32_MAX - s->n_tokens) return HC_ERR_INVAL;
     int need = hc_kv_blocks_for(kv, s->n_tokens + n_more) - s->n_blocks;
     if (need <= 0) return HC_OK;
     if (need > kv->n_free) return HC_ERR_AGAIN;

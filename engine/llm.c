@@ -262,84 +262,15 @@ int hc_llm_kv_create(hc_llm *m, hc_kv_cache **out, int block_size, int n_blocks)
                                   hc_strerror(rc_));                                               \
     } while (0)
 
-int hc_llm_forward(hc_llm *m, const hc_batch *b, hc_kv_cache *kv, const int *seq_ids,
-                   float *hidden, float *logits, hc_errbuf *eb) {
+/* The computation proper, once every segment has room in the cache (see hc_llm_forward). */
+static int forward_compute(hc_llm *m, const hc_batch *b, hc_kv_cache *kv, const int *seq_ids,
+                           int n_seg, int n_tables, float *hidden, float *logits, hc_errbuf *eb) {
     const hc_llm_config *c = &m->cfg;
     hc_backend *be = m->be;
     const hc_backend_i *ops = be->iface;
     const int T = b->n_tokens;
-    if (T <= 0) return hc_seterr(eb, HC_ERR_INVAL, "empty batch");
-    if (b->n_out < 0 || (b->n_out > 0 && !b->out_idx))
-        return hc_seterr(eb, HC_ERR_INVAL, "bad output request");
-    if (logits && !m->lm_head.data)
-        return hc_seterr(eb, HC_ERR_INVAL, "this model was loaded without lm_head: no logits");
-    for (int i = 0; i < b->n_out; i++)
-        if (b->out_idx[i] < 0 || b->out_idx[i] >= T)
-            return hc_seterr(eb, HC_ERR_RANGE, "output index %d outside the batch of %d tokens",
-                             b->out_idx[i], T);
-    /* validate segments and inputs */
-    int n_seg = 1;
-    for (int t = 0; t < T; t++) {
-        int sg = b->seg ? b->seg[t] : 0;
-        int prev = t ? (b->seg ? b->seg[t - 1] : 0) : 0;
-        if ((t == 0 && sg != 0) || (t > 0 && sg != prev && sg != prev + 1))
-            return hc_seterr(eb, HC_ERR_INVAL,
-                             "token %d: segment ids must start at 0 and form contiguous runs", t);
-        n_seg = sg + 1;
-        if (b->token[t] < 0 || b->token[t] >= c->vocab_size)
-            return hc_seterr(eb, HC_ERR_RANGE, "token %d: id %d outside the vocabulary (0..%d)", t,
-                             b->token[t], c->vocab_size - 1);
-        if (b->pos[t] < 0)
-            return hc_seterr(eb, HC_ERR_RANGE, "token %d: negative position %d", t, b->pos[t]);
-    }
-    if (b->n_inject < 0 || (b->n_inject > 0 && (!b->inject_idx || !b->inject)))
-        return hc_seterr(eb, HC_ERR_INVAL, "bad injected-vector request");
-    for (int i = 0; i < b->n_inject; i++)
-        if (b->inject_idx[i] < 0 || b->inject_idx[i] >= T)
-            return hc_seterr(eb, HC_ERR_RANGE, "injected vector %d targets token %d outside the "
-                                               "batch of %d", i, b->inject_idx[i], T);
     hc_llm_scratch *s = m->scratch;
-    int rc = ensure_act(m, T, b->n_out > 0 ? b->n_out : 1);
-    if (rc) return hc_seterr(eb, rc, "allocating activations for %d tokens", T);
-
-    /* attention metadata */
-    int n_tables = kv ? 0 : T;
-    if (kv) {
-        for (int sg = 0; sg < n_seg; sg++) {
-            hc_kv_seq *q = hc_kv_seq_get(kv, seq_ids[sg]);
-            if (!q) return hc_seterr(eb, HC_ERR_INVAL, "segment %d: KV sequence %d not open", sg,
-                                     seq_ids[sg]);
-            for (int o = 0; o < sg; o++)
-                if (seq_ids[o] == seq_ids[sg])
-                    return hc_seterr(eb, HC_ERR_INVAL, "segments %d and %d share KV sequence %d",
-                                     o, sg, seq_ids[sg]);
-        }
-        /* reserve room for every segment; roll back on failure so nothing changes */
-        int *cnt = calloc((size_t)n_seg, sizeof *cnt);
-        int *had = calloc((size_t)n_seg, sizeof *had);
-        if (!cnt || !had) {
-            free(cnt);
-            free(had);
-            return HC_ERR_NOMEM;
-        }
-        for (int t = 0; t < T; t++) cnt[b->seg ? b->seg[t] : 0]++;
-        rc = HC_OK;
-        int sg = 0;
-        for (; sg < n_seg && rc == HC_OK; sg++) {
-            had[sg] = hc_kv_seq_get(kv, seq_ids[sg])->n_blocks;
-            rc = hc_kv_seq_reserve(kv, seq_ids[sg], cnt[sg]);
-        }
-        if (rc) {
-            /* give back blocks reserved in this call (reserve is all-or-nothing per sequence) */
-            for (int i = 0; i < sg - 1; i++) hc_kv_seq_shrink(kv, seq_ids[i], had[i]);
-            free(cnt);
-            free(had);
-            return hc_seterr(eb, rc, "KV cache: not enough free blocks for this batch");
-        }
-        free(cnt);
-        free(had);
-        for (int i = 0; i < n_seg; i++) n_tables += hc_kv_seq_get(kv, seq_ids[i])->n_blocks;
-    }
+    int rc;
     rc = ensure_meta(s, T, n_tables);
     if (rc) return hc_seterr(eb, rc, "allocating batch metadata");
     if (!kv) {
@@ -353,7 +284,7 @@ int hc_llm_forward(hc_llm *m, const hc_batch *b, hc_kv_cache *kv, const int *seq
     } else {
         int off = 0, start = 0;
         int *seg_off = malloc((size_t)n_seg * sizeof *seg_off);
-        if (!seg_off) return HC_ERR_NOMEM;
+        if (!seg_off) return hc_seterr(eb, HC_ERR_NOMEM, "allocating batch metadata");
         for (int sg = 0; sg < n_seg; sg++) {
             hc_kv_seq *q = hc_kv_seq_get(kv, seq_ids[sg]);
             memcpy(s->tables + off, q->blocks, (size_t)q->n_blocks * sizeof(int32_t));
@@ -423,16 +354,6 @@ int hc_llm_forward(hc_llm *m, const hc_batch *b, hc_kv_cache *kv, const int *seq
         CALL(ops->matmul(be, &xn, &gate, &L->w_down));
         CALL(ops->add(be, &x, &xn));
     }
-    if (kv) {
-        for (int sg = 0, t = 0; sg < n_seg; sg++) {
-            int n = 0;
-            while (t < T && (b->seg ? b->seg[t] : 0) == sg) {
-                n++;
-                t++;
-            }
-            hc_kv_seq_commit(kv, seq_ids[sg], n);
-        }
-    }
     if (b->n_out > 0 && (hidden || logits)) {
         hc_tensor ox = hc_tensor_rows_view(&s->out_x, 0, b->n_out);
         hc_tensor oh = hc_tensor_rows_view(&s->out_h, 0, b->n_out);
@@ -446,4 +367,94 @@ int hc_llm_forward(hc_llm *m, const hc_batch *b, hc_kv_cache *kv, const int *seq
         }
     }
     return HC_OK;
+}
+
+int hc_llm_forward(hc_llm *m, const hc_batch *b, hc_kv_cache *kv, const int *seq_ids,
+                   float *hidden, float *logits, hc_errbuf *eb) {
+    const hc_llm_config *c = &m->cfg;
+    const int T = b->n_tokens;
+    if (T <= 0) return hc_seterr(eb, HC_ERR_INVAL, "empty batch");
+    if (b->n_out < 0 || (b->n_out > 0 && !b->out_idx))
+        return hc_seterr(eb, HC_ERR_INVAL, "bad output request");
+    if (logits && !m->lm_head.data)
+        return hc_seterr(eb, HC_ERR_INVAL, "this model was loaded without lm_head: no logits");
+    for (int i = 0; i < b->n_out; i++)
+        if (b->out_idx[i] < 0 || b->out_idx[i] >= T)
+            return hc_seterr(eb, HC_ERR_RANGE, "output index %d outside the batch of %d tokens",
+                             b->out_idx[i], T);
+    /* validate segments and inputs */
+    int n_seg = 1;
+    for (int t = 0; t < T; t++) {
+        int sg = b->seg ? b->seg[t] : 0;
+        int prev = t ? (b->seg ? b->seg[t - 1] : 0) : 0;
+        if ((t == 0 && sg != 0) || (t > 0 && sg != prev && sg != prev + 1))
+            return hc_seterr(eb, HC_ERR_INVAL,
+                             "token %d: segment ids must start at 0 and form contiguous runs", t);
+        n_seg = sg + 1;
+        /* ids at injected positions are looked up too (then overwritten): they must be valid */
+        if (b->token[t] < 0 || b->token[t] >= c->vocab_size)
+            return hc_seterr(eb, HC_ERR_RANGE, "token %d: id %d outside the vocabulary (0..%d)", t,
+                             b->token[t], c->vocab_size - 1);
+        if (b->pos[t] < 0)
+            return hc_seterr(eb, HC_ERR_RANGE, "token %d: negative position %d", t, b->pos[t]);
+    }
+    if (b->n_inject < 0 || (b->n_inject > 0 && (!b->inject_idx || !b->inject)))
+        return hc_seterr(eb, HC_ERR_INVAL, "bad injected-vector request");
+    for (int i = 0; i < b->n_inject; i++)
+        if (b->inject_idx[i] < 0 || b->inject_idx[i] >= T)
+            return hc_seterr(eb, HC_ERR_RANGE, "injected vector %d targets token %d outside the "
+                                               "batch of %d", i, b->inject_idx[i], T);
+    int rc = ensure_act(m, T, b->n_out > 0 ? b->n_out : 1);
+    if (rc) return hc_seterr(eb, rc, "allocating activations for %d tokens", T);
+
+    /* reserve room for every segment of a cached batch first; on any failure (a full pool, or a
+     * failing op later) every sequence is shrunk back to what it held, so nothing changes */
+    int n_tables = kv ? 0 : T;
+    int *had = NULL;
+    if (kv) {
+        for (int sg = 0; sg < n_seg; sg++) {
+            hc_kv_seq *q = hc_kv_seq_get(kv, seq_ids[sg]);
+            if (!q) return hc_seterr(eb, HC_ERR_INVAL, "segment %d: KV sequence %d not open", sg,
+                                     seq_ids[sg]);
+            for (int o = 0; o < sg; o++)
+                if (seq_ids[o] == seq_ids[sg])
+                    return hc_seterr(eb, HC_ERR_INVAL, "segments %d and %d share KV sequence %d",
+                                     o, sg, seq_ids[sg]);
+        }
+        int *cnt = calloc((size_t)n_seg, sizeof *cnt);
+        had = calloc((size_t)n_seg, sizeof *had);
+        if (!cnt || !had) {
+            free(cnt);
+            free(had);
+            return hc_seterr(eb, HC_ERR_NOMEM, "allocating batch metadata");
+        }
+        for (int t = 0; t < T; t++) cnt[b->seg ? b->seg[t] : 0]++;
+        int sg = 0;
+        for (; sg < n_seg && rc == HC_OK; sg++) {
+            had[sg] = hc_kv_seq_get(kv, seq_ids[sg])->n_blocks;
+            rc = hc_kv_seq_reserve(kv, seq_ids[sg], cnt[sg]);
+        }
+        free(cnt);
+        if (rc) {
+            /* reserve is all-or-nothing per sequence: undo the ones before the failing one */
+            for (int i = 0; i < sg - 1; i++) hc_kv_seq_shrink(kv, seq_ids[i], had[i]);
+            free(had);
+            return hc_seterr(eb, rc, "KV cache: not enough free blocks for this batch");
+        }
+        for (int i = 0; i < n_seg; i++) n_tables += hc_kv_seq_get(kv, seq_ids[i])->n_blocks;
+    }
+    rc = forward_compute(m, b, kv, seq_ids, n_seg, n_tables, hidden, logits, eb);
+    if (kv) {
+        for (int sg = 0, t = 0; sg < n_seg; sg++) {
+            int n = 0;
+            while (t < T && (b->seg ? b->seg[t] : 0) == sg) {
+                n++;
+                t++;
+            }
+            if (rc == HC_OK) hc_kv_seq_commit(kv, seq_ids[sg], n);
+            else hc_kv_seq_shrink(kv, seq_ids[sg], had[sg]);
+        }
+        free(had);
+    }
+    return rc;
 }

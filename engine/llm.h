@@ -77,7 +77,8 @@ void hc_llm_free(hc_llm *m);
 
 typedef struct hc_batch {
     int n_tokens;
-    const int32_t *token;   /* (n_tokens) ids; ignored at injected positions */
+    const int32_t *token;   /* (n_tokens) ids; at injected positions still a valid id (its
+                               embedding is looked up, then replaced) */
     int n_inject;           /* injected input vectors (e.g. HLLM's [item] and [user] slots) */
     const int32_t *inject_idx; /* (n_inject) token indices, distinct */
     const float *inject;    /* (n_inject, n_embd) host rows replacing those tokens' embeddings */
@@ -91,8 +92,9 @@ typedef struct hc_batch {
 
 /* Runs the batch. Outputs (host, may be NULL): hidden (n_out, n_embd) final-norm hidden states,
  * logits (n_out, vocab). kv == NULL: stateless. Otherwise seq_ids[s] is the KV sequence of
- * segment s; room is reserved for every segment first, and HC_ERR_AGAIN (with nothing changed)
- * means the pool is full. */
+ * segment s; room is reserved for every segment first. HC_ERR_AGAIN means the pool is full. On
+ * any error the sequences are left as they were (their new entries are not committed and blocks
+ * reserved by this call are given back). */
 int hc_llm_forward(hc_llm *m, const hc_batch *b, hc_kv_cache *kv, const int *seq_ids,
                    float *hidden, float *logits, hc_errbuf *eb);
 

@@ -37,7 +37,8 @@ int hc_sampler_init(hc_sampler *s, const hc_sampler_params *p, int vocab, hc_err
             return hc_seterr(eb, HC_ERR_INVAL, "top_p must be in (0, 1] (got %g)", p->top_p);
     }
     s->p = *p;
-    if (!p->greedy && p->temperature == 0.0f) s->p.greedy = 1;
+    /* temperature 0 is greedy (transformers too); so is one so small that logits / T overflows */
+    if (!p->greedy && !isfinite(1.0f / p->temperature)) s->p.greedy = 1;
     s->vocab = vocab;
     uint64_t x = p->seed;
     for (int i = 0; i < 4; i++) s->s[i] = splitmix64(&x);
@@ -119,6 +120,7 @@ int32_t hc_sampler_sample(hc_sampler *s, const float *logits) {
     const float mx = val[s->idx[0]];
     double total = 0;
     for (int i = 0; i < m; i++) total += exp((double)(val[s->idx[i]] - mx));
+    if (!(total >= 1.0) || !isfinite(total) || !isfinite(mx)) return argmax(logits, n); /* inf/NaN */
     int keep = m;
     if (s->p.top_p < 1.0f) {
         /* transformers: ascending cumulative probability; remove while cum <= 1 - top_p */

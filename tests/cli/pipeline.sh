@@ -68,7 +68,7 @@ got=$(sed -E 's/^\{"(error|title)".*/\1/' "$TMP/gbad" | tr '\n' ' ' | sed 's/ $/
 
 # --- cluster ------------------------------------------------------------------------------------
 "$HLLM" cluster --model "$P" --users "$CASES" --k 3 --out "$TMP/c3.safetensors" >"$TMP/cl" 2>"$TMP/cl.err" || bad "cluster: $(cat "$TMP/cl.err")"
-grep -q '"k": 3' "$TMP/cl" && [ -s "$TMP/c3.safetensors" ] && ok || bad "cluster output"
+grep -q '"k":3' "$TMP/cl" && [ -s "$TMP/c3.safetensors" ] && ok || bad "cluster output"
 # the new centroids work in a package
 cp -r "$P" "$TMP/pkg"
 cp "$TMP/c3.safetensors" "$TMP/pkg/clusters.safetensors"

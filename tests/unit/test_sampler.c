@@ -99,6 +99,11 @@ int main(void) {
     CHECK_OK(hc_sampler_init(&s, &t0, N, NULL));
     for (int i = 0; i < 50; i++) CHECK(hc_sampler_sample(&s, logits) == 5);
     hc_sampler_free(&s);
+    /* a temperature so small that logits / T overflows float behaves as greedy, never as NaN */
+    hc_sampler_params tiny = {0, 1e-39f, 5, 0.9f, 7};
+    CHECK_OK(hc_sampler_init(&s, &tiny, N, NULL));
+    for (int i = 0; i < 50; i++) CHECK(hc_sampler_sample(&s, logits) == 5);
+    hc_sampler_free(&s);
     /* top_k = 1 is greedy whatever the temperature */
     hc_sampler_params k1 = {0, 5.0f, 1, 1.0f, 7};
     CHECK_OK(hc_sampler_init(&s, &k1, N, NULL));
