@@ -358,8 +358,8 @@ static int parse_model(hc_tokenizer *t, json_t *m, const char *doc, const size_t
             break;
         }
         if (id < 0 || id >= (1 << 30)) {
-            rc = hc_seterr(eb, HC_ERR_FORMAT, "model.vocab: id %lld of '%.100s' is out of range",
-                           id, key.p);
+            rc = hc_seterr(eb, HC_ERR_FORMAT, "model.vocab: id %lld of '%.*s' is out of range",
+                           id, (int)(key.len > 100 ? 100 : key.len), key.p);
             break;
         }
         if (id > max_id) max_id = id;
