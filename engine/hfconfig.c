@@ -8,6 +8,7 @@
  * is HC_ERR_UNSUPPORTED naming the key; a wrong JSON type is HC_ERR_FORMAT naming the key.
  */
 #include "hfconfig.h"
+#include "fileio.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -394,40 +395,9 @@ int hc_hfconfig_load(hc_llm_config *cfg, const char *path, hc_errbuf *eb) {
         memcpy(file + n, "/config.json", sizeof "/config.json");
     }
     const char *p = file ? file : path;
-    int rc = HC_OK;
     char *buf = NULL;
-    size_t n = 0, cap = 0;
-    FILE *f = fopen(p, "rb");
-    if (!f) {
-        int e = errno;
-        rc = hc_seterr(eb, e == ENOENT || e == ENOTDIR ? HC_ERR_NOTFOUND : HC_ERR_IO,
-                       "%s: cannot open: %s", p, strerror(e));
-        goto done;
-    }
-    for (;;) {
-        if (n == cap) {
-            if (cap >= HC_CFG_MAX_BYTES) {
-                rc = hc_seterr(eb, HC_ERR_FORMAT, "%s: larger than %zu bytes", p,
-                               HC_CFG_MAX_BYTES);
-                break;
-            }
-            size_t ncap = cap ? cap * 2 : 16384;
-            char *q = realloc(buf, ncap);
-            if (!q) {
-                rc = hc_seterr(eb, HC_ERR_NOMEM, "%s: out of memory", p);
-                break;
-            }
-            buf = q;
-            cap = ncap;
-        }
-        size_t got = fread(buf + n, 1, cap - n, f);
-        n += got;
-        if (got == 0) {
-            if (ferror(f)) rc = hc_seterr(eb, HC_ERR_IO, "%s: read error", p);
-            break;
-        }
-    }
-    fclose(f);
+    size_t n = 0;
+    int rc = hc_read_file(p, HC_CFG_MAX_BYTES, &buf, &n, eb);
     if (rc) goto done;
     hc_errbuf inner;
     inner.msg[0] = 0;

@@ -12,6 +12,7 @@
  * present in the shard it names. Gaps between ranges are accepted (HF's reader rejects them).
  */
 #include "safetensors.h"
+#include "fileio.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -359,48 +360,6 @@ static int st_load_shard(hc_safetensors *st, const char *path, hc_errbuf *eb) {
 
 /* ---- index.json ---------------------------------------------------------------------------- */
 
-static int st_read_small_file(const char *path, size_t max, char **out, size_t *len,
-                              hc_errbuf *eb) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        int e = errno;
-        return hc_seterr(eb, st_errno_code(e), "%s: cannot open: %s", path, strerror(e));
-    }
-    size_t cap = 0, n = 0;
-    char *buf = NULL;
-    int rc = HC_OK;
-    for (;;) {
-        if (n == cap) {
-            if (cap >= max) {
-                rc = hc_seterr(eb, HC_ERR_FORMAT, "%s: larger than %zu bytes", path, max);
-                break;
-            }
-            size_t ncap = cap ? cap * 2 : 65536;
-            char *p = realloc(buf, ncap);
-            if (!p) {
-                rc = hc_seterr(eb, HC_ERR_NOMEM, "%s: out of memory", path);
-                break;
-            }
-            buf = p;
-            cap = ncap;
-        }
-        size_t got = fread(buf + n, 1, cap - n, f);
-        n += got;
-        if (got == 0) {
-            if (ferror(f)) rc = hc_seterr(eb, HC_ERR_IO, "%s: read error", path);
-            break;
-        }
-    }
-    fclose(f);
-    if (rc) {
-        free(buf);
-        return rc;
-    }
-    *out = buf;
-    *len = n;
-    return HC_OK;
-}
-
 static int st_strptr_cmp(const void *a, const void *b) {
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
@@ -428,7 +387,7 @@ static int st_finish(hc_safetensors *st, hc_errbuf *eb) {
 static int st_open_index(hc_safetensors *st, const char *index_path, hc_errbuf *eb) {
     char *text = NULL;
     size_t len = 0;
-    int rc = st_read_small_file(index_path, HC_ST_MAX_INDEX, &text, &len, eb);
+    int rc = hc_read_file(index_path, HC_ST_MAX_INDEX, &text, &len, eb);
     if (rc) return rc;
     json_error_t jerr;
     json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "tokenizer_internal.h"
+#include "fileio.h"
 
 /* ---- arena ----------------------------------------------------------------------------------- */
 
@@ -697,34 +698,10 @@ int hc_tokenizer_load_json(hc_tokenizer **out, const char *json, size_t json_len
     return 0;
 }
 
-static char *read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    char *buf = NULL;
-    size_t cap = 0, n = 0;
-    for (;;) {
-        if (n == cap) {
-            cap = cap ? cap * 2 : 1 << 20;
-            char *p = realloc(buf, cap);
-            if (!p) {
-                free(buf);
-                fclose(f);
-                return NULL;
-            }
-            buf = p;
-        }
-        size_t r = fread(buf + n, 1, cap - n, f);
-        n += r;
-        if (r == 0) break;
-    }
-    int err = ferror(f);
-    fclose(f);
-    if (err) {
-        free(buf);
-        return NULL;
-    }
-    *len = n;
-    return buf;
+/* Optional side files (tokenizer_config.json, generation_config.json): NULL when absent. */
+static int read_optional(const char *path, char **buf, size_t *len, hc_errbuf *eb) {
+    int rc = hc_read_file(path, (size_t)1 << 24, buf, len, eb);
+    return rc == HC_ERR_NOTFOUND ? HC_OK : rc;
 }
 
 int hc_tokenizer_load(hc_tokenizer **out, const char *dir, hc_errbuf *eb) {
@@ -732,16 +709,24 @@ int hc_tokenizer_load(hc_tokenizer **out, const char *dir, hc_errbuf *eb) {
     char path[4096];
     size_t jl = 0, cl = 0, gl = 0;
     snprintf(path, sizeof path, "%s/tokenizer.json", dir);
-    char *json = read_file(path, &jl);
-    if (!json) return hc_seterr(eb, HC_ERR_IO, "cannot read %s", path);
+    char *json = NULL, *cfg = NULL, *gen = NULL;
+    int rc = hc_read_file(path, (size_t)1 << 30, &json, &jl, eb);
+    if (rc) return rc == HC_ERR_NOMEM ? rc : HC_ERR_IO; /* eb names the file and the reason */
     snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
-    char *cfg = read_file(path, &cl);
-    int rc = hc_tokenizer_load_json(out, json, jl, cfg, cl, eb);
+    if ((rc = read_optional(path, &cfg, &cl, eb))) {
+        free(json);
+        return rc;
+    }
+    rc = hc_tokenizer_load_json(out, json, jl, cfg, cl, eb);
     free(json);
     free(cfg);
     if (rc) return rc;
     snprintf(path, sizeof path, "%s/generation_config.json", dir);
-    char *gen = read_file(path, &gl);
+    if ((rc = read_optional(path, &gen, &gl, eb))) {
+        hc_tokenizer_free(*out);
+        *out = NULL;
+        return rc;
+    }
     if (gen) {
         json_t *g = json_loadb(gen, gl, 0, NULL);
         json_t *e = json_object_get(g, "eos_token_id");
