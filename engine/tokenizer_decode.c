@@ -21,47 +21,11 @@ static const char REPL[] = "\xEF\xBF\xBD"; /* U+FFFD */
 
 /* ---- shared helpers -------------------------------------------------------------------------- */
 
-typedef struct {
-    hc_tk_buf *out;
-    const char *s;
-    size_t prev;
-    const char *rep;
-    size_t rep_len;
-} drepl_state;
-
-static int drepl_cb(void *u, size_t st, size_t en) {
-    drepl_state *r = u;
-    if (hc_tk_buf_put(r->out, r->s + r->prev, st - r->prev) ||
-        hc_tk_buf_put(r->out, r->rep, r->rep_len))
-        return HC_ERR_NOMEM;
-    r->prev = en;
-    return 0;
-}
-
 /* Replace decoder on one string, appended to out. */
 static int dec_replace(const hc_tokenizer *t, const hc_tk_dec *d, pcre2_match_data *md,
                        const char *s, size_t n, hc_tk_buf *out) {
-    const char *rep = hc_tk_s(t, d->content);
-    size_t rl = d->content.len;
-    if (d->re) {
-        drepl_state r = {out, s, 0, rep, rl};
-        int rc = hc_tk_regex_each(d->re, md, s, n, drepl_cb, &r, NULL);
-        return rc ? rc : hc_tk_buf_put(out, s + r.prev, n - r.prev);
-    }
-    const char *pat = hc_tk_s(t, d->pattern);
-    size_t pl = d->pattern.len, prev = 0;
-    if (pl == 0) return hc_tk_buf_put(out, s, n);
-    for (size_t i = 0; i + pl <= n;) {
-        if (!memcmp(s + i, pat, pl)) {
-            if (hc_tk_buf_put(out, s + prev, i - prev) || hc_tk_buf_put(out, rep, rl))
-                return HC_ERR_NOMEM;
-            i += pl;
-            prev = i;
-        } else {
-            i++;
-        }
-    }
-    return hc_tk_buf_put(out, s + prev, n - prev);
+    return hc_tk_replace(s, n, d->re, hc_tk_s(t, d->pattern), d->pattern.len,
+                         hc_tk_s(t, d->content), d->content.len, md, out, NULL);
 }
 
 static int hexval(char c) {

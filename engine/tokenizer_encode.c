@@ -464,18 +464,16 @@ static int repl_cb(void *u, size_t st, size_t en) {
     return 0;
 }
 
-static int norm_replace(const hc_tokenizer *t, const hc_tk_norm *nm, const char *s, size_t n,
-                        hc_tk_buf *out, pcre2_match_data *md, hc_errbuf *eb) {
-    const char *rep = hc_tk_s(t, nm->content);
-    size_t rep_len = nm->content.len;
-    if (nm->re) {
+int hc_tk_replace(const char *s, size_t n, const pcre2_code *re, const char *pat, size_t pl,
+                  const char *rep, size_t rep_len, pcre2_match_data *md, hc_tk_buf *out,
+                  hc_errbuf *eb) {
+    if (re) {
         repl_state r = {out, s, 0, rep, rep_len};
-        int rc = hc_tk_regex_each(nm->re, md, s, n, repl_cb, &r, eb);
+        int rc = hc_tk_regex_each(re, md, s, n, repl_cb, &r, eb);
         if (rc) return rc;
         return hc_tk_buf_put(out, s + r.prev, n - r.prev);
     }
-    const char *pat = hc_tk_s(t, nm->pattern);
-    size_t pl = nm->pattern.len, i = 0, prev = 0;
+    size_t i = 0, prev = 0;
     if (pl == 0) return hc_tk_buf_put(out, s, n);
     while (i + pl <= n) {
         const char *p = memchr(s + i, pat[0], n - i - pl + 1);
@@ -491,6 +489,12 @@ static int norm_replace(const hc_tokenizer *t, const hc_tk_norm *nm, const char 
         }
     }
     return hc_tk_buf_put(out, s + prev, n - prev);
+}
+
+static int norm_replace(const hc_tokenizer *t, const hc_tk_norm *nm, const char *s, size_t n,
+                        hc_tk_buf *out, pcre2_match_data *md, hc_errbuf *eb) {
+    return hc_tk_replace(s, n, nm->re, hc_tk_s(t, nm->pattern), nm->pattern.len,
+                         hc_tk_s(t, nm->content), nm->content.len, md, out, eb);
 }
 
 static int norm_nfc(const char *s, size_t n, hc_tk_buf *out, hc_errbuf *eb) {

@@ -192,6 +192,11 @@ int hc_tk_normalize(const hc_tokenizer *t, const char *s, size_t n, hc_tk_buf *o
                     pcre2_match_data *md, hc_errbuf *eb);
 /* All matches of re in s[0..n) (valid UTF-8), Rust-regex style iteration; calls fn per match.
  * Returns 0 or an error (regex engine failure). */
+/* Appends s with every match of re (or, when re is NULL, every occurrence of the literal
+ * pat[0..pl)) replaced by rep: the Replace normalizer and decoder. */
+int hc_tk_replace(const char *s, size_t n, const pcre2_code *re, const char *pat, size_t pl,
+                  const char *rep, size_t rep_len, pcre2_match_data *md, hc_tk_buf *out,
+                  hc_errbuf *eb);
 int hc_tk_regex_each(const pcre2_code *re, pcre2_match_data *md, const char *s, size_t n,
                      int (*fn)(void *u, size_t st, size_t en), void *u, hc_errbuf *eb);
 /* Regex compile with the Oniguruma -> PCRE2 translation documented in tokenizer_encode.c. */
