@@ -408,7 +408,7 @@ def build(out, seed_base):
     prompt_ids = enc(item_tok, TEMPLATES["user_prompt"])
     p1_ids = enc(cre_tok, TEMPLATES["prompt1"])
 
-    for attempt in range(30):
+    for attempt in range(60):
         seed = seed_base + 1000 * attempt
         item = make_model(LlamaForCausalLM, llama_config(512), seed + 1)
         user = make_model(LlamaForCausalLM, llama_config(512), seed + 2)
@@ -483,11 +483,20 @@ def build(out, seed_base):
                     why.append(f"greedy margin {min(m1, m2):.1e}")
                     break
         if ok:
+            # the fixtures must exercise stopping on eos as well as running to the length limit
+            outs = [us[k] for us in users for k in ("greedy_cluster", "greedy_user")]
+            n_eos = sum(1 for o in outs if o and o[-1] in eos_ids)
+            if n_eos == 0 or n_eos == len(outs):
+                ok = False
+                why.append(f"{n_eos}/{len(outs)} greedy titles stop on eos")
+        if ok:
             break
         print(f"  seed {seed}: {'; '.join(why[:3])}; reseeding")
     else:
         raise RuntimeError("no seed satisfied the margins")
-    print(f"  seed {seed}: assignment rules disagree on {disagree}/{len(users)} users")
+    print(f"  seed {seed}: assignment rules disagree on {disagree}/{len(users)} users; "
+          f"{sum(1 for us in users for k in ('greedy_cluster', 'greedy_user') if us[k][-1] in eos_ids)}"
+          f" greedy titles stop on eos")
 
     # ---- cross-checks of the reference itself
     u0 = users[0]
