@@ -1,47 +1,32 @@
 /* cmd_inspect.c: `hllm inspect`: a model's config (as the engine reads it) and tensor table. */
 #include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "commands.h"
 #include "hfconfig.h"
+#include "package.h"
 #include "safetensors.h"
 
 static void usage(FILE *f) {
     fprintf(f, "usage: hllm inspect --model DIR\n"
                "\n"
                "Prints the configuration the engine derives from DIR/config.json and the tensor\n"
-               "table of its safetensors files (name, dtype, shape, shard). Exits non-zero with\n"
-               "the reason when the directory cannot be loaded.\n"
+               "table of its safetensors files (name, dtype, shape, shard). For a model package\n"
+               "(DIR/creator.json) it prints the package settings, each sub-model's configuration\n"
+               "and the weights' tensor table. Exits non-zero with the reason when the directory\n"
+               "cannot be loaded.\n"
                "\n"
-               "  --model DIR     Hugging Face model directory\n"
+               "  --model DIR     Hugging Face model directory or model package\n"
                "  -h, --help      this help\n");
 }
 
-int hc_cmd_inspect(int argc, char **argv) {
-    static const struct option opts[] = {
-        {"model", required_argument, 0, 'm'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-    const char *model = NULL;
-    int c;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        switch (c) {
-        case 'm': model = optarg; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
-        }
-    }
-    if (!model || optind < argc) {
-        fprintf(stderr, "hllm inspect: --model DIR is required (see --help)\n");
-        return 2;
-    }
-    hc_errbuf eb = {{0}};
+static int print_config(const char *dir, const char *title, hc_errbuf *eb) {
     hc_llm_config cfg;
-    int rc = hc_hfconfig_load(&cfg, model, &eb);
-    if (rc) {
-        fprintf(stderr, "hllm inspect: %s\n", eb.msg[0] ? eb.msg : hc_strerror(rc));
-        return 1;
-    }
+    int rc = hc_hfconfig_load(&cfg, dir, eb);
+    if (rc) return rc;
+    if (title) printf("\n[%s] %s\n", title, dir);
     printf("architecture             %s\n", hc_arch_name(cfg.arch));
     printf("vocab_size               %d\n", cfg.vocab_size);
     printf("hidden_size              %d\n", cfg.hidden_size);
@@ -61,9 +46,14 @@ int hc_cmd_inspect(int argc, char **argv) {
     printf("%s\n", cfg.n_eos ? "" : " (none)");
     printf("pad_token_id             %d\n", cfg.pad_token_id);
     printf("torch_dtype              %s\n", hc_dtype_name(cfg.torch_dtype));
+    return HC_OK;
+}
 
+/* The tensor table of a safetensors file, index or directory. */
+static int print_tensors(const char *path_in) {
+    hc_errbuf eb = {{0}};
     hc_safetensors *st = NULL;
-    rc = hc_st_open(&st, model, &eb);
+    int rc = hc_st_open(&st, path_in, &eb);
     if (rc) {
         fprintf(stderr, "hllm inspect: %s\n", eb.msg[0] ? eb.msg : hc_strerror(rc));
         return 1;
@@ -92,4 +82,80 @@ int hc_cmd_inspect(int argc, char **argv) {
            (double)bytes / (1 << 20), hc_st_n_shards(st));
     hc_st_close(st);
     return 0;
+}
+
+static int inspect_package(const char *dir) {
+    hc_errbuf eb = {{0}};
+    hc_package pkg;
+    int rc = hc_package_load(&pkg, dir, &eb);
+    if (rc) {
+        fprintf(stderr, "hllm inspect: %s\n", eb.msg[0] ? eb.msg : hc_strerror(rc));
+        return 1;
+    }
+    printf("model package            %s (format version %d)\n", dir, HC_PACKAGE_VERSION);
+    printf("max_history              %d\n", pkg.max_history);
+    printf("max_item_tokens          %d\n", pkg.max_item_tokens);
+    printf("max_prompt_tokens        %d\n", pkg.max_prompt_tokens);
+    printf("title/description chars  %d / %d\n", pkg.title_max_chars, pkg.description_max_chars);
+    printf("slot_token_id            %d\n", pkg.slot_token_id);
+    printf("templates (bytes)        user_prompt %zu, prompt1 %zu, prompt2 %zu\n",
+           strlen(pkg.user_prompt), strlen(pkg.prompt1), strlen(pkg.prompt2));
+    printf("creative_eos_ids        ");
+    for (int i = 0; i < pkg.n_eos; i++) printf(" %d", pkg.eos_ids[i]);
+    printf("%s\n", pkg.n_eos ? "" : " (the creative tokenizer's)");
+    printf("cluster                  %s, assign %s\n", pkg.centroids ? pkg.centroids : "(none)",
+           hc_assign_rule_name(pkg.assign));
+    if (pkg.sampling.greedy)
+        printf("sampling                 greedy, max_new_tokens %d\n", pkg.max_new_tokens);
+    else
+        printf("sampling                 temperature %g, top_k %d, top_p %g, max_new_tokens %d\n",
+               pkg.sampling.temperature, pkg.sampling.top_k, pkg.sampling.top_p,
+               pkg.max_new_tokens);
+    const char *dirs[3] = {pkg.item_llm_dir, pkg.user_llm_dir, pkg.creative_llm_dir};
+    const char *names[3] = {"item_llm", "user_llm", "creative_llm"};
+    for (int i = 0; i < 3 && !rc; i++) rc = print_config(dirs[i], names[i], &eb);
+    if (!rc && pkg.centroids) {
+        float *c = NULL;
+        int k = 0, d = 0;
+        rc = hc_centroids_load(&c, &k, &d, pkg.centroids, &eb);
+        if (!rc) printf("\ncentroids                %d x %d\n", k, d);
+        free(c);
+    }
+    if (rc) {
+        fprintf(stderr, "hllm inspect: %s\n", eb.msg[0] ? eb.msg : hc_strerror(rc));
+        hc_package_free(&pkg);
+        return 1;
+    }
+    char *weights = strdup(pkg.weights);
+    hc_package_free(&pkg);
+    int ret = weights ? print_tensors(weights) : 1;
+    free(weights);
+    return ret;
+}
+
+int hc_cmd_inspect(int argc, char **argv) {
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    const char *model = NULL;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'm': model = optarg; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (!model || optind < argc) {
+        fprintf(stderr, "hllm inspect: --model DIR is required (see --help)\n");
+        return 2;
+    }
+    if (hc_cli_is_package(model)) return inspect_package(model);
+    hc_errbuf eb = {{0}};
+    int rc = print_config(model, NULL, &eb);
+    if (rc) {
+        fprintf(stderr, "hllm inspect: %s\n", eb.msg[0] ? eb.msg : hc_strerror(rc));
+        return 1;
+    }
+    return print_tensors(model);
 }

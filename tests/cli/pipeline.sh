@@ -86,6 +86,9 @@ cp -r "$P" "$TMP/p3"
 sed -i 's/{description}/{descr}/' "$TMP/p3/creator.json"
 echo '{"history": []}' | "$HLLM" embed --model "$TMP/p3" >/dev/null 2>"$TMP/e"
 [ $? -eq 1 ] && grep -q 'unknown field' "$TMP/e" && ok || bad "bad template: $(cat "$TMP/e")"
+"$HLLM" inspect --model "$P" >"$TMP/insp" 2>&1 && grep -q '^\[creative_llm\]' "$TMP/insp" &&
+    grep -q 'user_projector.weight' "$TMP/insp" && grep -q '^centroids  *8 x 96' "$TMP/insp" && ok ||
+    bad "inspect on a package: $(head -3 "$TMP/insp")"
 for cmd in embed cluster; do
     "$HLLM" "$cmd" --help | grep -q "usage: hllm $cmd" && ok || bad "$cmd --help"
 done
