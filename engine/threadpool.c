@@ -11,6 +11,16 @@
 
 #include "error.h"
 
+#if defined(__has_include)
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#define HC_RUNNING_ON_VALGRIND RUNNING_ON_VALGRIND
+#endif
+#endif
+#ifndef HC_RUNNING_ON_VALGRIND
+#define HC_RUNNING_ON_VALGRIND 0
+#endif
+
 struct hc_pool {
     int n_threads;
     pthread_t *threads;
@@ -24,6 +34,8 @@ struct hc_pool {
     hc_pool_fn fn;
     void *ctx;
     int stop;
+    int spin; /* iterations to spin before sleeping (0 under valgrind, which runs one thread at a
+                 time: spinning there only burns the other threads' turns) */
 };
 
 static void run_tasks(hc_pool *p) {
@@ -39,7 +51,7 @@ static void *worker(void *arg) {
     unsigned seen = 0;
     for (;;) {
         /* spin a little before sleeping */
-        for (int spin = 0; spin < 2000; spin++) {
+        for (int spin = 0; spin < p->spin; spin++) {
             if (atomic_load_explicit(&p->generation, memory_order_acquire) != seen) break;
             if ((spin & 63) == 63) sched_yield();
         }
@@ -66,6 +78,7 @@ int hc_pool_create(hc_pool **out, int n_threads) {
     hc_pool *p = calloc(1, sizeof *p);
     if (!p) return HC_ERR_NOMEM;
     p->n_threads = n_threads;
+    p->spin = HC_RUNNING_ON_VALGRIND ? 0 : 2000;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv_work, NULL);
     pthread_cond_init(&p->cv_done, NULL);
@@ -124,7 +137,8 @@ void hc_pool_run(hc_pool *p, int n_tasks, hc_pool_fn fn, void *ctx) {
     pthread_mutex_unlock(&p->mu);
     run_tasks(p);
     /* wait for the workers: brief spin, then sleep */
-    for (int spin = 0; spin < 4000 && atomic_load_explicit(&p->n_active, memory_order_acquire); spin++)
+    for (int spin = 0; spin < 2 * p->spin && atomic_load_explicit(&p->n_active, memory_order_acquire);
+         spin++)
         if ((spin & 63) == 63) sched_yield();
     pthread_mutex_lock(&p->mu);
     while (atomic_load(&p->n_active) != 0) pthread_cond_wait(&p->cv_done, &p->mu);
