@@ -5,7 +5,7 @@
 set -euo pipefail
 
 PKGS=(
-  build-essential cmake pkg-config git python3
+  build-essential cmake pkg-config git python3 python3-pip
   libopenblas-dev        # BLAS for the CPU backend's matrix products
   libpcre2-dev           # Unicode regex for the tokenizer's pre-tokenizers
   libutf8proc-dev        # NFC normalization

@@ -11,17 +11,22 @@ cd "$(dirname "$0")/.."
 JOBS=$(nproc 2>/dev/null || echo 2)
 
 deploy/install-deps.sh
-# Python packages of the converter tests (tools/requirements.txt; already-installed ones are kept)
-python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
-  -r tools/requirements.txt
+# Python packages of the converter tests (tools/requirements.txt; already-installed ones are kept).
+# Debian's own python3 refuses pip installs into the system (PEP 668) unless told otherwise.
+PY=$(command -v python3)
+PIP=("$PY" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore
+     -r tools/requirements.txt)
+"${PIP[@]}" 2>/dev/null || "${PIP[@]}" --break-system-packages
 
 echo "== release build (warnings are errors) + tests + valgrind"
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DHC_WERROR=ON -DHC_TEST_VALGRIND=ON
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DHC_WERROR=ON -DHC_TEST_VALGRIND=ON \
+  -DPython3_EXECUTABLE="$PY"
 cmake --build build -j"$JOBS"
 ctest --test-dir build --output-on-failure -j"$JOBS"
 
 echo "== ASan + UBSan build + tests"
-cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHC_SANITIZE=ON -DHC_WERROR=ON -DHC_CUDA=OFF
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHC_SANITIZE=ON -DHC_WERROR=ON -DHC_CUDA=OFF \
+  -DPython3_EXECUTABLE="$PY"
 cmake --build build-asan -j"$JOBS"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir build-asan --output-on-failure -j"$JOBS"
