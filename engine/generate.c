@@ -26,6 +26,15 @@ int hc_generate(hc_llm *m, hc_kv_cache *kv, hc_gen_seq *seqs, int n, hc_gen_toke
             return hc_seterr(eb, HC_ERR_INVAL, "sequence %d: no output buffer", i);
         s->n_out = 0;
         s->finish = HC_FINISH_NONE;
+        /* Generated tokens continue after the last prompt position; the whole sequence must fit
+         * the model's context (nothing beyond max_position_embeddings was trained, and a
+         * runaway max_new would otherwise run for hours at quadratic cost). */
+        const int64_t last = s->pos ? s->pos[s->n_prompt - 1] : s->n_prompt - 1;
+        const int max_pos = m->cfg.max_position_embeddings;
+        if (max_pos > 0 && last + 1 + (int64_t)s->max_new > max_pos)
+            return hc_seterr(eb, HC_ERR_RANGE, "sequence %d: prompt of %d tokens + max_new %d "
+                             "exceeds the model's max_position_embeddings %d", i, s->n_prompt,
+                             s->max_new, max_pos);
         int64_t blocks = ((int64_t)s->n_prompt + s->max_new + HC_GEN_BLOCK - 1) / HC_GEN_BLOCK;
         if ((int64_t)total_prompt + s->n_prompt > INT32_MAX / 2 ||
             (int64_t)total_blocks + blocks > INT32_MAX / 2)
