@@ -78,15 +78,28 @@ static int cuda_create(hc_backend **out, hc_errbuf *eb) {
     int device = 0;
     const char *dev = getenv("HC_CUDA_DEVICE");
     if (dev && *dev) device = atoi(dev);
-    int rc = fn(out, HC_BACKEND_ABI_VERSION, device, eb);
-    /* The library stays loaded for the life of the process: its code backs the vtable. */
-    if (rc != HC_OK) dlclose(h);
-    return rc;
+    /* The library stays loaded for the life of the process, also when creation failed: its code
+     * backs the vtable, and the CUDA runtime it pulled in keeps state (reachable only from its
+     * own globals) that unloading would turn into leaks. */
+    return fn(out, HC_BACKEND_ABI_VERSION, device, eb);
+}
+
+/* A cheap look for an NVIDIA device node before anything loads the CUDA runtime: dlopen'ing
+ * libhc_cuda.so pulls in libcudart and libcublas (about 200 MB of mappings and 0.15 s), which a
+ * CPU-only machine should never pay for under --backend auto. The driver creates /dev/nvidiactl
+ * and /dev/nvidia<N>; WSL exposes GPUs through /dev/dxg. */
+static int nvidia_device_present(void) {
+    static const char *nodes[] = {"/dev/nvidiactl", "/dev/nvidia0", "/dev/dxg"};
+    for (size_t i = 0; i < sizeof nodes / sizeof nodes[0]; i++)
+        if (access(nodes[i], F_OK) == 0) return 1;
+    return 0;
 }
 
 int hc_backend_create(hc_backend **out, hc_backend_kind kind, int n_threads, hc_errbuf *eb) {
     *out = NULL;
     if (kind == HC_BACKEND_CPU) return hc_backend_cpu_create(out, n_threads);
+    if (kind == HC_BACKEND_AUTO && !nvidia_device_present())
+        return hc_backend_cpu_create(out, n_threads);
     int rc = cuda_create(out, eb);
     if (rc == HC_OK) {
         (*out)->n_threads = n_threads;
