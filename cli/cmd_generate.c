@@ -50,7 +50,10 @@ int hc_cmd_generate(int argc, char **argv) {
         const char *dir = NULL;
         if (!strcmp(argv[i], "--model") && i + 1 < argc) dir = argv[i + 1];
         else if (!strncmp(argv[i], "--model=", 8)) dir = argv[i] + 8;
-        if (dir && hc_cli_is_package(dir)) return hc_cmd_generate_package(argc, argv);
+        if (!dir) continue;
+        int kind = hc_cli_model_kind(dir, "generate");
+        if (kind < 0) return 1;
+        if (kind == 1) return hc_cmd_generate_package(argc, argv);
     }
     const char *model = NULL;
     int n_prompts = 0, n_stop = -1, no_stop = 0, json = 0, greedy_flag = 0;

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "commands.h"
+#include "creator.h"
 #include "hfconfig.h"
 #include "package.h"
 #include "safetensors.h"
@@ -17,8 +18,11 @@ static void usage(FILE *f) {
                "(DIR/creator.json) it prints the package settings, each sub-model's configuration\n"
                "and the weights' tensor table. Exits non-zero with the reason when the directory\n"
                "cannot be loaded.\n"
+               "After printing, it loads the model as hllm generate would (on the CPU, every\n"
+               "tensor checked against the configuration) and exits 1 when that fails.\n"
                "\n"
                "  --model DIR     Hugging Face model directory or model package\n"
+               "  --no-load       print only; skip the load check (fast on very large models)\n"
                "  -h, --help      this help\n");
 }
 
@@ -84,6 +88,32 @@ static int print_tensors(const char *path_in) {
     return 0;
 }
 
+/* The load check: the model (or package) as the other commands load it. */
+static int check_load(const char *dir, int package) {
+    hc_backend *be = NULL;
+    hc_errbuf eb = {{0}};
+    int rc = hc_backend_create(&be, HC_BACKEND_CPU, 1, &eb);
+    if (!rc) {
+        if (package) {
+            hc_creator *c = NULL;
+            rc = hc_creator_load(&c, be, dir, NULL, &eb);
+            hc_creator_free(c);
+        } else {
+            hc_llm *m = NULL;
+            rc = hc_llm_load(&m, be, dir, NULL, &eb);
+            hc_llm_free(m);
+        }
+    }
+    hc_backend_free(be);
+    if (rc) {
+        fprintf(stderr, "hllm inspect: %s does not load: %s\n", dir,
+                eb.msg[0] ? eb.msg : hc_strerror(rc));
+        return 1;
+    }
+    printf("\nload check               ok\n");
+    return 0;
+}
+
 static int inspect_package(const char *dir) {
     hc_errbuf eb = {{0}};
     hc_package pkg;
@@ -134,14 +164,17 @@ static int inspect_package(const char *dir) {
 }
 
 int hc_cmd_inspect(int argc, char **argv) {
-    static const struct option opts[] = {
-        {"model", required_argument, 0, 'm'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    static const struct option opts[] = {{"model", required_argument, 0, 'm'},
+                                         {"no-load", no_argument, 0, 'n'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
     const char *model = NULL;
-    int c;
+    int c, no_load = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case 'm': model = optarg; break;
+        case 'n': no_load = 1; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -150,12 +183,18 @@ int hc_cmd_inspect(int argc, char **argv) {
         fprintf(stderr, "hllm inspect: --model DIR is required (see --help)\n");
         return 2;
     }
-    if (hc_cli_is_package(model)) return inspect_package(model);
-    hc_errbuf eb = {{0}};
-    int rc = print_config(model, NULL, &eb);
-    if (rc) {
-        fprintf(stderr, "hllm inspect: %s\n", eb.msg[0] ? eb.msg : hc_strerror(rc));
-        return 1;
+    int kind = hc_cli_model_kind(model, "inspect");
+    if (kind < 0) return 1;
+    if (kind == 1) {
+        if (inspect_package(model)) return 1;
+    } else {
+        hc_errbuf eb = {{0}};
+        int rc = print_config(model, NULL, &eb);
+        if (rc) {
+            fprintf(stderr, "hllm inspect: %s\n", eb.msg[0] ? eb.msg : hc_strerror(rc));
+            return 1;
+        }
+        if (print_tensors(model)) return 1;
     }
-    return print_tensors(model);
+    return no_load ? 0 : check_load(model, kind == 1);
 }

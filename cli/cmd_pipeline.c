@@ -3,34 +3,71 @@
  *   hllm generate  history + ad -> personalized title (package mode of `hllm generate`)
  *   hllm cluster   users -> k-means centroids
  * JSON lines in (stdin or --users), JSON lines out, one result per input line, in order. */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "commands.h"
 #include "common.h"
 #include "creator.h"
 #include "pipeline_io.h"
 
-int hc_cli_is_package(const char *dir) {
-    char path[4096];
+int hc_cli_model_kind(const char *dir, const char *cmd) {
     struct stat st;
-    snprintf(path, sizeof path, "%s/creator.json", dir);
-    return stat(path, &st) == 0;
+    if (stat(dir, &st) != 0) {
+        fprintf(stderr, "hllm %s: --model %s: %s\n", cmd, dir, strerror(errno));
+        return -1;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "hllm %s: --model %s is not a directory (a model package or a Hugging "
+                        "Face model directory)\n", cmd, dir);
+        return -1;
+    }
+    if (access(dir, R_OK | X_OK) != 0) {
+        fprintf(stderr, "hllm %s: --model %s: cannot read the directory: %s\n", cmd, dir,
+                strerror(errno));
+        return -1;
+    }
+    char path[4096];
+    if ((size_t)snprintf(path, sizeof path, "%s/creator.json", dir) >= sizeof path) {
+        fprintf(stderr, "hllm %s: --model %s: path too long\n", cmd, dir);
+        return -1;
+    }
+    if (lstat(path, &st) != 0) {
+        if (errno == ENOENT) return 0;
+        fprintf(stderr, "hllm %s: %s: %s\n", cmd, path, strerror(errno));
+        return -1;
+    }
+    if (stat(path, &st) != 0) { /* a dangling or looping symlink named creator.json */
+        fprintf(stderr, "hllm %s: %s: %s\n", cmd, path, strerror(errno));
+        return -1;
+    }
+    return 1;
 }
 
 typedef struct pipe_opts {
     const char *model;
     hc_backend_kind kind;
     hc_dtype wd;
-    long threads, batch, cache;
+    long threads, batch, cache, max_line;
 } pipe_opts;
 
-static int open_creator(const pipe_opts *o, int need_creative, hc_backend **be, hc_creator **c) {
+static int open_creator(const pipe_opts *o, const char *cmd, int need_creative, hc_backend **be,
+                        hc_creator **c) {
     hc_errbuf eb = {{0}};
     *c = NULL;
+    *be = NULL;
+    int kind = hc_cli_model_kind(o->model, cmd);
+    if (kind < 0) return HC_ERR_IO;
+    if (kind == 0) {
+        fprintf(stderr, "hllm %s: --model %s is not a model package (it has no creator.json; "
+                        "see proto/model-package.md)\n", cmd, o->model);
+        return HC_ERR_NOTFOUND;
+    }
     int rc = hc_backend_create(be, o->kind, (int)o->threads, &eb);
     if (rc) {
         fprintf(stderr, "hllm: backend: %s\n", eb.msg[0] ? eb.msg : hc_strerror(rc));
@@ -50,32 +87,56 @@ static int open_creator(const pipe_opts *o, int need_creative, hc_backend **be, 
     return rc;
 }
 
-/* Reads up to `batch` lines; returns how many were read (0 at end of input). */
-static int read_batch(FILE *in, hc_cli_line *lines, int batch, int need_ad, char **buf,
-                      size_t *cap) {
+/* Reads up to `batch` lines; returns how many were read (0 at end of input). A line over
+ * max_line bytes becomes an error line. On a read error *read_err is set (errno kept) and the
+ * lines read before it are returned for processing; the caller then stops. */
+static int read_batch(FILE *in, hc_cli_line *lines, int batch, int need_ad, size_t max_line,
+                      char **buf, size_t *cap, int *read_err) {
     int n = 0;
-    long len;
-    while (n < batch && (len = hc_cli_read_line(in, buf, cap)) >= 0)
+    while (n < batch) {
+        long len = hc_cli_read_line(in, buf, cap, max_line);
+        if (len == HC_CLI_LINE_EOF) break;
+        if (len == HC_CLI_LINE_ERROR) {
+            *read_err = errno ? errno : EIO;
+            break;
+        }
+        if (len == HC_CLI_LINE_TOO_LONG) {
+            memset(&lines[n], 0, sizeof lines[n]);
+            snprintf(lines[n].error, sizeof lines[n].error,
+                     "line longer than --max-line-bytes %zu bytes (skipped)", max_line);
+            n++;
+            continue;
+        }
         hc_cli_parse_line(&lines[n++], *buf, (size_t)len, need_ad);
+    }
     return n;
+}
+
+/* Reports a read error of the input named `what`; returns 1 (the exit code). */
+static int report_read_error(const char *cmd, const char *what, int err) {
+    fprintf(stderr, "hllm %s: reading %s: %s\n", cmd, what, strerror(err));
+    return 1;
 }
 
 static const char *COMMON_HELP =
     "  --model PKG        model package directory (creator.json; see proto/model-package.md)\n"
     "  --batch N          input lines processed together (default 16)\n"
     "  --item-cache N     item-embedding cache entries (default 65536; 0 disables)\n"
+    "  --max-line-bytes N longest input line accepted (default 4194304); a longer line gets\n"
+    "                     an error and the others go on\n"
     "  --threads N        CPU threads (default: all cores)\n"
     "  --backend B        auto | cpu | cuda (default auto)\n"
-    "  --weights W        auto (as stored) | f32 | bf16\n"
+    "  --weights W        in-memory weight dtype: auto (as stored) | f32 | bf16 | f16\n"
     "  -h, --help         this help\n";
 
-enum { OPT_MODEL = 1000, OPT_BATCH, OPT_CACHE, OPT_THREADS, OPT_BACKEND, OPT_WEIGHTS };
+enum { OPT_MODEL = 1000, OPT_BATCH, OPT_CACHE, OPT_THREADS, OPT_BACKEND, OPT_WEIGHTS, OPT_MAXLINE };
 #define COMMON_LONGOPTS                                                                            \
     {"model", required_argument, 0, OPT_MODEL}, {"batch", required_argument, 0, OPT_BATCH},        \
         {"item-cache", required_argument, 0, OPT_CACHE},                                           \
         {"threads", required_argument, 0, OPT_THREADS},                                            \
         {"backend", required_argument, 0, OPT_BACKEND},                                            \
-        {"weights", required_argument, 0, OPT_WEIGHTS}, {"help", no_argument, 0, 'h'}
+        {"weights", required_argument, 0, OPT_WEIGHTS},                                            \
+        {"max-line-bytes", required_argument, 0, OPT_MAXLINE}, {"help", no_argument, 0, 'h'}
 
 /* Handles a common option; returns 1 if handled, -1 on a bad value, 0 if not common. */
 static int common_opt(int c, pipe_opts *o) {
@@ -86,6 +147,8 @@ static int common_opt(int c, pipe_opts *o) {
     case OPT_THREADS: return hc_cli_parse_int(optarg, "--threads", 1, 1024, &o->threads) ? -1 : 1;
     case OPT_BACKEND: return hc_cli_parse_backend(optarg, &o->kind) ? -1 : 1;
     case OPT_WEIGHTS: return hc_cli_parse_weight_dtype(optarg, &o->wd) ? -1 : 1;
+    case OPT_MAXLINE:
+        return hc_cli_parse_int(optarg, "--max-line-bytes", 2, 1L << 30, &o->max_line) ? -1 : 1;
     default: return 0;
     }
 }
@@ -96,6 +159,7 @@ static void pipe_opts_init(pipe_opts *o) {
     o->wd = HC_DTYPE_COUNT;
     o->batch = 16;
     o->cache = 65536;
+    o->max_line = HC_CLI_DEFAULT_MAX_LINE;
 }
 
 /* ---- embed ---------------------------------------------------------------------------------- */
@@ -109,6 +173,14 @@ static void embed_usage(FILE *f) {
                "A bad line gets {\"error\": \"...\"} and the others go on; the exit code is then 1.\n\n"
                "  --full             also print the user vector u and the projected vector U\n%s",
             COMMON_HELP);
+}
+
+/* Embeds m users and assigns their clusters (when the package has centroids). */
+static int embed_some(hc_creator *cr, const hc_history *hist, int m, float *u, float *U,
+                      int32_t *cl, float *sc, hc_errbuf *eb) {
+    int rc = hc_creator_embed_users(cr, hist, m, u, U, eb);
+    if (!rc && cr->clusters) rc = hc_creator_assign(cr, U, m, cl, sc, eb);
+    return rc;
 }
 
 int hc_cmd_embed(int argc, char **argv) {
@@ -136,7 +208,7 @@ int hc_cmd_embed(int argc, char **argv) {
     }
     hc_backend *be;
     hc_creator *cr;
-    if (open_creator(&o, 0, &be, &cr)) return 1;
+    if (open_creator(&o, "embed", 0, &be, &cr)) return 1;
     int rc = 0, B = (int)o.batch;
     hc_cli_line *lines = calloc((size_t)B, sizeof *lines);
     hc_history *hist = malloc(sizeof *hist * (size_t)B);
@@ -152,8 +224,9 @@ int hc_cmd_embed(int argc, char **argv) {
         rc = 1;
         goto done;
     }
-    int n;
-    while ((n = read_batch(stdin, lines, B, 0, &buf, &cap)) > 0) {
+    int n, read_err = 0;
+    while (!read_err &&
+           (n = read_batch(stdin, lines, B, 0, (size_t)o.max_line, &buf, &cap, &read_err)) > 0) {
         int m = 0;
         for (int i = 0; i < n; i++) {
             if (lines[i].error[0]) continue;
@@ -161,14 +234,21 @@ int hc_cmd_embed(int argc, char **argv) {
             which[m++] = i;
         }
         hc_errbuf eb = {{0}};
-        int erc = m ? hc_creator_embed_users(cr, hist, m, u, U, &eb) : 0;
-        if (!erc && m && cr->clusters) erc = hc_creator_assign(cr, U, m, cl, sc, &eb);
-        if (erc) { /* a failure of the whole batch: report it on each of its lines */
-            for (int k = 0; k < m; k++)
-                snprintf(lines[which[k]].error, sizeof lines[0].error, "%s",
-                         eb.msg[0] ? eb.msg : hc_strerror(erc));
+        int erc = m ? embed_some(cr, hist, m, u, U, cl, sc, &eb) : 0;
+        if (erc) {
+            /* Something in the batch failed. Run each line alone so that only the line at fault
+             * gets the error (the item cache keeps the others cheap). */
+            for (int k = 0; k < m; k++) {
+                hc_errbuf e1 = {{0}};
+                int r1 = embed_some(cr, &hist[k], 1, u + (size_t)k * cr->d_user,
+                                    U + (size_t)k * cr->d_creative, cl + k, sc + k, &e1);
+                if (r1)
+                    snprintf(lines[which[k]].error, sizeof lines[0].error, "%s",
+                             e1.msg[0] ? e1.msg : hc_strerror(r1));
+            }
         }
         for (int i = 0, k = 0; i < n; i++) {
+            int mine = k < m && which[k] == i;
             if (lines[i].error[0]) {
                 hc_cli_print_error(stdout, lines[i].error);
                 rc = 1;
@@ -185,12 +265,16 @@ int hc_cmd_embed(int argc, char **argv) {
                                                            cr->d_creative));
                 }
                 hc_cli_print_json(stdout, obj);
-                k++;
             }
+            k += mine;
             hc_cli_line_clear(&lines[i]);
         }
-        fflush(stdout);
+        if (hc_cli_flush_output("embed")) {
+            rc = 1;
+            goto done;
+        }
     }
+    if (read_err) rc = report_read_error("embed", "stdin", read_err);
 done:
     free(buf);
     free(lines);
@@ -269,7 +353,7 @@ int hc_cmd_generate_package(int argc, char **argv) {
     }
     hc_backend *be;
     hc_creator *cr;
-    if (open_creator(&o, 1, &be, &cr)) return 1;
+    if (open_creator(&o, "generate", 1, &be, &cr)) return 1;
     hc_sampler_params sp = cr->pkg.sampling;
     if (T >= 0) {
         sp.temperature = (float)T;
@@ -279,6 +363,14 @@ int hc_cmd_generate_package(int argc, char **argv) {
     if (K >= 0) sp.top_k = (int)K;
     if (P > 0) sp.top_p = (float)P;
     if (max_new < 0) max_new = cr->pkg.max_new_tokens;
+    if (max_new >= cr->creative->cfg.max_position_embeddings) {
+        fprintf(stderr, "hllm generate: --max-new %ld leaves no room for the prompt: the creative "
+                        "LLM's max_position_embeddings is %d\n", max_new,
+                cr->creative->cfg.max_position_embeddings);
+        hc_creator_free(cr);
+        hc_backend_free(be);
+        return 2;
+    }
     int rc = 0, B = (int)o.batch;
     long line_no = 0;
     hc_cli_line *lines = calloc((size_t)B, sizeof *lines);
@@ -291,8 +383,9 @@ int hc_cmd_generate_package(int argc, char **argv) {
         rc = 1;
         goto done;
     }
-    int n;
-    while ((n = read_batch(stdin, lines, B, 1, &buf, &cap)) > 0) {
+    int n, read_err = 0;
+    while (!read_err &&
+           (n = read_batch(stdin, lines, B, 1, (size_t)o.max_line, &buf, &cap, &read_err)) > 0) {
         int m = 0;
         for (int i = 0; i < n; i++) {
             long this_line = line_no + i;
@@ -313,11 +406,23 @@ int hc_cmd_generate_package(int argc, char **argv) {
         line_no += n;
         hc_errbuf eb = {{0}};
         int grc = m ? hc_creator_generate(cr, reqs, m, NULL, NULL, &eb) : 0;
-        for (int k = 0; k < m; k++) {
-            const char *err = grc ? (eb.msg[0] ? eb.msg : hc_strerror(grc))
-                                  : (reqs[k].status ? reqs[k].error : NULL);
-            if (err) snprintf(lines[which[k]].error, sizeof lines[0].error, "%s", err);
+        if (grc) {
+            /* A failure of the whole call: run each request alone so that only the one at fault
+             * fails (its tokens do not depend on its batch mates, so the others are unchanged). */
+            for (int k = 0; k < m; k++) {
+                hc_title_request_clear(&reqs[k]);
+                hc_errbuf e1 = {{0}};
+                int r1 = hc_creator_generate(cr, &reqs[k], 1, NULL, NULL, &e1);
+                if (r1) {
+                    reqs[k].status = r1;
+                    snprintf(reqs[k].error, sizeof reqs[k].error, "%s",
+                             e1.msg[0] ? e1.msg : hc_strerror(r1));
+                }
+            }
         }
+        for (int k = 0; k < m; k++)
+            if (reqs[k].status)
+                snprintf(lines[which[k]].error, sizeof lines[0].error, "%s", reqs[k].error);
         for (int i = 0, k = 0; i < n; i++) {
             if (k < m && which[k] == i) {
                 hc_title_request *r = &reqs[k++];
@@ -339,8 +444,12 @@ int hc_cmd_generate_package(int argc, char **argv) {
             }
             hc_cli_line_clear(&lines[i]);
         }
-        fflush(stdout);
+        if (hc_cli_flush_output("generate")) {
+            rc = 1;
+            goto done;
+        }
     }
+    if (read_err) rc = report_read_error("generate", "stdin", read_err);
 done:
     free(buf);
     free(lines);
@@ -409,13 +518,27 @@ int hc_cmd_cluster(int argc, char **argv) {
     }
     FILE *in = strcmp(users, "-") ? fopen(users, "r") : stdin;
     if (!in) {
-        fprintf(stderr, "hllm cluster: cannot open %s: ", users);
-        perror(NULL);
+        fprintf(stderr, "hllm cluster: cannot open %s: %s\n", users, strerror(errno));
         return 1;
+    }
+    struct stat ust, ost;
+    if (fstat(fileno(in), &ust) == 0) {
+        if (S_ISDIR(ust.st_mode)) {
+            fprintf(stderr, "hllm cluster: --users %s is a directory, not a JSON-lines file\n",
+                    users);
+            if (in != stdin) fclose(in);
+            return 1;
+        }
+        if (stat(outp, &ost) == 0 && ost.st_dev == ust.st_dev && ost.st_ino == ust.st_ino) {
+            fprintf(stderr, "hllm cluster: --out %s is the --users file; refusing to overwrite "
+                            "the input\n", outp);
+            if (in != stdin) fclose(in);
+            return 1;
+        }
     }
     hc_backend *be;
     hc_creator *cr;
-    if (open_creator(&o, 0, &be, &cr)) {
+    if (open_creator(&o, "cluster", 0, &be, &cr)) {
         if (in != stdin) fclose(in);
         return 1;
     }
@@ -424,22 +547,24 @@ int hc_cmd_cluster(int argc, char **argv) {
     float *U = malloc(sizeof(float) * cap_users * (size_t)H), *cent = NULL;
     hc_cli_line *lines = calloc((size_t)B, sizeof *lines);
     hc_history *hist = malloc(sizeof *hist * (size_t)B);
+    int *which = malloc(sizeof(int) * (size_t)B);
     char *buf = NULL;
     size_t cap = 0;
-    if (!U || !lines || !hist) goto oom;
-    int n;
-    while ((n = read_batch(in, lines, B, 0, &buf, &cap)) > 0) {
+    if (!U || !lines || !hist || !which) goto oom;
+    int n, read_err = 0;
+    while (!read_err &&
+           (n = read_batch(in, lines, B, 0, (size_t)o.max_line, &buf, &cap, &read_err)) > 0) {
         int m = 0;
         for (int i = 0; i < n; i++) {
             if (lines[i].error[0]) {
-                fprintf(stderr, "hllm cluster: %s line %zu: %s (skipped)\n", users, line_no + (size_t)i + 1,
-                        lines[i].error);
+                fprintf(stderr, "hllm cluster: %s line %zu: %s (skipped)\n", users,
+                        line_no + (size_t)i + 1, lines[i].error);
                 bad++;
                 continue;
             }
-            hist[m++] = (hc_history){lines[i].titles, lines[i].lens, lines[i].n_titles};
+            hist[m] = (hc_history){lines[i].titles, lines[i].lens, lines[i].n_titles};
+            which[m++] = i;
         }
-        line_no += (size_t)n;
         if (n_users + (size_t)m > cap_users) {
             cap_users = (n_users + (size_t)m) * 2;
             float *t = realloc(U, sizeof(float) * cap_users * (size_t)H);
@@ -448,11 +573,27 @@ int hc_cmd_cluster(int argc, char **argv) {
         }
         hc_errbuf eb = {{0}};
         if (m && hc_creator_embed_users(cr, hist, m, NULL, U + n_users * (size_t)H, &eb)) {
-            fprintf(stderr, "hllm cluster: %s\n", eb.msg);
-            goto done;
+            /* one line at a time, so that only the failing ones are skipped */
+            for (int j = 0; j < m; j++) {
+                hc_errbuf e1 = {{0}};
+                int r1 = hc_creator_embed_users(cr, &hist[j], 1, NULL, U + n_users * (size_t)H, &e1);
+                if (r1) {
+                    fprintf(stderr, "hllm cluster: %s line %zu: %s (skipped)\n", users,
+                            line_no + (size_t)which[j] + 1, e1.msg[0] ? e1.msg : hc_strerror(r1));
+                    bad++;
+                } else {
+                    n_users++;
+                }
+            }
+        } else {
+            n_users += (size_t)m;
         }
-        n_users += (size_t)m;
+        line_no += (size_t)n;
         for (int i = 0; i < n; i++) hc_cli_line_clear(&lines[i]);
+    }
+    if (read_err) {
+        report_read_error("cluster", users, read_err);
+        goto done;
     }
     if (n_users < (size_t)k) {
         fprintf(stderr, "hllm cluster: %zu valid users, fewer than --k %ld\n", n_users, k);
@@ -493,6 +634,7 @@ done:
     free(cent);
     free(lines);
     free(hist);
+    free(which);
     hc_creator_free(cr);
     hc_backend_free(be);
     return rc;

@@ -1,6 +1,7 @@
 /* cmd_tokenize.c: `hllm tokenize`: JSON lines in, JSON lines out, through a Hugging Face
  * tokenizer.json (engine/tokenizer.h). One output line per input line, always: a line that cannot
  * be processed gets {"error": "..."} and the rest go on. `--bench` times encoding instead. */
+#include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -9,6 +10,8 @@
 #include <time.h>
 
 #include "commands.h"
+#include "common.h"
+#include "pipeline_io.h"
 #include "tokenizer.h"
 
 static void usage(FILE *f) {
@@ -27,6 +30,8 @@ static void usage(FILE *f) {
            "  --decode          decode ids instead of encoding text\n"
            "  --add-special     encode: add BOS/EOS as tokenizer_config.json says (default: none)\n"
            "  --skip-special    decode: drop special tokens\n"
+           "  --max-line-bytes N  longest input line accepted (default 4194304); a longer line\n"
+           "                    gets an error and the others go on\n"
            "  --bench ROUNDS    read {\"text\"} lines, encode all of them ROUNDS times, print one\n"
            "                    JSON line of timings (load_ms, median_us per pass over all lines\n"
            "                    with a reused context, median_us_cold with a fresh one per pass)\n"
@@ -100,9 +105,20 @@ static int do_decode_line(const hc_tokenizer *tok, json_t *in, int skip_special)
     }
     for (size_t i = 0; i < n; i++) {
         json_t *v = json_array_get(arr, i);
-        if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > INT32_MAX) {
+        if (!json_is_integer(v)) {
             free(ids);
-            print_error("ids must be non-negative integers");
+            char msg[96];
+            snprintf(msg, sizeof msg, "ids[%zu] is not an integer", i);
+            print_error(msg);
+            return 1;
+        }
+        json_int_t id = json_integer_value(v);
+        if (id < 0 || (uint64_t)id >= (uint64_t)hc_tokenizer_n_vocab(tok)) {
+            free(ids);
+            char msg[160];
+            snprintf(msg, sizeof msg, "ids[%zu] = %lld is outside the vocabulary (0..%zu)", i,
+                     (long long)id, hc_tokenizer_n_vocab(tok) - 1);
+            print_error(msg);
             return 1;
         }
         ids[i] = (int32_t)json_integer_value(v);
@@ -195,17 +211,18 @@ static int run_bench(const hc_tokenizer *tok, double load_s, long rounds) {
 }
 
 int hc_cmd_tokenize(int argc, char **argv) {
-    enum { OPT_DECODE = 256, OPT_ADD, OPT_SKIP, OPT_BENCH };
+    enum { OPT_DECODE = 256, OPT_ADD, OPT_SKIP, OPT_BENCH, OPT_MAXLINE };
     static const struct option opts[] = {{"tokenizer", required_argument, 0, 't'},
                                          {"decode", no_argument, 0, OPT_DECODE},
                                          {"add-special", no_argument, 0, OPT_ADD},
                                          {"skip-special", no_argument, 0, OPT_SKIP},
                                          {"bench", required_argument, 0, OPT_BENCH},
+                                         {"max-line-bytes", required_argument, 0, OPT_MAXLINE},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     const char *dir = NULL;
     int decode = 0, add_special = 0, skip_special = 0, c;
-    long rounds = 0;
+    long rounds = 0, max_line = HC_CLI_DEFAULT_MAX_LINE;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
@@ -230,6 +247,9 @@ int hc_cmd_tokenize(int argc, char **argv) {
             }
             break;
         }
+        case OPT_MAXLINE:
+            if (hc_cli_parse_int(optarg, "--max-line-bytes", 2, 1L << 30, &max_line)) return 2;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -265,21 +285,37 @@ int hc_cmd_tokenize(int argc, char **argv) {
     int failed = 0;
     char *line = NULL;
     size_t cap = 0;
-    ssize_t got;
-    while ((got = getline(&line, &cap, stdin)) > 0) {
-        json_error_t je;
-        json_t *in = json_loadb(line, (size_t)got, JSON_ALLOW_NUL, &je);
-        if (!json_is_object(in)) {
-            char msg[300];
-            snprintf(msg, sizeof msg, "invalid JSON: %s", in ? "not an object" : je.text);
+    long got;
+    while ((got = hc_cli_read_line(stdin, &line, &cap, (size_t)max_line)) != HC_CLI_LINE_EOF) {
+        if (got == HC_CLI_LINE_ERROR) {
+            fprintf(stderr, "hllm tokenize: reading stdin: %s\n", strerror(errno ? errno : EIO));
+            failed = 1;
+            break;
+        }
+        if (got == HC_CLI_LINE_TOO_LONG) {
+            char msg[128];
+            snprintf(msg, sizeof msg, "line longer than --max-line-bytes %ld bytes (skipped)",
+                     max_line);
             print_error(msg);
             failed = 1;
         } else {
-            failed |= decode ? do_decode_line(tok, in, skip_special)
-                             : do_encode_line(tok, ctx, in, add_special);
+            json_error_t je;
+            json_t *in = json_loadb(line, (size_t)got, JSON_ALLOW_NUL, &je);
+            if (!json_is_object(in)) {
+                char msg[300];
+                snprintf(msg, sizeof msg, "invalid JSON: %s", in ? "not an object" : je.text);
+                print_error(msg);
+                failed = 1;
+            } else {
+                failed |= decode ? do_decode_line(tok, in, skip_special)
+                                 : do_encode_line(tok, ctx, in, add_special);
+            }
+            json_decref(in);
         }
-        json_decref(in);
-        fflush(stdout);
+        if (hc_cli_flush_output("tokenize")) {
+            failed = 1;
+            break;
+        }
     }
     free(line);
     hc_tok_ctx_free(ctx);

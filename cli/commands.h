@@ -11,7 +11,9 @@ int hc_cmd_embed(int argc, char **argv);
 int hc_cmd_cluster(int argc, char **argv);
 /* Package mode of `hllm generate` (the model directory holds creator.json). */
 int hc_cmd_generate_package(int argc, char **argv);
-/* 1 if dir holds a model package (creator.json). */
-int hc_cli_is_package(const char *dir);
+/* What --model names: 1 a model package (dir/creator.json exists), 0 a directory without
+ * creator.json (a Hugging Face model directory), -1 unusable (missing, not a directory, a symlink
+ * loop, unreadable, ...; the reason is printed on stderr, prefixed with "hllm <cmd>: "). */
+int hc_cli_model_kind(const char *dir, const char *cmd);
 
 #endif

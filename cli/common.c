@@ -43,7 +43,13 @@ int hc_cli_parse_ids(const char *s, const char *opt, int32_t **out, int *n) {
         char *end;
         errno = 0;
         long v = strtol(p, &end, 10);
-        if (end == p || errno || v < 0 || v > INT32_MAX || (*end && *end != ',')) {
+        if (end != p && (errno == ERANGE || v < 0 || v > INT32_MAX) && (!*end || *end == ',')) {
+            fprintf(stderr, "hllm: %s: token id %.*s is out of range (0..%d)\n", opt,
+                    (int)(end - p), p, INT32_MAX);
+            free(ids);
+            return -1;
+        }
+        if (end == p || errno || (*end && *end != ',')) {
             fprintf(stderr, "hllm: %s expects comma-separated non-negative token ids, got '%s'\n",
                     opt, s);
             free(ids);
@@ -89,8 +95,9 @@ int hc_cli_parse_weight_dtype(const char *s, hc_dtype *out) {
     if (!strcmp(s, "auto")) *out = HC_DTYPE_COUNT;
     else if (!strcmp(s, "f32")) *out = HC_DTYPE_F32;
     else if (!strcmp(s, "bf16")) *out = HC_DTYPE_BF16;
+    else if (!strcmp(s, "f16")) *out = HC_DTYPE_F16;
     else {
-        fprintf(stderr, "hllm: --weights expects auto, f32 or bf16, got '%s'\n", s);
+        fprintf(stderr, "hllm: --weights expects auto, f32, bf16 or f16, got '%s'\n", s);
         return -1;
     }
     return 0;
@@ -115,6 +122,19 @@ int hc_cli_load_model(const char *dir, hc_backend_kind kind, int threads, hc_dty
         *be = NULL;
     }
     return rc;
+}
+
+static int output_error_reported;
+
+int hc_cli_output_error_reported(void) { return output_error_reported; }
+
+int hc_cli_flush_output(const char *cmd) {
+    if (fflush(stdout) == 0 && !ferror(stdout)) return 0;
+    int e = errno;
+    if (output_error_reported) return -1;
+    output_error_reported = 1;
+    fprintf(stderr, "hllm %s: cannot write the output: %s\n", cmd, e ? strerror(e) : "I/O error");
+    return -1;
 }
 
 double hc_cli_now(void) {

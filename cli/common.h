@@ -21,6 +21,12 @@ int hc_cli_parse_weight_dtype(const char *s, hc_dtype *out);
 int hc_cli_load_model(const char *dir, hc_backend_kind kind, int threads, hc_dtype weight_dtype,
                       hc_backend **be, hc_llm **m);
 
+/* Flushes stdout; on a write error (full disk, closed pipe, ...) prints why, naming the command,
+ * and returns -1. Commands call it after each batch of output and stop on failure. */
+int hc_cli_flush_output(const char *cmd);
+/* 1 once hc_cli_flush_output has reported a write error (main() then does not repeat it). */
+int hc_cli_output_error_reported(void);
+
 /* Wall-clock seconds (monotonic). */
 double hc_cli_now(void);
 

@@ -1,8 +1,10 @@
 /* main.c: `hllm`, offline tools over the hllm-creator engine. Dispatches to one subcommand. */
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "commands.h"
+#include "common.h"
 
 static const struct {
     const char *name;
@@ -25,6 +27,20 @@ static void usage(FILE *f) {
     fprintf(f, "\n'hllm <command> --help' describes each command.\n");
 }
 
+/* Output that did not reach its file is a failure, whatever the command thought: check the
+ * last flush and the close (a full disk may only show here). */
+static int finish(const char *cmd, int rc) {
+    errno = 0;
+    if (fflush(stdout) != 0 || ferror(stdout) || fclose(stdout) != 0) {
+        int e = errno;
+        if (hc_cli_output_error_reported()) return 1;
+        fprintf(stderr, "hllm%s%s: cannot write the output: %s\n", cmd ? " " : "", cmd ? cmd : "",
+                e ? strerror(e) : "I/O error");
+        return 1;
+    }
+    return rc;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         usage(stderr);
@@ -32,14 +48,15 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         usage(stdout);
-        return 0;
+        return finish(NULL, 0);
     }
     if (!strcmp(argv[1], "--version")) {
         printf("hllm 0.1.0\n");
-        return 0;
+        return finish(NULL, 0);
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        if (!strcmp(argv[1], commands[i].name)) return commands[i].fn(argc - 1, argv + 1);
+        if (!strcmp(argv[1], commands[i].name))
+            return finish(argv[1], commands[i].fn(argc - 1, argv + 1));
     fprintf(stderr, "hllm: unknown command '%s'\n\n", argv[1]);
     usage(stderr);
     return 2;

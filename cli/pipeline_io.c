@@ -1,15 +1,48 @@
 /* pipeline_io.c: see pipeline_io.h. */
 #include "pipeline_io.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-long hc_cli_read_line(FILE *f, char **buf, size_t *cap) {
-    ssize_t n = getline(buf, cap, f);
-    if (n < 0) return -1;
-    if (n > 0 && (*buf)[n - 1] == '\n') (*buf)[--n] = 0;
-    if (n > 0 && (*buf)[n - 1] == '\r') (*buf)[--n] = 0;
+long hc_cli_read_line(FILE *f, char **buf, size_t *cap, size_t max) {
+    size_t n = 0;
+    int c, any = 0, too_long = 0;
+    flockfile(f);
+    while ((c = getc_unlocked(f)) != EOF) {
+        any = 1;
+        if (c == '\n') break;
+        if (too_long) continue;
+        if (n >= max) { /* keep reading to the end of the line, storing nothing */
+            too_long = 1;
+            continue;
+        }
+        if (n + 2 > *cap) {
+            size_t nc = *cap ? *cap * 2 : 4096;
+            while (nc < n + 2) nc *= 2;
+            char *t = realloc(*buf, nc);
+            if (!t) {
+                funlockfile(f);
+                errno = ENOMEM;
+                return HC_CLI_LINE_ERROR;
+            }
+            *buf = t;
+            *cap = nc;
+        }
+        (*buf)[n++] = (char)c;
+    }
+    int err = ferror_unlocked(f);
+    funlockfile(f);
+    if (err) return HC_CLI_LINE_ERROR;
+    if (!any) return HC_CLI_LINE_EOF;
+    if (too_long) return HC_CLI_LINE_TOO_LONG;
+    if (n > 0 && (*buf)[n - 1] == '\r') n--;
+    if (!*buf) { /* an empty first line: still hand back a valid string */
+        if (!(*buf = malloc(1))) return HC_CLI_LINE_ERROR;
+        *cap = 1;
+    }
+    (*buf)[n] = 0;
     return (long)n;
 }
 

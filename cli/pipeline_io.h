@@ -25,9 +25,18 @@ typedef struct hc_cli_line {
     size_t ad_title_len, ad_desc_len;
 } hc_cli_line;
 
-/* Reads one line from f into *buf (grown with getline); returns its length without the newline,
- * or -1 at end of input. */
-long hc_cli_read_line(FILE *f, char **buf, size_t *cap);
+#define HC_CLI_DEFAULT_MAX_LINE (4L << 20) /* --max-line-bytes default: 4 MiB */
+
+enum {
+    HC_CLI_LINE_EOF = -1,      /* end of input */
+    HC_CLI_LINE_ERROR = -2,    /* a read error (errno says which); the input cannot go on */
+    HC_CLI_LINE_TOO_LONG = -3, /* the line had more than max bytes; it was consumed and dropped */
+};
+/* Reads one line from f into *buf (grown as needed, NUL-terminated). Returns its length without
+ * the newline (a trailing "\r" is dropped too) or one of HC_CLI_LINE_*. Memory stays bounded by
+ * max: the bytes of a longer line are read and discarded, so the next call starts on the next
+ * line. */
+long hc_cli_read_line(FILE *f, char **buf, size_t *cap, size_t max);
 /* Parses a line; need_ad: the "ad" object is required. Never fails hard: invalid lines get
  * ln->error set. */
 void hc_cli_parse_line(hc_cli_line *ln, const char *text, size_t len, int need_ad);
