@@ -165,10 +165,10 @@ def make_user(rng, sampler, uid, split, a):
     interest = ([short_seen] if short_seen else []) + long_seen
     return {"user_id": uid, "split": split, "long_term": long_term, "short_term": short_term,
             "long_seen": long_seen, "short_seen": short_seen, "interest_facets": interest,
-            "history": [b["title"] for b in visible], "history_ids": [b["item_id"] for b in visible],
-            "full_history_ids": [b["item_id"] for b in hist], "profile": profile(long_seen,
-                                                                                 short_seen,
-                                                                                 len(visible))}
+            "history": [b["title"] for b in visible],
+            "history_ids": [b["item_id"] for b in visible],
+            "full_history_ids": [b["item_id"] for b in hist],
+            "profile": profile(long_seen, short_seen, len(visible))}
 
 
 def _names(fids):

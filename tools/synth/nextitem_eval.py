@@ -21,6 +21,7 @@ item's facet times the item's count + 1), a reference point for what reading tit
 """
 
 import argparse
+import heapq
 import math
 import os
 import sys
@@ -135,6 +136,11 @@ def popularity_rankings(users, items, top, facet_of=None):
             if x in count:
                 count[x] += 1
     order = sorted(items, key=lambda i: (-count[i], _id_key(i)))
+    by_facet = {}
+    if facet_of is not None:
+        for i in order:                      # each facet's items by count, then id
+            by_facet.setdefault(facet_of.get(i), []).append(i)
+        by_id = sorted(items, key=_id_key)
     out = []
     for u in users:
         h = set(u["history"])
@@ -145,9 +151,19 @@ def popularity_rankings(users, items, top, facet_of=None):
             for x in u["history"]:
                 f = facet_of.get(x)
                 share[f] = share.get(f, 0) + 1
-            scored = [(-share.get(facet_of.get(i), 0) * (count[i] + 1), _id_key(i), i)
-                      for i in items if i not in h]
-            ranked = [i for _, _, i in sorted(scored)[:top]]
+            # sorting all items by (-share * (count + 1), id) == merging the facets the user
+            # has read (each already in that order), then everything else by id
+            lists = [[(-n * (count[i] + 1), _id_key(i), i) for i in by_facet.get(f, ())]
+                     for f, n in share.items()]
+            ranked = []
+            for _, _, i in heapq.merge(*lists):
+                if i not in h:
+                    ranked.append(i)
+                    if len(ranked) == top:
+                        break
+            if len(ranked) < top:
+                ranked += [i for i in by_id if i not in h and facet_of.get(i) not in share
+                           ][:top - len(ranked)]
         out.append({"user_id": u["user_id"], "ranked": ranked})
     return out
 
