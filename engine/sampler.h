@@ -5,8 +5,10 @@
  * then top-p (sort ascending, drop tokens whose cumulative probability is <= 1 - top_p, always
  * keeping the most likely one), then softmax and a multinomial draw. greedy (or temperature 0)
  * is argmax, first index on ties, as torch.argmax.
- * The random stream is xoshiro256** seeded from `seed` through splitmix64, so the same seed and
- * logits give the same tokens on every run and platform (not the same stream as torch).
+ * Randomness is counter-based: draw i of a request is a pure function of (seed, i) (two rounds of
+ * the splitmix64 finalizer), so the same seed and logits give the same tokens on every run and
+ * platform whatever the batching or step order (not the same stream as torch), and a device
+ * backend can reproduce it without carrying generator state.
  *
  * Thread-safety: one sampler per request; none shared.
  */
@@ -33,10 +35,19 @@ static inline hc_sampler_params hc_sampler_greedy(void) {
 typedef struct hc_sampler {
     hc_sampler_params p;
     int vocab;
-    uint64_t s[4];   /* xoshiro256** state */
+    uint64_t n_drawn; /* draws so far: the counter of the next one */
     int32_t *idx;    /* (vocab) scratch */
     float *val;      /* (vocab) scratch */
 } hc_sampler;
+
+/* Validates params for a vocabulary of `vocab` (clear message in eb); allocates nothing. */
+int hc_sampler_check(const hc_sampler_params *p, int vocab, hc_errbuf *eb);
+/* Draw number `draw` of a request: a token from logits (n floats, not modified). idx and val are
+ * caller scratch of n elements each. Stateless: equal arguments give equal tokens. */
+int32_t hc_sample_logits(const hc_sampler_params *p, uint64_t draw, const float *logits, int n,
+                         int32_t *idx, float *val);
+/* The uniform double in [0, 1) of draw i of a request seeded with `seed`. */
+double hc_sample_uniform(uint64_t seed, uint64_t i);
 
 /* Validates params (clear message in eb) and allocates scratch for `vocab` logits. */
 int hc_sampler_init(hc_sampler *s, const hc_sampler_params *p, int vocab, hc_errbuf *eb);
