@@ -19,7 +19,10 @@ int hc_kv_create(hc_kv_cache **out, hc_backend *be, int n_layers, int kv_dim, in
     kv->v = calloc((size_t)n_layers, sizeof *kv->v);
     kv->refcnt = calloc((size_t)n_blocks, sizeof *kv->refcnt);
     kv->free_list = malloc((size_t)n_blocks * sizeof *kv->free_list);
-    if (!kv->k || !kv->v || !kv->refcnt || !kv->free_list) {
+    kv->n_seqs_cap = n_blocks + 64 < (1 << HC_KV_SLOT_BITS) ? n_blocks + 64 : (1 << HC_KV_SLOT_BITS);
+    kv->seqs = calloc((size_t)kv->n_seqs_cap, sizeof *kv->seqs);
+    kv->free_slots = malloc((size_t)kv->n_seqs_cap * sizeof *kv->free_slots);
+    if (!kv->k || !kv->v || !kv->refcnt || !kv->free_list || !kv->seqs || !kv->free_slots) {
         hc_kv_free(kv);
         return HC_ERR_NOMEM;
     }
@@ -35,6 +38,8 @@ int hc_kv_create(hc_kv_cache **out, hc_backend *be, int n_layers, int kv_dim, in
     /* lowest block ids on top of the stack */
     for (int i = 0; i < n_blocks; i++) kv->free_list[i] = n_blocks - 1 - i;
     kv->n_free = n_blocks;
+    for (int i = 0; i < kv->n_seqs_cap; i++) kv->free_slots[i] = kv->n_seqs_cap - 1 - i;
+    kv->n_free_slots = kv->n_seqs_cap;
     *out = kv;
     return HC_OK;
 }
@@ -45,8 +50,10 @@ void hc_kv_free(hc_kv_cache *kv) {
         if (kv->k) hc_tensor_release(&kv->k[l]);
         if (kv->v) hc_tensor_release(&kv->v[l]);
     }
-    for (int i = 0; i < kv->n_seqs_cap; i++) free(kv->seqs[i].blocks);
+    if (kv->seqs)
+        for (int i = 0; i < kv->n_seqs_cap; i++) free(kv->seqs[i].blocks);
     free(kv->seqs);
+    free(kv->free_slots);
     free(kv->k);
     free(kv->v);
     free(kv->refcnt);
@@ -55,23 +62,43 @@ void hc_kv_free(hc_kv_cache *kv) {
 }
 
 int hc_kv_seq_new(hc_kv_cache *kv, int *seq_id) {
-    for (int i = 0; i < kv->n_seqs_cap; i++) {
-        if (!kv->seqs[i].in_use) {
-            kv->seqs[i].in_use = 1;
-            kv->seqs[i].n_tokens = 0;
-            kv->seqs[i].n_blocks = 0;
-            *seq_id = i;
-            return HC_OK;
+    if (kv->n_free_slots == 0) return HC_ERR_AGAIN;
+    int slot = kv->free_slots[--kv->n_free_slots];
+    hc_kv_seq *s = &kv->seqs[slot];
+    s->in_use = 1;
+    s->n_tokens = 0;
+    s->n_blocks = 0;
+    *seq_id = (s->gen << HC_KV_SLOT_BITS) | slot;
+    return HC_OK;
+}
+
+int hc_kv_seq_fork(hc_kv_cache *kv, int *seq_id, int src, int n_blocks) {
+    hc_kv_seq *from = hc_kv_seq_get(kv, src);
+    if (!from || n_blocks < 0 || n_blocks > from->n_blocks ||
+        (int64_t)n_blocks * kv->block_size > from->n_tokens)
+        return HC_ERR_INVAL;
+    int id, rc = hc_kv_seq_new(kv, &id);
+    if (rc) return rc;
+    hc_kv_seq *s = hc_kv_seq_get(kv, id);
+    if (n_blocks > s->cap_blocks) {
+        int cap = s->cap_blocks ? s->cap_blocks : 4;
+        while (cap < n_blocks) cap *= 2;
+        int32_t *b = realloc(s->blocks, (size_t)cap * sizeof *b);
+        if (!b) {
+            hc_kv_seq_free(kv, id);
+            return HC_ERR_NOMEM;
         }
+        s->blocks = b;
+        s->cap_blocks = cap;
     }
-    int cap = kv->n_seqs_cap ? kv->n_seqs_cap * 2 : 16;
-    hc_kv_seq *s = realloc(kv->seqs, (size_t)cap * sizeof *s);
-    if (!s) return HC_ERR_NOMEM;
-    memset(s + kv->n_seqs_cap, 0, (size_t)(cap - kv->n_seqs_cap) * sizeof *s);
-    kv->seqs = s;
-    *seq_id = kv->n_seqs_cap;
-    kv->n_seqs_cap = cap;
-    kv->seqs[*seq_id].in_use = 1;
+    from = hc_kv_seq_get(kv, src);
+    for (int i = 0; i < n_blocks; i++) {
+        s->blocks[i] = from->blocks[i];
+        kv->refcnt[from->blocks[i]]++;
+    }
+    s->n_blocks = n_blocks;
+    s->n_tokens = n_blocks * kv->block_size;
+    *seq_id = id;
     return HC_OK;
 }
 
@@ -86,6 +113,8 @@ void hc_kv_seq_free(hc_kv_cache *kv, int seq_id) {
     s->n_blocks = 0;
     s->n_tokens = 0;
     s->in_use = 0;
+    s->gen = (s->gen + 1) & ((1 << (30 - HC_KV_SLOT_BITS)) - 1); /* the old handle goes stale */
+    kv->free_slots[kv->n_free_slots++] = seq_id & ((1 << HC_KV_SLOT_BITS) - 1);
 }
 
 int hc_kv_seq_reserve(hc_kv_cache *kv, int seq_id, int n_more) {

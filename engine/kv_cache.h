@@ -1,8 +1,14 @@
 /* kv_cache.h: a paged K/V cache. One arena per layer holds n_blocks blocks of block_size token
  * rows (K and V separately, each row n_kv_heads * head_dim floats, post-RoPE keys). Sequences own
- * lists of blocks (block tables); blocks carry refcounts so a later prefix-sharing change can let
- * sequences share full blocks. Allocation never touches the backend after creation: blocks come
- * from a free list, and running out is HC_ERR_AGAIN ("try again"), not a failure.
+ * lists of blocks (block tables); blocks carry refcounts, and a sequence can be forked from the
+ * full blocks of another (a shared prompt prefix): such blocks are only ever read, since a
+ * sequence writes only past its committed entries and forks share full blocks only. Allocation
+ * never touches the backend after creation: blocks come from a free list, and running out is
+ * HC_ERR_AGAIN ("try again"), not a failure.
+ *
+ * Sequence handles carry a generation counter: after hc_kv_seq_free the old handle is stale and
+ * every call with it fails (or hc_kv_seq_get returns NULL); it never names the sequence that
+ * later reuses the slot. The sequence table has a fixed capacity set at creation.
  *
  * Thread-safety: none; the engine thread owns the cache.
  */
@@ -15,6 +21,7 @@
 
 typedef struct hc_kv_seq {
     int in_use;
+    int gen;          /* generation of the slot: part of the handle */
     int n_tokens;     /* committed K/V entries */
     int n_blocks;     /* blocks held */
     int cap_blocks;   /* capacity of `blocks` */
@@ -32,9 +39,13 @@ typedef struct hc_kv_cache {
     int32_t *refcnt;  /* (n_blocks) */
     int32_t *free_list; /* stack of free block ids */
     int n_free;
-    hc_kv_seq *seqs;
+    hc_kv_seq *seqs;  /* (n_seqs_cap), fixed at creation */
     int n_seqs_cap;
+    int32_t *free_slots; /* stack of free sequence slots */
+    int n_free_slots;
 } hc_kv_cache;
+
+#define HC_KV_SLOT_BITS 20 /* a handle is (generation << HC_KV_SLOT_BITS) | slot */
 
 /* Allocates the arenas in be's memory: 2 * n_layers * n_blocks * block_size * kv_dim floats. */
 int hc_kv_create(hc_kv_cache **out, hc_backend *be, int n_layers, int kv_dim, int block_size,
@@ -45,8 +56,12 @@ static inline int hc_kv_blocks_for(const hc_kv_cache *kv, int n_tokens) {
     return (n_tokens + kv->block_size - 1) / kv->block_size;
 }
 
-/* A new empty sequence; *seq_id is its handle. */
+/* A new empty sequence; *seq_id is its handle. HC_ERR_AGAIN when every slot (n_blocks + 64 of
+ * them) is taken. */
 int hc_kv_seq_new(hc_kv_cache *kv, int *seq_id);
+/* A new sequence holding the first n_blocks blocks of src, shared (their refcounts go up): they
+ * must be full, committed blocks (n_blocks * block_size <= committed entries of src). */
+int hc_kv_seq_fork(hc_kv_cache *kv, int *seq_id, int src, int n_blocks);
 /* Releases the sequence and drops its block references. */
 void hc_kv_seq_free(hc_kv_cache *kv, int seq_id);
 /* Makes room for n_more tokens after the committed ones; HC_ERR_AGAIN (nothing changed) if the
@@ -60,9 +75,18 @@ void hc_kv_seq_commit(hc_kv_cache *kv, int seq_id, int n);
 static inline int32_t hc_kv_row(const hc_kv_cache *kv, const hc_kv_seq *s, int j) {
     return s->blocks[j / kv->block_size] * kv->block_size + j % kv->block_size;
 }
+/* The sequence behind a handle; NULL for a stale or invalid one. The pointer stays valid until
+ * the sequence is freed (the table never moves). */
 static inline hc_kv_seq *hc_kv_seq_get(hc_kv_cache *kv, int seq_id) {
-    return (seq_id >= 0 && seq_id < kv->n_seqs_cap && kv->seqs[seq_id].in_use) ? &kv->seqs[seq_id]
-                                                                               : 0;
+    if (seq_id < 0) return 0;
+    int slot = seq_id & ((1 << HC_KV_SLOT_BITS) - 1), gen = seq_id >> HC_KV_SLOT_BITS;
+    if (slot >= kv->n_seqs_cap) return 0;
+    hc_kv_seq *s = &kv->seqs[slot];
+    return s->in_use && s->gen == gen ? s : 0;
+}
+/* 1 when block `blk` is shared by more than one sequence (it must not be written). */
+static inline int hc_kv_block_shared(const hc_kv_cache *kv, int32_t blk) {
+    return kv->refcnt[blk] > 1;
 }
 int hc_kv_n_free_blocks(const hc_kv_cache *kv);
 

@@ -33,8 +33,33 @@ int main(int argc, char **argv) {
     hc_kv_seq_free(kv, a);
     CHECK(hc_kv_n_free_blocks(kv) == 3);
     CHECK(hc_kv_seq_get(kv, a) == NULL);
-    CHECK_OK(hc_kv_seq_new(kv, &c)); /* slot reuse */
-    CHECK(c == a);
+    CHECK_OK(hc_kv_seq_new(kv, &c)); /* slot reuse: a new handle, the old one stays stale */
+    CHECK(c != a && (c & ((1 << HC_KV_SLOT_BITS) - 1)) == (a & ((1 << HC_KV_SLOT_BITS) - 1)));
+    CHECK(hc_kv_seq_get(kv, a) == NULL && hc_kv_seq_get(kv, c) != NULL);
+    CHECK(hc_kv_seq_reserve(kv, a, 1) == HC_ERR_INVAL);
+    hc_kv_seq_free(kv, a); /* freeing a stale handle does nothing */
+    CHECK(hc_kv_seq_get(kv, c) != NULL);
+    /* fork: full committed blocks are shared, refcounts go up, freeing returns them once */
+    {
+        int f = -1, g = -1;
+        CHECK_OK(hc_kv_seq_reserve(kv, c, 8));
+        hc_kv_seq_commit(kv, c, 6); /* one full block (4 rows) + a partial one */
+        CHECK(hc_kv_seq_fork(kv, &f, c, 2) == HC_ERR_INVAL); /* the second block is partial */
+        CHECK_OK(hc_kv_seq_fork(kv, &f, c, 1));
+        hc_kv_seq *sc = hc_kv_seq_get(kv, c), *sf = hc_kv_seq_get(kv, f);
+        CHECK(sf->n_tokens == 4 && sf->n_blocks == 1 && sf->blocks[0] == sc->blocks[0]);
+        CHECK(hc_kv_block_shared(kv, sc->blocks[0]) && !hc_kv_block_shared(kv, sc->blocks[1]));
+        CHECK_OK(hc_kv_seq_fork(kv, &g, f, 1));
+        int free_before = hc_kv_n_free_blocks(kv);
+        CHECK_OK(hc_kv_seq_reserve(kv, f, 3)); /* new rows go to a fresh block */
+        CHECK(hc_kv_n_free_blocks(kv) == free_before - 1);
+        CHECK(hc_kv_seq_get(kv, f)->blocks[1] != sc->blocks[1]);
+        hc_kv_seq_free(kv, c);
+        hc_kv_seq_free(kv, g);
+        CHECK(hc_kv_block_shared(kv, hc_kv_seq_get(kv, f)->blocks[0]) == 0);
+        hc_kv_seq_free(kv, f);
+        CHECK_OK(hc_kv_seq_new(kv, &c));
+    }
     hc_kv_seq_free(kv, b);
     hc_kv_seq_free(kv, c);
     CHECK(hc_kv_n_free_blocks(kv) == 6);
