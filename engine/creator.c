@@ -7,6 +7,7 @@
 
 #include "hfconfig.h"
 #include "safetensors.h"
+#include "weights.h"
 
 /* ---- loading ----------------------------------------------------------------------------------- */
 
@@ -22,8 +23,8 @@ static int load_vector(const hc_safetensors *st, const char *name, int dim, floa
                                               "floats", name, (long long)ne,
                          hc_dtype_name(t->dtype), dim);
     *out = malloc(sizeof(float) * (size_t)dim);
-    if (!*out) return HC_ERR_NOMEM;
-    return hc_convert_to_f32(*out, t->data, t->dtype, (size_t)dim);
+    if (!*out) return hc_seterr(eb, HC_ERR_NOMEM, "tensor '%s': out of memory", name);
+    return hc_tensor_read_converted(*out, HC_DTYPE_F32, (size_t)dim, t, eb);
 }
 
 static int encode_text(const hc_tokenizer *tok, hc_tok_ctx *ctx, const char *text, size_t len,
@@ -93,18 +94,8 @@ int hc_creator_load(hc_creator **out, hc_backend *be, const char *pkg_dir,
             goto fail;
         }
         int64_t shape[2] = {c->d_creative, c->d_user};
-        hc_dtype dt = p->weight_dtype == HC_DTYPE_COUNT ? t->dtype : p->weight_dtype;
-        if ((rc = hc_tensor_alloc(&c->projector, be, dt, 2, shape))) goto fail;
-        if (dt == t->dtype) {
-            rc = be->iface->upload(be, c->projector.data, t->data, t->nbytes);
-        } else {
-            size_t n = (size_t)c->d_creative * (size_t)c->d_user;
-            float *tmp = malloc(n * sizeof *tmp);
-            rc = tmp ? hc_convert_to_f32(tmp, t->data, t->dtype, n) : HC_ERR_NOMEM;
-            if (!rc) rc = be->iface->upload(be, c->projector.data, tmp, n * sizeof *tmp);
-            free(tmp);
-        }
-        if (rc) goto fail;
+        if ((rc = hc_tensor_load_converted(&c->projector, be, t, p->weight_dtype, 2, shape, eb)))
+            goto fail;
     }
     hc_st_close(st);
     st = NULL;

@@ -8,6 +8,7 @@
  * same code path as cached decoding.
  */
 #include "llm.h"
+#include "weights.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -51,22 +52,9 @@ static int load_tensor(hc_llm *m, hc_tensor *dst, const hc_safetensors *st, cons
         return hc_seterr(eb, HC_ERR_MISMATCH, "tensor '%s' has shape [%s], config.json implies [%s]",
                          full, got, exp);
     }
-    if (t->dtype == HC_DTYPE_I32)
-        return hc_seterr(eb, HC_ERR_UNSUPPORTED, "tensor '%s' has integer dtype I32", full);
-    hc_dtype dt = want == HC_DTYPE_COUNT ? t->dtype : want;
-    int rc = hc_tensor_alloc(dst, m->be, dt, n_dims, shape);
-    if (rc) return hc_seterr(eb, rc, "allocating '%s' (%zu bytes)", full, t->nbytes);
+    int rc = hc_tensor_load_converted(dst, m->be, t, want, n_dims, shape, eb);
+    if (rc) return rc;
     size_t n = (size_t)hc_tensor_nelem(dst);
-    if (dt == t->dtype) {
-        rc = m->be->iface->upload(m->be, dst->data, t->data, t->nbytes);
-    } else {
-        float *tmp = malloc(n * sizeof(float));
-        if (!tmp) return hc_seterr(eb, HC_ERR_NOMEM, "converting '%s'", full);
-        rc = hc_convert_to_f32(tmp, t->data, t->dtype, n);
-        if (rc == HC_OK) rc = m->be->iface->upload(m->be, dst->data, tmp, n * sizeof(float));
-        free(tmp);
-    }
-    if (rc) return hc_seterr(eb, rc, "uploading '%s'", full);
     m->weight_bytes += hc_tensor_nbytes(dst);
     m->n_params += (int64_t)n;
     return HC_OK;

@@ -76,19 +76,42 @@ uint16_t hc_f32_to_f16(float f) {
     return (uint16_t)half;
 }
 
+static inline float load_f32(const void *src, hc_dtype t, size_t i) {
+    switch (t) {
+    case HC_DTYPE_BF16: return hc_bf16_to_f32(hc_load_u16(src, i));
+    case HC_DTYPE_F16: return hc_f16_to_f32(hc_load_u16(src, i));
+    default: {
+        float f;
+        memcpy(&f, (const unsigned char *)src + i * 4, 4);
+        return f;
+    }
+    }
+}
+
+static int is_float(hc_dtype t) {
+    return t == HC_DTYPE_F32 || t == HC_DTYPE_BF16 || t == HC_DTYPE_F16;
+}
+
+int hc_convert(void *dst, hc_dtype dst_t, const void *src, hc_dtype src_t, size_t n) {
+    if (!is_float(dst_t) || !is_float(src_t)) return HC_ERR_INVAL;
+    if (n == 0) return HC_OK;
+    if (dst_t == src_t) {
+        memcpy(dst, src, n * hc_dtype_size(src_t));
+        return HC_OK;
+    }
+    unsigned char *d = dst;
+    for (size_t i = 0; i < n; i++) {
+        float f = load_f32(src, src_t, i);
+        if (dst_t == HC_DTYPE_F32) {
+            memcpy(d + i * 4, &f, 4);
+        } else {
+            uint16_t h = dst_t == HC_DTYPE_BF16 ? hc_f32_to_bf16(f) : hc_f32_to_f16(f);
+            memcpy(d + i * 2, &h, 2);
+        }
+    }
+    return HC_OK;
+}
+
 int hc_convert_to_f32(float *dst, const void *src, hc_dtype src_t, size_t n) {
-    switch (src_t) {
-    case HC_DTYPE_F32: memcpy(dst, src, n * 4); return HC_OK;
-    case HC_DTYPE_BF16: {
-        const uint16_t *s = src;
-        for (size_t i = 0; i < n; i++) dst[i] = hc_bf16_to_f32(s[i]);
-        return HC_OK;
-    }
-    case HC_DTYPE_F16: {
-        const uint16_t *s = src;
-        for (size_t i = 0; i < n; i++) dst[i] = hc_f16_to_f32(s[i]);
-        return HC_OK;
-    }
-    default: return HC_ERR_INVAL;
-    }
+    return hc_convert(dst, HC_DTYPE_F32, src, src_t, n);
 }

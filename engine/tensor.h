@@ -10,6 +10,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 typedef enum {
     HC_DTYPE_F32 = 0,
@@ -64,9 +65,24 @@ static inline uint16_t hc_f32_to_bf16(float f) {
     return (uint16_t)((v.u + rounding) >> 16);
 }
 float hc_f16_to_f32(uint16_t h);
+/* Round to nearest even as torch; values that round past the f16 range become +-inf. */
 uint16_t hc_f32_to_f16(float f);
 
-/* Converts n elements of type `src_t` at src to f32 at dst (host memory). I32 is rejected. */
+/* Element i of a 16-bit array at any alignment: tensor data mmap'ed from a safetensors file
+ * starts wherever the header ends (an odd-length header is valid), so file data is never read
+ * through a uint16_t or float pointer. The memcpy compiles to one load. */
+static inline uint16_t hc_load_u16(const void *p, size_t i) {
+    uint16_t v;
+    memcpy(&v, (const unsigned char *)p + i * 2, 2);
+    return v;
+}
+
+/* Converts n elements of dtype src_t at src to dtype dst_t at dst (host memory, any alignment,
+ * not overlapping). Every pair of F32, BF16 and F16 is supported: widening is exact, narrowing
+ * goes through f32 and rounds to nearest even as torch's `.to(dtype)` does (f16 overflow gives
+ * +-inf, NaN stays NaN); equal dtypes are copied. I32 on either side is HC_ERR_INVAL. */
+int hc_convert(void *dst, hc_dtype dst_t, const void *src, hc_dtype src_t, size_t n);
+/* hc_convert to F32. */
 int hc_convert_to_f32(float *dst, const void *src, hc_dtype src_t, size_t n);
 
 #endif
