@@ -1,7 +1,8 @@
 /* generate.h: batched autoregressive generation over one model and a paged KV cache.
  *
- * All prompts are prefilled as one packed batch (one segment each), then every step decodes one
- * token for each unfinished sequence in a single forward. Sequence i's tokens depend only on its
+ * A closed loop over the scheduler (lm_sched.h): every sequence is submitted, the prompts are
+ * prefilled as one packed batch (one segment each), then every step decodes one token for each
+ * unfinished sequence in a single forward. Sequence i's tokens depend only on its
  * own prompt, sampler and seed, never on its batch mates: decoding a set of requests together
  * gives the same tokens as decoding each alone (tests/unit/test_llm_parity.c checks this).
  *
@@ -11,13 +12,8 @@
 #define HC_GENERATE_H
 
 #include "llm.h"
+#include "lm_sched.h"
 #include "sampler.h"
-
-typedef enum {
-    HC_FINISH_NONE = 0,
-    HC_FINISH_STOP,   /* a stop token was generated (it is included in the output) */
-    HC_FINISH_LENGTH, /* max_new tokens were generated */
-} hc_finish;
 
 typedef struct hc_gen_seq {
     /* in */

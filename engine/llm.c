@@ -27,6 +27,8 @@ struct hc_llm_scratch {
     /* host metadata, grown on demand */
     int meta_cap;
     int32_t *table_off, *kv_len, *tables, *rows;
+    int seg_cap;            /* per-segment scratch of hc_llm_forward (table offsets, counts, */
+    int *seg_a, *seg_b;     /* blocks held before the call), grown on demand like the rest */
     int tables_cap;
 };
 
@@ -170,6 +172,8 @@ void hc_llm_free(hc_llm *m) {
         free(s->kv_len);
         free(s->tables);
         free(s->rows);
+        free(s->seg_a);
+        free(s->seg_b);
         free(s);
     }
     free(m->layers);
@@ -236,6 +240,30 @@ static int ensure_meta(hc_llm_scratch *s, int n_tokens, int n_tables) {
     return HC_OK;
 }
 
+static int ensure_seg(hc_llm_scratch *s, int n_seg) {
+    if (n_seg <= s->seg_cap) return HC_OK;
+    int cap = n_seg * 2;
+    int *a = realloc(s->seg_a, sizeof(int) * (size_t)cap);
+    if (a) s->seg_a = a;
+    int *b = a ? realloc(s->seg_b, sizeof(int) * (size_t)cap) : NULL;
+    if (b) s->seg_b = b;
+    if (!a || !b) return HC_ERR_NOMEM;
+    s->seg_cap = cap;
+    return HC_OK;
+}
+
+int hc_llm_reserve(hc_llm *m, int n_tokens, int n_out, const hc_kv_cache *kv, hc_errbuf *eb) {
+    if (n_tokens < 1 || n_out < 0) return hc_seterr(eb, HC_ERR_INVAL, "reserve: bad sizes");
+    hc_llm_scratch *s = m->scratch;
+    int64_t tables = (int64_t)n_tokens + (kv ? 2 * (int64_t)kv->n_blocks : 0);
+    if (tables > INT32_MAX / 4) tables = INT32_MAX / 4;
+    int rc = ensure_act(m, n_tokens, n_out > 0 ? n_out : 1);
+    if (!rc) rc = ensure_meta(s, n_tokens, (int)tables);
+    if (!rc) rc = ensure_seg(s, n_tokens);
+    if (rc) return hc_seterr(eb, rc, "reserving activations and metadata for %d tokens", n_tokens);
+    return HC_OK;
+}
+
 int hc_llm_kv_create(hc_llm *m, hc_kv_cache **out, int block_size, int n_blocks) {
     return hc_kv_create(out, m->be, m->cfg.n_layers, m->cfg.n_kv_heads * m->cfg.head_dim,
                         block_size, n_blocks);
@@ -271,8 +299,7 @@ static int forward_compute(hc_llm *m, const hc_batch *b, hc_kv_cache *kv, const 
         }
     } else {
         int off = 0, start = 0;
-        int *seg_off = malloc((size_t)n_seg * sizeof *seg_off);
-        if (!seg_off) return hc_seterr(eb, HC_ERR_NOMEM, "allocating batch metadata");
+        int *seg_off = s->seg_a; /* sized by hc_llm_forward */
         for (int sg = 0; sg < n_seg; sg++) {
             hc_kv_seq *q = hc_kv_seq_get(kv, seq_ids[sg]);
             memcpy(s->tables + off, q->blocks, (size_t)q->n_blocks * sizeof(int32_t));
@@ -287,8 +314,9 @@ static int forward_compute(hc_llm *m, const hc_batch *b, hc_kv_cache *kv, const 
             s->table_off[t] = seg_off[sg];
             s->kv_len[t] = j + 1;
             s->rows[t] = hc_kv_row(kv, q, j);
+            /* a block shared with another sequence (a forked prefix) is never written */
+            HC_ASSERT(!hc_kv_block_shared(kv, q->blocks[j / kv->block_size]));
         }
-        free(seg_off);
     }
 
     hc_tensor x = hc_tensor_rows_view(&s->x, 0, T), xn = hc_tensor_rows_view(&s->xn, 0, T);
@@ -409,24 +437,20 @@ int hc_llm_forward(hc_llm *m, const hc_batch *b, hc_kv_cache *kv, const int *seq
                     return hc_seterr(eb, HC_ERR_INVAL, "segments %d and %d share KV sequence %d",
                                      o, sg, seq_ids[sg]);
         }
-        int *cnt = calloc((size_t)n_seg, sizeof *cnt);
-        had = calloc((size_t)n_seg, sizeof *had);
-        if (!cnt || !had) {
-            free(cnt);
-            free(had);
+        if (ensure_seg(m->scratch, n_seg))
             return hc_seterr(eb, HC_ERR_NOMEM, "allocating batch metadata");
-        }
+        int *cnt = m->scratch->seg_a;
+        had = m->scratch->seg_b;
+        memset(cnt, 0, sizeof(int) * (size_t)n_seg);
         for (int t = 0; t < T; t++) cnt[b->seg ? b->seg[t] : 0]++;
         int sg = 0;
         for (; sg < n_seg && rc == HC_OK; sg++) {
             had[sg] = hc_kv_seq_get(kv, seq_ids[sg])->n_blocks;
             rc = hc_kv_seq_reserve(kv, seq_ids[sg], cnt[sg]);
         }
-        free(cnt);
         if (rc) {
             /* reserve is all-or-nothing per sequence: undo the ones before the failing one */
             for (int i = 0; i < sg - 1; i++) hc_kv_seq_shrink(kv, seq_ids[i], had[i]);
-            free(had);
             return hc_seterr(eb, rc, "KV cache: not enough free blocks for this batch");
         }
         for (int i = 0; i < n_seg; i++) n_tables += hc_kv_seq_get(kv, seq_ids[i])->n_blocks;
@@ -442,7 +466,6 @@ int hc_llm_forward(hc_llm *m, const hc_batch *b, hc_kv_cache *kv, const int *seq
             if (rc == HC_OK) hc_kv_seq_commit(kv, seq_ids[sg], n);
             else hc_kv_seq_shrink(kv, seq_ids[sg], had[sg]);
         }
-        free(had);
     }
     return rc;
 }

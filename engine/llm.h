@@ -98,6 +98,10 @@ typedef struct hc_batch {
 int hc_llm_forward(hc_llm *m, const hc_batch *b, hc_kv_cache *kv, const int *seq_ids,
                    float *hidden, float *logits, hc_errbuf *eb);
 
+/* Allocates the activation and metadata buffers for forwards of up to n_tokens tokens and n_out
+ * outputs over kv (NULL: stateless), so that such forwards allocate nothing. Buffers still grow
+ * on demand for bigger batches. */
+int hc_llm_reserve(hc_llm *m, int n_tokens, int n_out, const hc_kv_cache *kv, hc_errbuf *eb);
 /* A KV cache shaped for this model. */
 int hc_llm_kv_create(hc_llm *m, hc_kv_cache **out, int block_size, int n_blocks);
 
