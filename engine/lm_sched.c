@@ -573,7 +573,7 @@ int hc_lm_sched_step(hc_lm_sched *s, hc_lm_sink sink, void *user, hc_errbuf *eb)
     qsort_r(s->order_idx, (size_t)n, sizeof(int), by_order, s->jobs);
 
     /* plan: decode tokens first, then prompt chunks, within the token budget */
-    int T = 0, n_seg = 0, n_out = 0, n_inj = 0, budget = s->p.step_tokens;
+    int T = 0, n_seg = 0, n_out = 0, n_inj = 0, n_dec = 0, budget = s->p.step_tokens;
     for (int pass = 0; pass < 2; pass++) {
         for (int k = 0; k < n && budget > 0; k++) {
             job *j = &s->jobs[s->order_idx[k]];
@@ -585,6 +585,7 @@ int hc_lm_sched_step(hc_lm_sched *s, hc_lm_sink sink, void *user, hc_errbuf *eb)
                 s->out_idx[n_out] = T;
                 s->out_job[n_out++] = ji;
                 T++;
+                n_dec++;
                 budget--;
             } else if (pass == 1 && j->state == J_PREFILL) {
                 int chunk = j->n_prompt - j->n_done;
@@ -625,6 +626,7 @@ int hc_lm_sched_step(hc_lm_sched *s, hc_lm_sink sink, void *user, hc_errbuf *eb)
                   .inject = s->inj, .pos = s->pos, .seg = s->seg, .n_out = n_out,
                   .out_idx = s->out_idx};
     s->st.forwards++;
+    if (n_dec > 0 && T > n_dec) s->st.mixed_forwards++;
     int rc = hc_llm_forward(s->m, &b, s->kv, s->seq_ids, NULL, n_out ? s->logits : NULL, eb);
     if (rc) {
         /* a failure of the whole forward: every request in it fails, the rest go on */

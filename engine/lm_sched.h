@@ -101,6 +101,7 @@ typedef void (*hc_lm_sink)(void *user, const hc_lm_event *ev);
 
 typedef struct hc_lm_sched_stats {
     uint64_t steps, forwards;
+    uint64_t mixed_forwards;   /* forwards holding both prefill chunks and decode tokens */
     uint64_t prefill_tokens;   /* prompt tokens computed (shared prefixes are counted once) */
     uint64_t decode_tokens;
     uint64_t prefix_hits, prefix_misses, prefix_evictions;
