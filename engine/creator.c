@@ -172,6 +172,7 @@ fail:
 
 void hc_creator_free(hc_creator *c) {
     if (!c) return;
+    hc_lm_sched_free(c->gen);
     hc_llm_free(c->item);
     hc_llm_free(c->user);
     hc_llm_free(c->creative);
@@ -472,15 +473,50 @@ void hc_title_request_clear(hc_title_request *r) {
     r->n_ids = 0;
 }
 
-typedef struct cb_map {
+typedef struct gen_ctx {
+    hc_title_request *reqs;
     hc_gen_token_cb cb;
     void *user;
-    const int *req_of_seq;
-} cb_map;
+} gen_ctx;
 
-static void forward_cb(void *p, int seq, int32_t token) {
-    const cb_map *m = p;
-    m->cb(m->user, m->req_of_seq[seq], token);
+static void req_fail(hc_title_request *r, int rc, const char *msg);
+
+/* Events of the creative scheduler: request ids are indices into this call's reqs. */
+static void gen_sink(void *user, const hc_lm_event *ev) {
+    gen_ctx *g = user;
+    hc_title_request *r = &g->reqs[ev->id];
+    if (ev->kind == HC_LM_EV_TOKEN) {
+        r->ids[r->n_ids++] = ev->token;
+        if (g->cb) g->cb(g->user, (int)ev->id, ev->token);
+    } else if (ev->kind == HC_LM_EV_FINISHED) {
+        r->finish = ev->finish;
+    } else {
+        req_fail(r, ev->status, ev->message);
+    }
+}
+
+/* The creative LLM's scheduler, made on first use and kept: its KV pool holds the shared
+ * prefixes (prompt1, prompt1 + slot per cluster) across calls. */
+static int creator_gen_sched(hc_creator *c, hc_errbuf *eb) {
+    if (c->gen) return HC_OK;
+    const hc_llm_config *cfg = &c->creative->cfg;
+    hc_lm_sched_params p = hc_lm_sched_default_params();
+    p.max_running = 32;
+    p.max_queued = 256;
+    p.step_tokens = 2048;
+    p.prefill_chunk = 512;
+    p.max_prompt = c->pkg.max_prompt_tokens < cfg->max_position_embeddings
+                       ? c->pkg.max_prompt_tokens : cfg->max_position_embeddings;
+    p.max_new = cfg->max_position_embeddings - 1;
+    p.max_inject = 1;
+    /* the pool: 512 MiB of K/V at most, and never more than max_running worst cases */
+    const int64_t row_bytes = 2LL * cfg->n_layers * cfg->n_kv_heads * cfg->head_dim * 4;
+    const int64_t per_req = (p.max_prompt + 256 + p.block_size - 1) / p.block_size;
+    int64_t nb = (512LL << 20) / (row_bytes * p.block_size);
+    if (nb > per_req * p.max_running) nb = per_req * p.max_running;
+    if (nb < per_req) nb = per_req;
+    p.kv_blocks = (int)(nb < (1 << 24) ? nb : (1 << 24));
+    return hc_lm_sched_create(&c->gen, c->creative, NULL, &p, eb);
 }
 
 static void req_fail(hc_title_request *r, int rc, const char *msg) {
@@ -549,6 +585,7 @@ int hc_creator_generate(hc_creator *c, hc_title_request *reqs, int n, hc_gen_tok
             continue;
         }
         hc_sampler_free(&s);
+        r->n_ids = 0;
         r->ids = malloc(sizeof(int32_t) * (size_t)(r->max_new ? r->max_new : 1));
         if (!r->ids) {
             rc = HC_ERR_NOMEM;
@@ -569,13 +606,39 @@ int hc_creator_generate(hc_creator *c, hc_title_request *reqs, int n, hc_gen_tok
         req_of_seq[n_seq++] = i;
     }
     if (n_seq > 0) {
-        cb_map map = {cb, user, req_of_seq};
-        rc = hc_generate(c->creative, NULL, seqs, n_seq, cb ? forward_cb : NULL, &map, eb);
+        gen_ctx g = {reqs, cb, user};
+        if ((rc = creator_gen_sched(c, eb))) goto done;
+        const int n_p1 = c->n_prompt1;
+        for (int q = 0; q < n_seq && rc == HC_OK; q++) {
+            const hc_gen_seq *gs = &seqs[q];
+            const int i = req_of_seq[q];
+            hc_lm_req lr = {.id = (uint64_t)i, .prompt = gs->prompt, .n_prompt = gs->n_prompt,
+                            .n_inject = 1, .inject_idx = gs->inject_idx, .inject = gs->inject,
+                            .sampling = gs->sampling, .max_new = gs->max_new, .stop = gs->stop,
+                            .n_stop = gs->n_stop};
+            /* prompt1 (+ the slot holding cluster k's centroid) is the same for every request
+             * of the package (of cluster k): computed once, its full KV blocks shared */
+            if (!reqs[i].per_user) {
+                lr.prefix_key = 2 + (uint64_t)reqs[i].cluster;
+                lr.prefix_len = n_p1 + 1;
+            } else if (n_p1 > 0) {
+                lr.prefix_key = 1;
+                lr.prefix_len = n_p1;
+            }
+            hc_errbuf reb = {{0}};
+            int src;
+            while ((src = hc_lm_sched_submit(c->gen, &lr, &reb)) == HC_ERR_AGAIN &&
+                   (rc = hc_lm_sched_step(c->gen, gen_sink, &g, eb)) == HC_OK) {
+            }
+            if (rc) break;
+            if (src) req_fail(&reqs[i], src, reb.msg);
+        }
+        while (rc == HC_OK && !hc_lm_sched_idle(c->gen))
+            rc = hc_lm_sched_step(c->gen, gen_sink, &g, eb);
         if (rc) goto done;
-        for (int s = 0; s < n_seq; s++) {
-            hc_title_request *r = &reqs[req_of_seq[s]];
-            r->n_ids = seqs[s].n_out;
-            r->finish = seqs[s].finish;
+        for (int q = 0; q < n_seq; q++) {
+            hc_title_request *r = &reqs[req_of_seq[q]];
+            if (r->status) continue;
             if ((rc = hc_tokenizer_decode(c->creative_tok, r->ids, (size_t)r->n_ids, 1, &r->text,
                                           &r->text_len, eb)))
                 goto done;

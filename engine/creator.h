@@ -24,6 +24,7 @@
 #include "cluster.h"
 #include "generate.h"
 #include "item_cache.h"
+#include "lm_sched.h"
 #include "llm.h"
 #include "package.h"
 #include "tokenizer.h"
@@ -65,6 +66,7 @@ typedef struct hc_creator {
     int n_eos;
     hc_cluster_index *clusters;     /* NULL: no centroids configured */
     hc_item_cache *cache;
+    hc_lm_sched *gen;               /* the creative LLM's scheduler (made on first generate) */
     int max_batch_tokens;
     hc_creator_stats stats;
 } hc_creator;

@@ -74,11 +74,8 @@ int hc_generate(hc_llm *m, hc_kv_cache *kv, hc_gen_seq *seqs, int n, hc_gen_toke
         hc_errbuf e1 = {{0}};
         rc = hc_lm_sched_submit(sch, &r, &e1);
         if (rc) {
-            /* the old contract: sequence i named in the message */
-            const char *msg = e1.msg;
-            const char *colon = strchr(msg, ':');
-            rc = hc_seterr(eb, rc == HC_ERR_AGAIN ? HC_ERR_NOMEM : rc, "sequence %d:%s", i,
-                           colon ? colon + 1 : msg);
+            rc = hc_seterr(eb, rc == HC_ERR_AGAIN ? HC_ERR_NOMEM : rc, "sequence %d: %s", i,
+                           e1.msg[0] ? e1.msg : hc_strerror(rc));
         }
     }
     gen_ctx g = {seqs, cb, user, 0};

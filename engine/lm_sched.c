@@ -232,52 +232,48 @@ hc_lm_sched_stats hc_lm_sched_get_stats(const hc_lm_sched *s) {
 int hc_lm_sched_submit(hc_lm_sched *s, const hc_lm_req *r, hc_errbuf *eb) {
     const hc_lm_sched_params *p = &s->p;
     if (!r || !r->prompt || r->n_prompt < 1)
-        return hc_seterr(eb, HC_ERR_INVAL, "request %llu: empty prompt",
-                         (unsigned long long)(r ? r->id : 0));
-    const unsigned long long id = (unsigned long long)r->id;
-    if (r->max_new < 0) return hc_seterr(eb, HC_ERR_RANGE, "request %llu: max_new < 0", id);
+        return hc_seterr(eb, HC_ERR_INVAL, "empty prompt");
+    if (r->max_new < 0) return hc_seterr(eb, HC_ERR_RANGE, "max_new < 0");
     for (int i = 0; r->pos && i < r->n_prompt; i++)
-        if (r->pos[i] < 0) return hc_seterr(eb, HC_ERR_RANGE, "request %llu: negative position", id);
+        if (r->pos[i] < 0) return hc_seterr(eb, HC_ERR_RANGE, "negative position");
     const int64_t last = r->pos ? r->pos[r->n_prompt - 1] : r->n_prompt - 1;
     if (last + 1 + (int64_t)r->max_new > s->max_pos)
-        return hc_seterr(eb, HC_ERR_RANGE, "request %llu: prompt of %d tokens + max_new %d "
-                         "exceeds the model's max_position_embeddings %d", id, r->n_prompt,
+        return hc_seterr(eb, HC_ERR_RANGE, "prompt of %d tokens + max_new %d "
+                         "exceeds the model's max_position_embeddings %d", r->n_prompt,
                          r->max_new, s->max_pos);
     if (r->n_prompt > p->max_prompt)
-        return hc_seterr(eb, HC_ERR_RANGE, "request %llu: prompt of %d tokens, more than the %d "
-                         "accepted", id, r->n_prompt, p->max_prompt);
+        return hc_seterr(eb, HC_ERR_RANGE, "prompt of %d tokens, more than the %d "
+                         "accepted", r->n_prompt, p->max_prompt);
     if (r->max_new < 0 || r->max_new > p->max_new)
-        return hc_seterr(eb, HC_ERR_RANGE, "request %llu: max_new %d outside 0..%d", id,
+        return hc_seterr(eb, HC_ERR_RANGE, "max_new %d outside 0..%d",
                          r->max_new, p->max_new);
     if (r->n_stop < 0 || r->n_stop > HC_LM_MAX_STOP || (r->n_stop && !r->stop))
-        return hc_seterr(eb, HC_ERR_RANGE, "request %llu: at most %d stop ids", id,
+        return hc_seterr(eb, HC_ERR_RANGE, "at most %d stop ids",
                          HC_LM_MAX_STOP);
     if (r->n_inject < 0 || r->n_inject > p->max_inject ||
         (r->n_inject && (!r->inject_idx || !r->inject)))
-        return hc_seterr(eb, HC_ERR_RANGE, "request %llu: %d injected vectors, at most %d", id,
+        return hc_seterr(eb, HC_ERR_RANGE, "%d injected vectors, at most %d",
                          r->n_inject, p->max_inject);
     for (int i = 0; i < r->n_prompt; i++) {
         if (r->prompt[i] < 0 || r->prompt[i] >= s->V)
-            return hc_seterr(eb, HC_ERR_RANGE, "request %llu: token %d = %d outside the "
-                             "vocabulary (0..%d)", id, i, r->prompt[i], s->V - 1);
-        if (r->pos && r->pos[i] < 0)
-            return hc_seterr(eb, HC_ERR_RANGE, "request %llu: negative position", id);
+            return hc_seterr(eb, HC_ERR_RANGE, "token %d = %d outside the "
+                             "vocabulary (0..%d)", i, r->prompt[i], s->V - 1);
     }
     for (int i = 0; i < r->n_inject; i++) {
         if (r->inject_idx[i] < 0 || r->inject_idx[i] >= r->n_prompt)
-            return hc_seterr(eb, HC_ERR_RANGE, "request %llu: injection at %d outside the prompt",
-                             id, r->inject_idx[i]);
+            return hc_seterr(eb, HC_ERR_RANGE, "injection at %d outside the prompt",
+                             r->inject_idx[i]);
         for (int j = 0; j < i; j++)
             if (r->inject_idx[j] == r->inject_idx[i])
-                return hc_seterr(eb, HC_ERR_INVAL, "request %llu: two injections at %d", id,
+                return hc_seterr(eb, HC_ERR_INVAL, "two injections at %d",
                                  r->inject_idx[i]);
     }
     if (r->prefix_key && (r->prefix_len < 1 || r->prefix_len > r->n_prompt))
-        return hc_seterr(eb, HC_ERR_RANGE, "request %llu: prefix_len %d outside 1..%d", id,
+        return hc_seterr(eb, HC_ERR_RANGE, "prefix_len %d outside 1..%d",
                          r->prefix_len, r->n_prompt);
     if (blocks_for(s, (int64_t)r->n_prompt + r->max_new) > s->kv->n_blocks)
-        return hc_seterr(eb, HC_ERR_RANGE, "request %llu: %d tokens need more than the KV pool's "
-                         "%d blocks of %d", id, r->n_prompt + r->max_new, s->kv->n_blocks,
+        return hc_seterr(eb, HC_ERR_RANGE, "%d tokens need more than the KV pool's "
+                         "%d blocks of %d", r->n_prompt + r->max_new, s->kv->n_blocks,
                          s->kv->block_size);
     int rc = hc_sampler_check(&r->sampling, s->V, eb);
     if (rc) return rc;
@@ -286,7 +282,7 @@ int hc_lm_sched_submit(hc_lm_sched *s, const hc_lm_req *r, hc_errbuf *eb) {
     const size_t n = (size_t)r->n_prompt, ni = (size_t)r->n_inject, E = (size_t)s->E;
     size_t bytes = sizeof(lm_req) + sizeof(float) * ni * E + sizeof(int32_t) * (2 * n + ni);
     lm_req *q = malloc(bytes);
-    if (!q) return hc_seterr(eb, HC_ERR_NOMEM, "request %llu: out of memory", id);
+    if (!q) return hc_seterr(eb, HC_ERR_NOMEM, "out of memory");
     memset(q, 0, sizeof *q);
     float *inj = (float *)(q + 1);
     int32_t *ids = (int32_t *)(inj + ni * E), *pos = ids + n, *iidx = pos + n;

@@ -117,7 +117,8 @@ int hc_lm_sched_create(hc_lm_sched **out, hc_llm *m, hc_kv_cache *kv,
 void hc_lm_sched_free(hc_lm_sched *s);
 
 /* Copies the request into the queue. HC_ERR_AGAIN: the queue is full (nothing queued changes).
- * Other errors: the request itself is invalid (message in eb); it is not queued. */
+ * Other errors: the request itself is invalid (message in eb, about the request's content, not
+ * naming its id); it is not queued. */
 int hc_lm_sched_submit(hc_lm_sched *s, const hc_lm_req *r, hc_errbuf *eb);
 /* Cancels a queued or running request at the next step boundary (a FINISHED event with
  * HC_FINISH_CANCELLED follows). HC_ERR_NOTFOUND if no live request has this id. */

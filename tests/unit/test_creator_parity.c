@@ -111,6 +111,7 @@ static void run_titles(hc_creator *c, user_case *cs, int n, const hc_safetensors
         r->max_new = MAX_NEW;
     }
     hc_errbuf eb = {{0}};
+    hc_lm_sched_stats st0 = c->gen ? hc_lm_sched_get_stats(c->gen) : (hc_lm_sched_stats){0};
     int rc = hc_creator_generate(c, all, n, NULL, NULL, &eb);
     CHECKF(rc == 0, "generate (%s): %s", key, eb.msg);
     for (int i = 0; i < n && rc == 0; i++) {
@@ -132,6 +133,24 @@ static void run_titles(hc_creator *c, user_case *cs, int n, const hc_safetensors
                "user %d %s: alone differs from batched", i, key);
         hc_title_request_clear(&one);
     }
+    /* the shared prefix (prompt1, or prompt1 + the cluster's slot) ran once per key: every one of
+     * the 2n generations above forked it; per-user mode has a single key */
+    hc_lm_sched_stats st1 = hc_lm_sched_get_stats(c->gen);
+    int n_keys = 1;
+    if (!per_user) {
+        n_keys = 0;
+        for (int i = 0; i < n; i++) {
+            int seen = 0;
+            for (int j = 0; j < i; j++) seen |= all[j].cluster == all[i].cluster;
+            n_keys += !seen;
+        }
+    }
+    CHECKF(st1.prefix_misses - st0.prefix_misses <= (uint64_t)n_keys &&
+               st1.prefix_hits + st1.prefix_misses - st0.prefix_hits - st0.prefix_misses >=
+                   (uint64_t)(2 * n),
+           "%s: %llu prefix computations, %llu forks for %d generations over %d keys", key,
+           (unsigned long long)(st1.prefix_misses - st0.prefix_misses),
+           (unsigned long long)(st1.prefix_hits - st0.prefix_hits), 2 * n, n_keys);
     for (int i = 0; i < n; i++) hc_title_request_clear(&all[i]);
     free(all);
 }
