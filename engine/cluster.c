@@ -329,11 +329,16 @@ int hc_centroids_save(const char *path, const float *centroids, int k, int d, hc
 }
 
 int hc_centroids_load(float **out, int *k_out, int *d_out, const char *path, hc_errbuf *eb) {
+    return hc_centroids_load_in(out, k_out, d_out, path, NULL, eb);
+}
+
+int hc_centroids_load_in(float **out, int *k_out, int *d_out, const char *path,
+                         const char *fs_root, hc_errbuf *eb) {
     if (!out || !k_out || !d_out || !path)
         return hc_seterr(eb, HC_ERR_INVAL, "centroids load: NULL argument");
     *out = NULL;
     hc_safetensors *st = NULL;
-    int rc = hc_st_open(&st, path, eb);
+    int rc = hc_st_open_in(&st, path, fs_root, eb);
     if (rc) return rc;
     const hc_st_tensor *t = hc_st_find(st, "centroids");
     if (!t) {

@@ -90,5 +90,9 @@ int hc_centroids_save(const char *path, const float *centroids, int k, int d, hc
 /* Reads such a file: *out is malloc'ed (k, d), caller free()s it. A missing "centroids" tensor,
  * another dtype or rank, or non-finite values are HC_ERR_FORMAT. */
 int hc_centroids_load(float **out, int *k_out, int *d_out, const char *path, hc_errbuf *eb);
+/* As hc_centroids_load, the file confined to the canonical directory fs_root (safetensors.h's
+ * hc_st_open_in; NULL: anywhere). */
+int hc_centroids_load_in(float **out, int *k_out, int *d_out, const char *path,
+                         const char *fs_root, hc_errbuf *eb);
 
 #endif

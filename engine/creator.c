@@ -35,11 +35,28 @@ static int encode_text(const hc_tokenizer *tok, hc_tok_ctx *ctx, const char *tex
     return rc;
 }
 
+/* Puts "<what>: " before the message in eb (what failed: "item tokenizer", ...). */
+static int prefix_err(hc_errbuf *eb, int rc, const char *what) {
+    if (!eb) return rc;
+    char msg[sizeof eb->msg];
+    snprintf(msg, sizeof msg, "%s", eb->msg[0] ? eb->msg : hc_strerror(rc));
+    return hc_seterr(eb, rc, "%s: %s", what, msg);
+}
+
+static int load_tokenizer(hc_creator *c, const char *dir, const char *what, hc_tokenizer **tok,
+                          hc_tok_ctx **ctx, hc_errbuf *eb) {
+    int rc = hc_tokenizer_load_in(tok, dir, c->pkg.root, eb);
+    if (rc) return prefix_err(eb, rc, what);
+    if (!(*ctx = hc_tok_ctx_new(*tok)))
+        return hc_seterr(eb, HC_ERR_NOMEM, "%s: out of memory", what);
+    return HC_OK;
+}
+
 static int load_llm(hc_creator *c, const char *cfg_dir, const hc_safetensors *st,
                     const char *prefix, const hc_creator_params *p, int need_logits,
                     hc_llm **out, hc_errbuf *eb) {
     hc_llm_config cfg;
-    int rc = hc_hfconfig_load(&cfg, cfg_dir, eb);
+    int rc = hc_hfconfig_load_in(&cfg, cfg_dir, c->pkg.root, eb);
     if (rc) return rc;
     hc_llm_params lp = hc_llm_default_params();
     lp.weight_dtype = p->weight_dtype;
@@ -50,16 +67,18 @@ static int load_llm(hc_creator *c, const char *cfg_dir, const hc_safetensors *st
 int hc_creator_load(hc_creator **out, hc_backend *be, const char *pkg_dir,
                     const hc_creator_params *params, hc_errbuf *eb) {
     *out = NULL;
+    if (eb) eb->msg[0] = 0; /* whatever fails below says so itself; nothing stale survives */
     hc_creator_params defp = hc_creator_default_params();
     const hc_creator_params *p = params ? params : &defp;
     hc_creator *c = calloc(1, sizeof *c);
-    if (!c) return HC_ERR_NOMEM;
+    if (!c) return hc_seterr(eb, HC_ERR_NOMEM, "%s: out of memory", pkg_dir);
     c->be = be;
     c->max_batch_tokens = p->max_batch_tokens > 0 ? p->max_batch_tokens : 8192;
     hc_safetensors *st = NULL;
-    int rc = hc_package_load(&c->pkg, pkg_dir, eb);
+    hc_package_params pp = {.allow_outside_paths = p->allow_outside_paths};
+    int rc = hc_package_load_ex(&c->pkg, pkg_dir, &pp, eb);
     if (rc) goto fail;
-    if ((rc = hc_st_open(&st, c->pkg.weights, eb))) goto fail;
+    if ((rc = hc_st_open_in(&st, c->pkg.weights, c->pkg.root, eb))) goto fail;
     if ((rc = load_llm(c, c->pkg.item_llm_dir, st, "item_llm.", p, 0, &c->item, eb))) goto fail;
     if ((rc = load_llm(c, c->pkg.user_llm_dir, st, "user_llm.", p, 0, &c->user, eb))) goto fail;
     c->d_item = c->item->cfg.hidden_size;
@@ -71,7 +90,7 @@ int hc_creator_load(hc_creator **out, hc_backend *be, const char *pkg_dir,
         goto fail;
     }
     hc_llm_config ccfg;
-    if ((rc = hc_hfconfig_load(&ccfg, c->pkg.creative_llm_dir, eb))) goto fail;
+    if ((rc = hc_hfconfig_load_in(&ccfg, c->pkg.creative_llm_dir, c->pkg.root, eb))) goto fail;
     c->d_creative = ccfg.hidden_size;
     if (p->load_creative &&
         (rc = load_llm(c, c->pkg.creative_llm_dir, st, "creative_llm.", p, 1, &c->creative, eb)))
@@ -100,20 +119,16 @@ int hc_creator_load(hc_creator **out, hc_backend *be, const char *pkg_dir,
     hc_st_close(st);
     st = NULL;
 
-    if ((rc = hc_tokenizer_load(&c->item_tok, c->pkg.item_tokenizer_dir, eb))) goto fail;
-    if (!(c->item_ctx = hc_tok_ctx_new(c->item_tok))) {
-        rc = HC_ERR_NOMEM;
+    if ((rc = load_tokenizer(c, c->pkg.item_tokenizer_dir, "item tokenizer", &c->item_tok,
+                             &c->item_ctx, eb)))
         goto fail;
-    }
     if ((rc = encode_text(c->item_tok, c->item_ctx, c->pkg.user_prompt, strlen(c->pkg.user_prompt),
                           &c->user_prompt_ids, &c->n_user_prompt, eb)))
         goto fail;
     if (p->load_creative) {
-        if ((rc = hc_tokenizer_load(&c->creative_tok, c->pkg.creative_tokenizer_dir, eb))) goto fail;
-        if (!(c->creative_ctx = hc_tok_ctx_new(c->creative_tok))) {
-            rc = HC_ERR_NOMEM;
+        if ((rc = load_tokenizer(c, c->pkg.creative_tokenizer_dir, "creative tokenizer",
+                                 &c->creative_tok, &c->creative_ctx, eb)))
             goto fail;
-        }
         if ((rc = encode_text(c->creative_tok, c->creative_ctx, c->pkg.prompt1,
                               strlen(c->pkg.prompt1), &c->prompt1_ids, &c->n_prompt1, eb)))
             goto fail;
@@ -148,7 +163,8 @@ int hc_creator_load(hc_creator **out, hc_backend *be, const char *pkg_dir,
     if (c->pkg.centroids) {
         float *cent = NULL;
         int k = 0, d = 0;
-        if ((rc = hc_centroids_load(&cent, &k, &d, c->pkg.centroids, eb))) goto fail;
+        if ((rc = hc_centroids_load_in(&cent, &k, &d, c->pkg.centroids, c->pkg.root, eb)))
+            goto fail;
         if (d != c->d_creative) {
             free(cent);
             rc = hc_seterr(eb, HC_ERR_MISMATCH, "%s: centroids have dimension %d, the projected "
@@ -161,10 +177,15 @@ int hc_creator_load(hc_creator **out, hc_backend *be, const char *pkg_dir,
         free(cent);
         if (rc) goto fail;
     }
-    if ((rc = hc_item_cache_create(&c->cache, p->item_cache_entries, c->d_item))) goto fail;
+    if ((rc = hc_item_cache_create(&c->cache, p->item_cache_entries, c->d_item))) {
+        hc_seterr(eb, rc, "item-embedding cache of %zu entries: %s", p->item_cache_entries,
+                  hc_strerror(rc));
+        goto fail;
+    }
     *out = c;
     return HC_OK;
 fail:
+    if (eb && !eb->msg[0]) hc_seterr(eb, rc, "loading %s: %s", pkg_dir, hc_strerror(rc));
     hc_st_close(st);
     hc_creator_free(c);
     return rc;
@@ -447,7 +468,7 @@ int hc_creator_prompt(hc_creator *c, const char *title, size_t title_len, const 
         free(p2ids);
         return HC_ERR_NOMEM;
     }
-    memcpy(all, c->prompt1_ids, sizeof(int32_t) * (size_t)c->n_prompt1);
+    if (c->n_prompt1) memcpy(all, c->prompt1_ids, sizeof(int32_t) * (size_t)c->n_prompt1);
     all[c->n_prompt1] = c->pkg.slot_token_id;
     if (n2) memcpy(all + c->n_prompt1 + 1, p2ids, sizeof(int32_t) * (size_t)n2);
     free(p2ids);

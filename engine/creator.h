@@ -35,10 +35,12 @@ typedef struct hc_creator_params {
     int max_batch_tokens;        /* tokens per item/user LLM forward (bounds activation memory) */
     int n_threads;               /* FAISS/OpenMP threads; 0 = backend's */
     int load_creative;           /* 0: skip the creative LLM (embedding and clustering only) */
+    int allow_outside_paths;     /* 1: creator.json may name files outside the package directory
+                                    (package.h); default 0: every file must resolve inside it */
 } hc_creator_params;
 
 static inline hc_creator_params hc_creator_default_params(void) {
-    hc_creator_params p = {HC_DTYPE_COUNT, 65536, 8192, 0, 1};
+    hc_creator_params p = {HC_DTYPE_COUNT, 65536, 8192, 0, 1, 0};
     return p;
 }
 

@@ -289,9 +289,7 @@ int hc_hfconfig_parse(hc_llm_config *cfg, const char *json, size_t len, hc_errbu
     memset(cfg, 0, sizeof *cfg);
     json_error_t jerr;
     json_t *root = json_loadb(json ? json : "", len, 0, &jerr);
-    if (!root)
-        return hc_seterr(eb, HC_ERR_FORMAT, "config.json: invalid JSON at line %d: %s", jerr.line,
-                         jerr.text);
+    if (!root) return hc_json_seterr(eb, HC_ERR_FORMAT, "config.json", &jerr);
     int rc = HC_OK;
     if (!json_is_object(root)) {
         rc = hc_seterr(eb, HC_ERR_FORMAT, "config.json: not a JSON object");
@@ -384,6 +382,10 @@ done:
 }
 
 int hc_hfconfig_load(hc_llm_config *cfg, const char *path, hc_errbuf *eb) {
+    return hc_hfconfig_load_in(cfg, path, NULL, eb);
+}
+
+int hc_hfconfig_load_in(hc_llm_config *cfg, const char *path, const char *fs_root, hc_errbuf *eb) {
     if (!cfg || !path) return hc_seterr(eb, HC_ERR_INVAL, "hc_hfconfig_load: NULL argument");
     struct stat sb;
     char *file = NULL;
@@ -397,7 +399,7 @@ int hc_hfconfig_load(hc_llm_config *cfg, const char *path, hc_errbuf *eb) {
     const char *p = file ? file : path;
     char *buf = NULL;
     size_t n = 0;
-    int rc = hc_read_file(p, HC_CFG_MAX_BYTES, &buf, &n, eb);
+    int rc = hc_read_file_in(p, fs_root, HC_CFG_MAX_BYTES, &buf, &n, eb);
     if (rc) goto done;
     hc_errbuf inner;
     inner.msg[0] = 0;

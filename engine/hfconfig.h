@@ -42,8 +42,12 @@ typedef struct hc_llm_config {
     hc_dtype torch_dtype;     /* "dtype" or "torch_dtype"; informational; F32 if absent */
 } hc_llm_config;
 
-/* path: a config.json file or a directory containing one. */
+/* path: a config.json file or a directory containing one (opened without blocking; a FIFO or
+ * directory in its place is an error naming it). */
 int hc_hfconfig_load(hc_llm_config *cfg, const char *path, hc_errbuf *eb);
+/* As hc_hfconfig_load, but the file must resolve inside the canonical directory fs_root (see
+ * fileio.h; NULL: anywhere). */
+int hc_hfconfig_load_in(hc_llm_config *cfg, const char *path, const char *fs_root, hc_errbuf *eb);
 /* Same, from a JSON text (len bytes). */
 int hc_hfconfig_parse(hc_llm_config *cfg, const char *json, size_t len, hc_errbuf *eb);
 const char *hc_arch_name(hc_arch a);

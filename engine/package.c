@@ -1,11 +1,18 @@
 /* package.c: creator.json parsing and prompt2 rendering. */
 #include "package.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include "fileio.h"
+
+/* creator.json is a few KB; anything near this is not one */
+#define HC_PACKAGE_MAX_MANIFEST ((size_t)16 * 1024 * 1024)
 
 static char *join(const char *dir, const char *rel) {
     size_t n = strlen(dir) + strlen(rel) + 2;
@@ -99,22 +106,76 @@ static int check_template(const char *t, const char *name, const char *const *fi
 
 static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
 
-int hc_package_load(hc_package *pkg, const char *dir, hc_errbuf *eb) {
-    memset(pkg, 0, sizeof *pkg);
+int hc_package_probe(const char *dir, hc_errbuf *eb) {
+    struct stat sb;
+    if (!dir) return hc_seterr(eb, HC_ERR_INVAL, "hc_package_probe: NULL directory");
+    if (stat(dir, &sb) != 0) return hc_seterr(eb, HC_ERR_IO, "%s: %s", dir, strerror(errno));
+    if (!S_ISDIR(sb.st_mode))
+        return hc_seterr(eb, HC_ERR_INVAL, "%s: is not a directory (a model package or a Hugging "
+                                           "Face model directory)", dir);
+    if (access(dir, R_OK | X_OK) != 0)
+        return hc_seterr(eb, HC_ERR_IO, "%s: cannot read the directory: %s", dir,
+                         strerror(errno));
     char *path = join(dir, "creator.json");
-    if (!path) return HC_ERR_NOMEM;
-    json_error_t jerr;
-    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
-    if (!root) {
-        struct stat st;
-        int missing = stat(path, &st) != 0;
-        int rc = hc_seterr(eb, missing ? HC_ERR_NOTFOUND : HC_ERR_FORMAT, "%s: %s", path,
-                           missing ? "not found (is this a model package directory?)" : jerr.text);
-        free(path);
-        return rc;
+    if (!path) return hc_seterr(eb, HC_ERR_NOMEM, "%s: out of memory", dir);
+    int rc = HC_OK;
+    if (lstat(path, &sb) != 0) {
+        rc = errno == ENOENT ? HC_ERR_NOTFOUND
+                             : hc_seterr(eb, HC_ERR_IO, "%s: %s", path, strerror(errno));
+    } else if (stat(path, &sb) != 0) { /* a dangling or looping symlink */
+        rc = hc_seterr(eb, HC_ERR_IO, "%s: %s", path, strerror(errno));
+    } else if (hc_file_kind(sb.st_mode)) {
+        rc = hc_seterr(eb, HC_ERR_FORMAT, "%s: is %s, not a regular file", path,
+                       hc_file_kind(sb.st_mode));
+    } else if (access(path, R_OK) != 0) {
+        rc = hc_seterr(eb, HC_ERR_IO, "%s: %s", path, strerror(errno));
     }
     free(path);
-    int rc = HC_OK;
+    return rc;
+}
+
+int hc_package_load(hc_package *pkg, const char *dir, hc_errbuf *eb) {
+    return hc_package_load_ex(pkg, dir, NULL, eb);
+}
+
+/* Joins a creator.json path to the package directory and, when confined, checks where it leads. */
+static int resolve_path(const hc_package *pkg, const char *field, const char *value, char **out,
+                        hc_errbuf *eb) {
+    if (!(*out = join(pkg->dir, value)))
+        return hc_seterr(eb, HC_ERR_NOMEM, "creator.json: out of memory");
+    char what[320];
+    snprintf(what, sizeof what, "creator.json: \"%s\" = \"%.200s\"", field, value);
+    return hc_path_check_inside(*out, pkg->root, what, eb);
+}
+
+int hc_package_load_ex(hc_package *pkg, const char *dir, const hc_package_params *params,
+                       hc_errbuf *eb) {
+    memset(pkg, 0, sizeof *pkg);
+    hc_package_params defp = {0};
+    const hc_package_params *opt = params ? params : &defp;
+    char *root_dir = NULL;
+    if (!opt->allow_outside_paths && !(root_dir = hc_path_canonical(dir))) {
+        int e = errno;
+        return hc_seterr(eb, e == ENOENT ? HC_ERR_NOTFOUND : HC_ERR_IO, "%s: %s", dir,
+                         strerror(e));
+    }
+    char *path = join(dir, "creator.json"), *text = NULL;
+    size_t len = 0;
+    int rc = path ? hc_read_file_in(path, root_dir, HC_PACKAGE_MAX_MANIFEST, &text, &len, eb)
+                  : hc_seterr(eb, HC_ERR_NOMEM, "%s: out of memory", dir);
+    if (rc == HC_ERR_NOTFOUND)
+        hc_seterr(eb, rc, "%s: not found (is this a model package directory?)", path);
+    json_t *root = NULL;
+    json_error_t jerr;
+    if (rc == HC_OK && !(root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr)))
+        rc = hc_json_seterr(eb, HC_ERR_FORMAT, path, &jerr);
+    free(text);
+    free(path);
+    if (rc) {
+        free(root_dir);
+        return rc;
+    }
+    pkg->root = root_dir;
     const char *s = NULL;
     if (!json_is_object(root)) {
         rc = hc_seterr(eb, HC_ERR_FORMAT, "creator.json: not a JSON object");
@@ -133,7 +194,10 @@ int hc_package_load(hc_package *pkg, const char *dir, hc_errbuf *eb) {
                                                "version %d", version, HC_PACKAGE_VERSION);
         goto done;
     }
-    pkg->dir = strdup(dir);
+    if (!(pkg->dir = strdup(dir))) {
+        rc = HC_ERR_NOMEM;
+        goto done;
+    }
     static const struct {
         const char *key, *def;
         size_t off;
@@ -148,10 +212,7 @@ int hc_package_load(hc_package *pkg, const char *dir, hc_errbuf *eb) {
     for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
         if ((rc = get_str(root, paths[i].key, paths[i].def, 1, &s, eb))) goto done;
         char **dst = (char **)((char *)pkg + paths[i].off);
-        if (!(*dst = join(dir, s))) {
-            rc = HC_ERR_NOMEM;
-            goto done;
-        }
+        if ((rc = resolve_path(pkg, paths[i].key, s, dst, eb))) goto done;
     }
     if ((rc = get_int(root, "max_history", 50, 1, 100000, &pkg->max_history, eb)) ||
         (rc = get_int(root, "max_item_tokens", 64, 1, 1 << 20, &pkg->max_item_tokens, eb)) ||
@@ -210,10 +271,8 @@ int hc_package_load(hc_package *pkg, const char *dir, hc_errbuf *eb) {
         if ((rc = get_str(cl, "centroids", NULL, 0, &cpath, eb)) ||
             (rc = get_str(cl, "assign", "ip", 0, &rule, eb)))
             goto done;
-        if (cpath && !(pkg->centroids = join(dir, cpath))) {
-            rc = HC_ERR_NOMEM;
+        if (cpath && (rc = resolve_path(pkg, "cluster.centroids", cpath, &pkg->centroids, eb)))
             goto done;
-        }
         hc_errbuf sub;
         if (hc_assign_rule_parse(&pkg->assign, rule, &sub)) {
             rc = hc_seterr(eb, HC_ERR_FORMAT, "creator.json: cluster.assign \"%s\": expected "
@@ -247,7 +306,8 @@ int hc_package_load(hc_package *pkg, const char *dir, hc_errbuf *eb) {
     pkg->sampling.top_k = tk;
     pkg->sampling.top_p = (float)tp;
     pkg->sampling.seed = 0;
-    if (!pkg->dir || !pkg->user_prompt || !pkg->prompt1 || !pkg->prompt2) rc = HC_ERR_NOMEM;
+    if (!pkg->user_prompt || !pkg->prompt1 || !pkg->prompt2)
+        rc = hc_seterr(eb, HC_ERR_NOMEM, "creator.json: out of memory");
 done:
     json_decref(root);
     if (rc) hc_package_free(pkg);
@@ -255,10 +315,11 @@ done:
 }
 
 void hc_package_free(hc_package *pkg) {
-    char *ptrs[] = {pkg->dir,           pkg->item_llm_dir,       pkg->user_llm_dir,
-                    pkg->creative_llm_dir, pkg->item_tokenizer_dir, pkg->creative_tokenizer_dir,
-                    pkg->weights,       pkg->centroids,          pkg->user_prompt,
-                    pkg->prompt1,       pkg->prompt2,            pkg->profile_prompt};
+    char *ptrs[] = {pkg->dir,          pkg->root,          pkg->item_llm_dir,
+                    pkg->user_llm_dir, pkg->creative_llm_dir, pkg->item_tokenizer_dir,
+                    pkg->creative_tokenizer_dir, pkg->weights, pkg->centroids,
+                    pkg->user_prompt,  pkg->prompt1,       pkg->prompt2,
+                    pkg->profile_prompt};
     for (size_t i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++) free(ptrs[i]);
     memset(pkg, 0, sizeof *pkg);
 }

@@ -90,9 +90,11 @@ static char *st_join(const char *dir, const char *name) {
     return p;
 }
 
-static int st_is_file(const char *path) {
+/* Present in any form: a FIFO or directory in place of a file is then refused by name when opened
+ * (hc_open_regular), instead of being skipped as absent. */
+static int st_exists(const char *path) {
     struct stat sb;
-    return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+    return stat(path, &sb) == 0;
 }
 
 static int st_ends_with(const char *s, const char *suffix) {
@@ -226,28 +228,16 @@ static int st_parse_entry(hc_st_tensor *t, uint64_t *begin, uint64_t *end, const
 
 /* Maps `path` and appends its tensors to st. On failure the shard stays registered (so
  * hc_st_close releases it) and a message naming the file is in eb. */
-static int st_load_shard(hc_safetensors *st, const char *path, hc_errbuf *eb) {
+static int st_load_shard(hc_safetensors *st, const char *path, const char *fs_root,
+                         hc_errbuf *eb) {
     st_shard *sh;
     int rc = st_add_shard(st, path, &sh);
     if (rc) return hc_seterr(eb, rc, "%s: out of memory", path);
     int shard_idx = (int)(st->n_shards - 1);
 
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int e = errno;
-        return hc_seterr(eb, st_errno_code(e), "%s: cannot open: %s", path, strerror(e));
-    }
-    struct stat sb;
-    if (fstat(fd, &sb) != 0) {
-        int e = errno;
-        close(fd);
-        return hc_seterr(eb, HC_ERR_IO, "%s: cannot stat: %s", path, strerror(e));
-    }
-    if (!S_ISREG(sb.st_mode)) {
-        close(fd);
-        return hc_seterr(eb, HC_ERR_FORMAT, "%s: not a regular file", path);
-    }
-    uint64_t fsize = (uint64_t)sb.st_size;
+    int fd;
+    uint64_t fsize;
+    if ((rc = hc_open_regular(path, fs_root, &fd, &fsize, eb))) return rc;
     if (fsize < 8) {
         close(fd);
         return hc_seterr(eb, HC_ERR_FORMAT,
@@ -272,13 +262,17 @@ static int st_load_shard(hc_safetensors *st, const char *path, hc_errbuf *eb) {
     const unsigned char *base = map;
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | base[i];
+    /* The length is only printed when plausible: the first 8 bytes of a file that is not a
+     * safetensors file (text, say) read as a huge number, and quoting it would echo them. */
+    if (hlen > HC_ST_MAX_HEADER)
+        return hc_seterr(eb, HC_ERR_FORMAT,
+                         "%s: implausible header length (over the %llu-byte limit): not a "
+                         "safetensors file?",
+                         path, (unsigned long long)HC_ST_MAX_HEADER);
     if (hlen > fsize - 8)
         return hc_seterr(eb, HC_ERR_FORMAT,
-                         "%s: header length %llu is larger than the file (%llu bytes)", path,
-                         (unsigned long long)hlen, (unsigned long long)fsize);
-    if (hlen > HC_ST_MAX_HEADER)
-        return hc_seterr(eb, HC_ERR_FORMAT, "%s: header length %llu exceeds the %llu-byte limit",
-                         path, (unsigned long long)hlen, (unsigned long long)HC_ST_MAX_HEADER);
+                         "%s: header length %llu is larger than the file (%llu bytes; truncated?)",
+                         path, (unsigned long long)hlen, (unsigned long long)fsize);
     if (hlen < 2)
         return hc_seterr(eb, HC_ERR_FORMAT, "%s: header length %llu too small", path,
                          (unsigned long long)hlen);
@@ -286,26 +280,28 @@ static int st_load_shard(hc_safetensors *st, const char *path, hc_errbuf *eb) {
     uint64_t data_size = fsize - 8 - hlen;
 
     json_error_t jerr;
-    json_t *root = json_loadb((const char *)base + 8, (size_t)hlen, JSON_REJECT_DUPLICATES, &jerr);
-    if (!root)
-        return hc_seterr(eb, HC_ERR_FORMAT, "%s: header JSON invalid at byte %d: %s", path,
-                         jerr.position, jerr.text);
-    if (!json_is_object(root)) {
-        json_decref(root);
+    json_t *hroot = json_loadb((const char *)base + 8, (size_t)hlen, JSON_REJECT_DUPLICATES, &jerr);
+    if (!hroot) {
+        char what[4200];
+        snprintf(what, sizeof what, "%s: header", path);
+        return hc_json_seterr(eb, HC_ERR_FORMAT, what, &jerr);
+    }
+    if (!json_is_object(hroot)) {
+        json_decref(hroot);
         return hc_seterr(eb, HC_ERR_FORMAT, "%s: header JSON is not an object", path);
     }
 
-    size_t n_entries = json_object_size(root);
+    size_t n_entries = json_object_size(hroot);
     st_range *ranges = malloc((n_entries ? n_entries : 1) * sizeof *ranges);
     if (!ranges) {
-        json_decref(root);
+        json_decref(hroot);
         return hc_seterr(eb, HC_ERR_NOMEM, "%s: out of memory", path);
     }
     size_t n_ranges = 0;
     const char *key;
     json_t *val;
     rc = HC_OK;
-    json_object_foreach(root, key, val) {
+    json_object_foreach(hroot, key, val) {
         if (strcmp(key, "__metadata__") == 0) {
             if (!json_is_object(val) && !json_is_null(val)) {
                 rc = hc_seterr(eb, HC_ERR_FORMAT, "%s: \"__metadata__\" is not an object", path);
@@ -328,10 +324,10 @@ static int st_load_shard(hc_safetensors *st, const char *path, hc_errbuf *eb) {
         }
         ranges[n_ranges].begin = b;
         ranges[n_ranges].end = e;
-        ranges[n_ranges].name = t.name; /* owned by st->tensors, outlives `root` */
+        ranges[n_ranges].name = t.name; /* owned by st->tensors, outlives `hroot` */
         n_ranges++;
     }
-    json_decref(root);
+    json_decref(hroot);
 
     if (rc == HC_OK && n_ranges > 1) {
         qsort(ranges, n_ranges, sizeof *ranges, st_range_cmp);
@@ -384,17 +380,16 @@ static int st_finish(hc_safetensors *st, hc_errbuf *eb) {
     return HC_OK;
 }
 
-static int st_open_index(hc_safetensors *st, const char *index_path, hc_errbuf *eb) {
+static int st_open_index(hc_safetensors *st, const char *index_path, const char *fs_root,
+                         hc_errbuf *eb) {
     char *text = NULL;
     size_t len = 0;
-    int rc = hc_read_file(index_path, HC_ST_MAX_INDEX, &text, &len, eb);
+    int rc = hc_read_file_in(index_path, fs_root, HC_ST_MAX_INDEX, &text, &len, eb);
     if (rc) return rc;
     json_error_t jerr;
     json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
     free(text);
-    if (!root)
-        return hc_seterr(eb, HC_ERR_FORMAT, "%s: invalid JSON at line %d: %s", index_path,
-                         jerr.line, jerr.text);
+    if (!root) return hc_json_seterr(eb, HC_ERR_FORMAT, index_path, &jerr);
 
     const char **names = NULL; /* distinct shard file names, borrowed from root */
     char *dir = NULL;
@@ -453,7 +448,7 @@ static int st_open_index(hc_safetensors *st, const char *index_path, hc_errbuf *
             rc = hc_seterr(eb, HC_ERR_NOMEM, "%s: out of memory", index_path);
             goto done;
         }
-        rc = st_load_shard(st, p, eb);
+        rc = st_load_shard(st, p, fs_root, eb);
         free(p);
         if (rc) goto done;
     }
@@ -485,6 +480,10 @@ done:
 /* ---- public API ---------------------------------------------------------------------------- */
 
 int hc_st_open(hc_safetensors **out, const char *path, hc_errbuf *eb) {
+    return hc_st_open_in(out, path, NULL, eb);
+}
+
+int hc_st_open_in(hc_safetensors **out, const char *path, const char *fs_root, hc_errbuf *eb) {
     if (!out || !path) return hc_seterr(eb, HC_ERR_INVAL, "hc_st_open: NULL argument");
     *out = NULL;
     struct stat sb;
@@ -501,10 +500,10 @@ int hc_st_open(hc_safetensors **out, const char *path, hc_errbuf *eb) {
         char *single = st_join(path, "model.safetensors");
         if (!index || !single) {
             rc = hc_seterr(eb, HC_ERR_NOMEM, "%s: out of memory", path);
-        } else if (st_is_file(index)) {
-            rc = st_open_index(st, index, eb);
-        } else if (st_is_file(single)) {
-            rc = st_load_shard(st, single, eb);
+        } else if (st_exists(index)) {
+            rc = st_open_index(st, index, fs_root, eb);
+        } else if (st_exists(single)) {
+            rc = st_load_shard(st, single, fs_root, eb);
             if (!rc) rc = st_finish(st, eb);
         } else {
             rc = hc_seterr(eb, HC_ERR_NOTFOUND,
@@ -515,9 +514,9 @@ int hc_st_open(hc_safetensors **out, const char *path, hc_errbuf *eb) {
         free(index);
         free(single);
     } else if (st_ends_with(path, ".json")) {
-        rc = st_open_index(st, path, eb);
+        rc = st_open_index(st, path, fs_root, eb);
     } else {
-        rc = st_load_shard(st, path, eb);
+        rc = st_load_shard(st, path, fs_root, eb);
         if (!rc) rc = st_finish(st, eb);
     }
     if (rc) {

@@ -34,8 +34,13 @@ typedef struct hc_st_tensor {
 
 typedef struct hc_safetensors hc_safetensors;
 
-/* path: a .safetensors file, a model.safetensors.index.json file, or a directory. */
+/* path: a .safetensors file, a model.safetensors.index.json file, or a directory. Files are
+ * opened without blocking and must be regular files (a FIFO or directory in their place is
+ * HC_ERR_FORMAT naming it). */
 int hc_st_open(hc_safetensors **out, const char *path, hc_errbuf *eb);
+/* As hc_st_open, confined: every file opened (index, shards) must resolve inside the canonical
+ * directory fs_root (fileio.h), else HC_ERR_INVAL naming it. fs_root NULL: anywhere. */
+int hc_st_open_in(hc_safetensors **out, const char *path, const char *fs_root, hc_errbuf *eb);
 void hc_st_close(hc_safetensors *st);
 
 size_t hc_st_count(const hc_safetensors *st);

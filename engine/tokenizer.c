@@ -592,9 +592,10 @@ static int parse_config(hc_tokenizer *t, const char *cfg_text, size_t cfg_len, h
     if (!cfg_text) return 0;
     json_error_t je;
     json_t *cfg = json_loadb(cfg_text, cfg_len, 0, &je);
+    if (!cfg) return hc_json_seterr(eb, HC_ERR_FORMAT, "tokenizer_config.json", &je);
     if (!json_is_object(cfg)) {
         json_decref(cfg);
-        return hc_seterr(eb, HC_ERR_FORMAT, "tokenizer_config.json: line %d: %s", je.line, je.text);
+        return hc_seterr(eb, HC_ERR_FORMAT, "tokenizer_config.json: not a JSON object");
     }
     t->bos_id = config_token(t, cfg, "bos_token");
     t->eos_id = config_token(t, cfg, "eos_token");
@@ -654,8 +655,7 @@ int hc_tokenizer_load_json(hc_tokenizer **out, const char *json, size_t json_len
         /* no model.vocab found: let jansson say what is wrong with the document */
         root = json_loadb(json, json_len, JSON_ALLOW_NUL, &je);
         if (!root)
-            rc = hc_seterr(eb, HC_ERR_FORMAT, "tokenizer.json: line %d column %d: %s", je.line,
-                           je.column, je.text);
+            rc = hc_json_seterr(eb, HC_ERR_FORMAT, "tokenizer.json", &je);
         else
             rc = hc_seterr(eb, HC_ERR_FORMAT, "tokenizer.json: model.vocab missing");
     } else {
@@ -681,9 +681,8 @@ int hc_tokenizer_load_json(hc_tokenizer **out, const char *json, size_t json_len
             root = json_loadb(small, o, JSON_ALLOW_NUL, &je);
             free(small);
             if (!root)
-                rc = hc_seterr(eb, HC_ERR_FORMAT,
-                               "tokenizer.json (outside model.vocab/merges): line %d: %s", je.line,
-                               je.text);
+                rc = hc_json_seterr(eb, HC_ERR_FORMAT,
+                                    "tokenizer.json (outside model.vocab/merges)", &je);
             else
                 rc = load_json(t, root, json, vspan, mspan, eb);
         }
@@ -698,31 +697,61 @@ int hc_tokenizer_load_json(hc_tokenizer **out, const char *json, size_t json_len
     return 0;
 }
 
-/* Optional side files (tokenizer_config.json, generation_config.json): NULL when absent. */
-static int read_optional(const char *path, char **buf, size_t *len, hc_errbuf *eb) {
-    int rc = hc_read_file(path, (size_t)1 << 24, buf, len, eb);
-    return rc == HC_ERR_NOTFOUND ? HC_OK : rc;
+/* Optional side files (tokenizer_config.json, generation_config.json): NULL when absent, and
+ * then eb is left as it was (a stale "cannot open" must not outlive the call). */
+static int read_optional(const char *path, const char *fs_root, char **buf, size_t *len,
+                         hc_errbuf *eb) {
+    hc_errbuf sub = {{0}};
+    int rc = hc_read_file_in(path, fs_root, (size_t)1 << 24, buf, len, &sub);
+    if (rc == HC_ERR_NOTFOUND) return HC_OK;
+    return rc ? hc_seterr(eb, rc, "%s", sub.msg) : HC_OK;
+}
+
+/* Rewrites a message of hc_tokenizer_load_json to name the file: "tokenizer.json: x" and bare
+ * messages get the tokenizer.json path, "tokenizer_config.json: x" the config's. */
+static void name_file(hc_errbuf *eb, int rc, const char *dir) {
+    if (!eb) return;
+    char msg[sizeof eb->msg];
+    snprintf(msg, sizeof msg, "%s", eb->msg[0] ? eb->msg : hc_strerror(rc));
+    static const char *const files[] = {"tokenizer_config.json", "tokenizer.json"};
+    const char *file = files[1], *rest = msg;
+    for (int i = 0; i < 2; i++) {
+        size_t n = strlen(files[i]);
+        if (!strncmp(msg, files[i], n) && (msg[n] == ':' || msg[n] == ' ')) {
+            file = files[i];
+            rest = msg + n + (msg[n] == ':' ? 2 : 1);
+            break;
+        }
+    }
+    hc_seterr(eb, rc, "%s/%s: %s", dir, file, rest);
 }
 
 int hc_tokenizer_load(hc_tokenizer **out, const char *dir, hc_errbuf *eb) {
+    return hc_tokenizer_load_in(out, dir, NULL, eb);
+}
+
+int hc_tokenizer_load_in(hc_tokenizer **out, const char *dir, const char *fs_root, hc_errbuf *eb) {
     *out = NULL;
     char path[4096];
     size_t jl = 0, cl = 0, gl = 0;
     snprintf(path, sizeof path, "%s/tokenizer.json", dir);
     char *json = NULL, *cfg = NULL, *gen = NULL;
-    int rc = hc_read_file(path, (size_t)1 << 30, &json, &jl, eb);
-    if (rc) return rc == HC_ERR_NOMEM ? rc : HC_ERR_IO; /* eb names the file and the reason */
+    int rc = hc_read_file_in(path, fs_root, (size_t)1 << 30, &json, &jl, eb);
+    if (rc) return rc == HC_ERR_NOMEM || rc == HC_ERR_INVAL ? rc : HC_ERR_IO; /* eb names it */
     snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
-    if ((rc = read_optional(path, &cfg, &cl, eb))) {
+    if ((rc = read_optional(path, fs_root, &cfg, &cl, eb))) {
         free(json);
         return rc;
     }
     rc = hc_tokenizer_load_json(out, json, jl, cfg, cl, eb);
     free(json);
     free(cfg);
-    if (rc) return rc;
+    if (rc) {
+        name_file(eb, rc, dir);
+        return rc;
+    }
     snprintf(path, sizeof path, "%s/generation_config.json", dir);
-    if ((rc = read_optional(path, &gen, &gl, eb))) {
+    if ((rc = read_optional(path, fs_root, &gen, &gl, eb))) {
         hc_tokenizer_free(*out);
         *out = NULL;
         return rc;

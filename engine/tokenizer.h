@@ -34,6 +34,10 @@ typedef struct hc_detok hc_detok;
  * unreadable tokenizer.json), HC_ERR_FORMAT (malformed JSON or fields), HC_ERR_UNSUPPORTED (a
  * component type this implementation does not have), HC_ERR_NOMEM; eb gets the detail. */
 int hc_tokenizer_load(hc_tokenizer **out, const char *dir, hc_errbuf *eb);
+/* As hc_tokenizer_load; every message names the file at fault (DIR/tokenizer.json, ...), files
+ * are opened without blocking and must be regular files, and with fs_root non-NULL (a canonical
+ * directory, fileio.h) they must resolve inside it (else HC_ERR_INVAL). */
+int hc_tokenizer_load_in(hc_tokenizer **out, const char *dir, const char *fs_root, hc_errbuf *eb);
 /* Same, from an in-memory tokenizer.json (json need not be NUL-terminated) and an optional
  * tokenizer_config.json text (NULL: none). Copies what it needs. */
 int hc_tokenizer_load_json(hc_tokenizer **out, const char *json, size_t json_len,
