@@ -1,9 +1,11 @@
-/* item_cache.c: open hash table (chaining through entry indices) + doubly linked LRU list over a
- * fixed array of entries. */
+/* item_cache.c: open hash table (chaining through entry indices) + doubly linked LRU list over an
+ * array of entries that grows on demand up to the capacity. */
 #include "item_cache.h"
 
 #include <stdlib.h>
 #include <string.h>
+
+#define HC_ITEM_CACHE_FIRST 64 /* entries allocated by the first insert */
 
 typedef struct entry {
     uint64_t hash;
@@ -16,10 +18,11 @@ typedef struct entry {
 
 struct hc_item_cache {
     size_t capacity, size;
+    size_t n_alloc;   /* entries allocated so far (<= capacity) */
     int dim;
-    entry *entries;   /* (capacity) */
-    float *vecs;      /* (capacity, dim) */
-    int32_t *buckets; /* (n_buckets) head entry index or -1 */
+    entry *entries;   /* (n_alloc) */
+    float *vecs;      /* (n_alloc, dim) */
+    int32_t *buckets; /* (n_buckets) head entry index or -1; NULL until the first insert */
     size_t n_buckets;
     int32_t head, tail; /* most / least recently used */
     int32_t free_head;  /* unused entries chained through next */
@@ -38,50 +41,79 @@ static uint64_t hash_ids(const int32_t *ids, int n) {
 
 int hc_item_cache_create(hc_item_cache **out, size_t capacity, int dim) {
     *out = NULL;
-    if (dim < 1 || capacity > (size_t)INT32_MAX / 2) return HC_ERR_INVAL;
+    if (dim < 1 || capacity > (size_t)INT32_MAX / 2 ||
+        capacity > SIZE_MAX / ((size_t)dim * sizeof(float) + sizeof(entry)))
+        return HC_ERR_INVAL;
     hc_item_cache *c = calloc(1, sizeof *c);
     if (!c) return HC_ERR_NOMEM;
     c->capacity = capacity;
     c->dim = dim;
-    c->n_buckets = 1;
-    while (c->n_buckets < capacity * 2) c->n_buckets <<= 1;
-    if (capacity) {
-        c->entries = calloc(capacity, sizeof *c->entries);
-        c->vecs = malloc(capacity * (size_t)dim * sizeof *c->vecs);
-        c->buckets = malloc(c->n_buckets * sizeof *c->buckets);
-        if (!c->entries || !c->vecs || !c->buckets) {
-            hc_item_cache_free(c);
-            return HC_ERR_NOMEM;
-        }
-    }
     hc_item_cache_clear(c);
     c->hits = c->misses = c->evictions = 0;
     *out = c;
     return HC_OK;
 }
 
-void hc_item_cache_clear(hc_item_cache *c) {
-    for (size_t i = 0; i < c->capacity; i++) {
-        free(c->entries[i].ids);
+/* Links every entry of [from, n_alloc) into the free list. */
+static void free_list_add(hc_item_cache *c, size_t from) {
+    for (size_t i = c->n_alloc; i-- > from;) {
         c->entries[i].ids = NULL;
         c->entries[i].used = 0;
-        c->entries[i].next = i + 1 < c->capacity ? (int32_t)(i + 1) : -1;
+        c->entries[i].next = c->free_head;
+        c->free_head = (int32_t)i;
     }
+}
+
+void hc_item_cache_clear(hc_item_cache *c) {
+    for (size_t i = 0; i < c->n_alloc; i++) free(c->entries[i].ids);
+    c->free_head = -1;
+    free_list_add(c, 0);
     if (c->buckets)
         for (size_t i = 0; i < c->n_buckets; i++) c->buckets[i] = -1;
-    c->free_head = c->capacity ? 0 : -1;
     c->head = c->tail = -1;
     c->size = 0;
 }
 
 void hc_item_cache_free(hc_item_cache *c) {
     if (!c) return;
-    if (c->entries)
-        for (size_t i = 0; i < c->capacity; i++) free(c->entries[i].ids);
+    for (size_t i = 0; i < c->n_alloc; i++) free(c->entries[i].ids);
     free(c->entries);
     free(c->vecs);
     free(c->buckets);
     free(c);
+}
+
+/* Doubles the table (up to the capacity), keeping at least 2 buckets per entry. HC_ERR_NOMEM
+ * leaves the cache as it was. */
+static int grow(hc_item_cache *c) {
+    size_t n = c->n_alloc ? c->n_alloc * 2 : HC_ITEM_CACHE_FIRST;
+    if (n > c->capacity) n = c->capacity;
+    size_t nb = c->n_buckets ? c->n_buckets : 1;
+    while (nb < n * 2) nb <<= 1;
+    entry *e = realloc(c->entries, n * sizeof *e);
+    if (!e) return HC_ERR_NOMEM;
+    c->entries = e;
+    float *v = realloc(c->vecs, n * (size_t)c->dim * sizeof *v);
+    if (!v) return HC_ERR_NOMEM;
+    c->vecs = v;
+    if (nb != c->n_buckets) {
+        int32_t *b = malloc(nb * sizeof *b);
+        if (!b) return HC_ERR_NOMEM;
+        for (size_t i = 0; i < nb; i++) b[i] = -1;
+        for (size_t i = 0; i < c->n_alloc; i++) { /* rehash */
+            if (!c->entries[i].used) continue;
+            size_t h = c->entries[i].hash & (nb - 1);
+            c->entries[i].next_in_bucket = b[h];
+            b[h] = (int32_t)i;
+        }
+        free(c->buckets);
+        c->buckets = b;
+        c->n_buckets = nb;
+    }
+    size_t old = c->n_alloc;
+    c->n_alloc = n;
+    free_list_add(c, old);
+    return HC_OK;
 }
 
 static void lru_unlink(hc_item_cache *c, int32_t i) {
@@ -103,6 +135,7 @@ static void lru_push_front(hc_item_cache *c, int32_t i) {
 }
 
 static int32_t find(const hc_item_cache *c, uint64_t h, const int32_t *ids, int n) {
+    if (!c->buckets) return -1;
     for (int32_t i = c->buckets[h & (c->n_buckets - 1)]; i >= 0; i = c->entries[i].next_in_bucket) {
         const entry *e = &c->entries[i];
         if (e->hash == h && e->n_ids == n && (n == 0 || !memcmp(e->ids, ids, (size_t)n * 4)))
@@ -138,6 +171,9 @@ int hc_item_cache_put(hc_item_cache *c, const int32_t *ids, int n_ids, const flo
     uint64_t h = hash_ids(ids, n_ids);
     int32_t i = find(c, h, ids, n_ids);
     if (i < 0) {
+        /* a full table grows before anything is evicted; if it cannot, evict */
+        if (c->free_head < 0 && c->n_alloc < c->capacity && grow(c) != HC_OK && c->size == 0)
+            return HC_ERR_NOMEM;
         int32_t *key = malloc((size_t)(n_ids > 0 ? n_ids : 1) * sizeof *key);
         if (!key) return HC_ERR_NOMEM;
         if (n_ids) memcpy(key, ids, (size_t)n_ids * sizeof *key);

@@ -1,9 +1,12 @@
 /* item_cache.h: the item-embedding cache. A title seen before (same token ids after truncation)
  * is not run through the item LLM again: its final-norm [item] vector is looked up here.
  *
- * Bounded: at most `capacity` entries, least recently used evicted first. Memory is allocated up
- * front (capacity * (dim floats + bookkeeping)); lookups and inserts never allocate except for the
- * key copy (the token ids, at most max_item_tokens of them).
+ * Bounded: at most `capacity` entries, least recently used evicted first. Memory grows with use:
+ * the entry table doubles (from 64 entries) up to `capacity`, so a large capacity costs nothing up
+ * front and a cache holding n entries uses about n * (dim floats + bookkeeping). Lookups never
+ * allocate; an insert allocates the key copy (the token ids, at most max_item_tokens of them) and
+ * sometimes a larger table. If growing fails, the insert evicts instead (a full-size cache is
+ * never required); it fails with HC_ERR_NOMEM only when nothing can be stored at all.
  *
  * Thread-safety: none; one owner (the engine thread). Counters (hits, misses, evictions) are for
  * metrics and benchmarks.
@@ -18,7 +21,8 @@
 
 typedef struct hc_item_cache hc_item_cache;
 
-/* capacity 0 creates a disabled cache (every lookup misses, inserts are ignored). */
+/* capacity 0 creates a disabled cache (every lookup misses, inserts are ignored). A capacity
+ * above INT32_MAX / 2, or whose full table would not fit in the address space, is HC_ERR_INVAL. */
 int hc_item_cache_create(hc_item_cache **out, size_t capacity, int dim);
 void hc_item_cache_free(hc_item_cache *c);
 
