@@ -27,16 +27,18 @@ static int inside(const char *p, const char *root) {
     return strncmp(p, root, n) == 0 && (p[n] == '/' || p[n] == 0);
 }
 
+static int outside_err(hc_errbuf *eb, const char *what, const char *real, const char *root) {
+    return hc_seterr(eb, HC_ERR_INVAL,
+                     "%s: resolves to %s, outside the model package %s (outside paths are not "
+                     "allowed)",
+                     what, real, root);
+}
+
 int hc_path_check_inside(const char *path, const char *root, const char *what, hc_errbuf *eb) {
     if (!root) return HC_OK;
     char *real = hc_path_canonical(path);
     if (!real) return HC_OK;
-    int ok = inside(real, root);
-    int rc = ok ? HC_OK
-                : hc_seterr(eb, HC_ERR_INVAL,
-                            "%s: resolves to %s, outside the model package %s (outside paths are "
-                            "not allowed)",
-                            what, real, root);
+    int rc = inside(real, root) ? HC_OK : outside_err(eb, what, real, root);
     free(real);
     return rc;
 }
@@ -56,10 +58,7 @@ int hc_open_regular(const char *path, const char *root, int *fd_out, uint64_t *s
             return hc_seterr(eb, errno_code(e), "%s: cannot open: %s", path, strerror(e));
         }
         if (!inside(real, root)) {
-            int rc = hc_seterr(eb, HC_ERR_INVAL,
-                               "%s: resolves to %s, outside the model package %s (outside paths "
-                               "are not allowed)",
-                               path, real, root);
+            int rc = outside_err(eb, path, real, root);
             free(real);
             return rc;
         }

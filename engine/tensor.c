@@ -88,12 +88,8 @@ static inline float load_f32(const void *src, hc_dtype t, size_t i) {
     }
 }
 
-static int is_float(hc_dtype t) {
-    return t == HC_DTYPE_F32 || t == HC_DTYPE_BF16 || t == HC_DTYPE_F16;
-}
-
 int hc_convert(void *dst, hc_dtype dst_t, const void *src, hc_dtype src_t, size_t n) {
-    if (!is_float(dst_t) || !is_float(src_t)) return HC_ERR_INVAL;
+    if (!hc_dtype_is_float(dst_t) || !hc_dtype_is_float(src_t)) return HC_ERR_INVAL;
     if (n == 0) return HC_OK;
     if (dst_t == src_t) {
         memcpy(dst, src, n * hc_dtype_size(src_t));

@@ -22,6 +22,9 @@ typedef enum {
 
 size_t hc_dtype_size(hc_dtype t);
 const char *hc_dtype_name(hc_dtype t);
+static inline int hc_dtype_is_float(hc_dtype t) {
+    return t == HC_DTYPE_F32 || t == HC_DTYPE_BF16 || t == HC_DTYPE_F16;
+}
 
 #define HC_MAX_DIMS 4
 

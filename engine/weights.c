@@ -7,10 +7,6 @@
 /* Elements converted per upload: 4 MiB of f32 scratch at most, whatever the tensor's size. */
 #define HC_WEIGHTS_CHUNK ((size_t)1 << 20)
 
-static int is_float(hc_dtype t) {
-    return t == HC_DTYPE_F32 || t == HC_DTYPE_BF16 || t == HC_DTYPE_F16;
-}
-
 static size_t src_elems(const hc_st_tensor *src) {
     size_t e = hc_dtype_size(src->dtype);
     return e ? src->nbytes / e : 0;
@@ -19,10 +15,10 @@ static size_t src_elems(const hc_st_tensor *src) {
 /* Resolves and checks the target dtype and the element count. */
 static int check(const hc_st_tensor *src, hc_dtype *want, size_t n, hc_errbuf *eb) {
     if (*want == HC_DTYPE_COUNT) *want = src->dtype;
-    if (!is_float(src->dtype))
+    if (!hc_dtype_is_float(src->dtype))
         return hc_seterr(eb, HC_ERR_UNSUPPORTED, "tensor '%s' has dtype %s, not a float type",
                          src->name, hc_dtype_name(src->dtype));
-    if (!is_float(*want))
+    if (!hc_dtype_is_float(*want))
         return hc_seterr(eb, HC_ERR_UNSUPPORTED, "tensor '%s': cannot load as %s", src->name,
                          hc_dtype_name(*want));
     size_t have = src_elems(src);
