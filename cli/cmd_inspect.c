@@ -23,6 +23,9 @@ static void usage(FILE *f) {
                "\n"
                "  --model DIR     Hugging Face model directory or model package\n"
                "  --no-load       print only; skip the load check (fast on very large models)\n"
+               "  --allow-outside-paths\n"
+               "                  let a package's creator.json name (or symlink to) files outside\n"
+               "                  its directory (default: refused, as by the other commands)\n"
                "  -h, --help      this help\n");
 }
 
@@ -89,14 +92,16 @@ static int print_tensors(const char *path_in) {
 }
 
 /* The load check: the model (or package) as the other commands load it. */
-static int check_load(const char *dir, int package) {
+static int check_load(const char *dir, int package, int allow_outside) {
     hc_backend *be = NULL;
     hc_errbuf eb = {{0}};
     int rc = hc_backend_create(&be, HC_BACKEND_CPU, 1, &eb);
     if (!rc) {
         if (package) {
             hc_creator *c = NULL;
-            rc = hc_creator_load(&c, be, dir, NULL, &eb);
+            hc_creator_params p = hc_creator_default_params();
+            p.allow_outside_paths = allow_outside;
+            rc = hc_creator_load(&c, be, dir, &p, &eb);
             hc_creator_free(c);
         } else {
             hc_llm *m = NULL;
@@ -106,20 +111,22 @@ static int check_load(const char *dir, int package) {
     }
     hc_backend_free(be);
     if (rc) {
-        fprintf(stderr, "hllm inspect: %s does not load: %s\n", dir,
-                eb.msg[0] ? eb.msg : hc_strerror(rc));
+        char what[4200];
+        snprintf(what, sizeof what, "%s does not load", dir);
+        hc_cli_print_load_error("inspect", what, &eb, rc);
         return 1;
     }
     printf("\nload check               ok\n");
     return 0;
 }
 
-static int inspect_package(const char *dir) {
+static int inspect_package(const char *dir, int allow_outside) {
     hc_errbuf eb = {{0}};
     hc_package pkg;
-    int rc = hc_package_load(&pkg, dir, &eb);
+    hc_package_params pp = {.allow_outside_paths = allow_outside};
+    int rc = hc_package_load_ex(&pkg, dir, &pp, &eb);
     if (rc) {
-        fprintf(stderr, "hllm inspect: %s\n", eb.msg[0] ? eb.msg : hc_strerror(rc));
+        hc_cli_print_load_error("inspect", dir, &eb, rc);
         return 1;
     }
     printf("model package            %s (format version %d)\n", dir, HC_PACKAGE_VERSION);
@@ -166,15 +173,17 @@ static int inspect_package(const char *dir) {
 int hc_cmd_inspect(int argc, char **argv) {
     static const struct option opts[] = {{"model", required_argument, 0, 'm'},
                                          {"no-load", no_argument, 0, 'n'},
+                                         {"allow-outside-paths", no_argument, 0, 'o'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     const char *model = NULL;
-    int c, no_load = 0;
+    int c, no_load = 0, allow_outside = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case 'm': model = optarg; break;
         case 'n': no_load = 1; break;
+        case 'o': allow_outside = 1; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -186,7 +195,7 @@ int hc_cmd_inspect(int argc, char **argv) {
     int kind = hc_cli_model_kind(model, "inspect");
     if (kind < 0) return 1;
     if (kind == 1) {
-        if (inspect_package(model)) return 1;
+        if (inspect_package(model, allow_outside)) return 1;
     } else {
         hc_errbuf eb = {{0}};
         int rc = print_config(model, NULL, &eb);
@@ -196,5 +205,5 @@ int hc_cmd_inspect(int argc, char **argv) {
         }
         if (print_tensors(model)) return 1;
     }
-    return no_load ? 0 : check_load(model, kind == 1);
+    return no_load ? 0 : check_load(model, kind == 1, allow_outside);
 }

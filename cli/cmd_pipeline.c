@@ -17,36 +17,20 @@
 #include "pipeline_io.h"
 
 int hc_cli_model_kind(const char *dir, const char *cmd) {
-    struct stat st;
-    if (stat(dir, &st) != 0) {
-        fprintf(stderr, "hllm %s: --model %s: %s\n", cmd, dir, strerror(errno));
-        return -1;
-    }
-    if (!S_ISDIR(st.st_mode)) {
-        fprintf(stderr, "hllm %s: --model %s is not a directory (a model package or a Hugging "
-                        "Face model directory)\n", cmd, dir);
-        return -1;
-    }
-    if (access(dir, R_OK | X_OK) != 0) {
-        fprintf(stderr, "hllm %s: --model %s: cannot read the directory: %s\n", cmd, dir,
-                strerror(errno));
-        return -1;
-    }
-    char path[4096];
-    if ((size_t)snprintf(path, sizeof path, "%s/creator.json", dir) >= sizeof path) {
-        fprintf(stderr, "hllm %s: --model %s: path too long\n", cmd, dir);
-        return -1;
-    }
-    if (lstat(path, &st) != 0) {
-        if (errno == ENOENT) return 0;
-        fprintf(stderr, "hllm %s: %s: %s\n", cmd, path, strerror(errno));
-        return -1;
-    }
-    if (stat(path, &st) != 0) { /* a dangling or looping symlink named creator.json */
-        fprintf(stderr, "hllm %s: %s: %s\n", cmd, path, strerror(errno));
-        return -1;
-    }
-    return 1;
+    hc_errbuf eb = {{0}};
+    int rc = hc_package_probe(dir, &eb);
+    if (rc == HC_OK) return 1;
+    if (rc == HC_ERR_NOTFOUND) return 0;
+    fprintf(stderr, "hllm %s: --model %s\n", cmd, eb.msg[0] ? eb.msg : hc_strerror(rc));
+    return -1;
+}
+
+void hc_cli_print_load_error(const char *cmd, const char *what, const hc_errbuf *eb, int rc) {
+    const char *msg = eb->msg[0] ? eb->msg : hc_strerror(rc);
+    fprintf(stderr, "hllm %s: %s: %s\n", cmd, what, msg);
+    if (strstr(msg, "outside the model package"))
+        fprintf(stderr, "hllm %s: a package that links or points to files elsewhere loads with "
+                        "--allow-outside-paths\n", cmd);
 }
 
 typedef struct pipe_opts {
@@ -54,6 +38,7 @@ typedef struct pipe_opts {
     hc_backend_kind kind;
     hc_dtype wd;
     long threads, batch, cache, max_line;
+    int allow_outside; /* --allow-outside-paths */
 } pipe_opts;
 
 static int open_creator(const pipe_opts *o, const char *cmd, int need_creative, hc_backend **be,
@@ -77,10 +62,12 @@ static int open_creator(const pipe_opts *o, const char *cmd, int need_creative, 
     p.weight_dtype = o->wd;
     p.item_cache_entries = (size_t)o->cache;
     p.load_creative = need_creative;
+    p.allow_outside_paths = o->allow_outside;
     rc = hc_creator_load(c, *be, o->model, &p, &eb);
     if (rc) {
-        fprintf(stderr, "hllm: cannot load model package '%s': %s\n", o->model,
-                eb.msg[0] ? eb.msg : hc_strerror(rc));
+        char what[4200];
+        snprintf(what, sizeof what, "cannot load model package '%s'", o->model);
+        hc_cli_print_load_error(cmd, what, &eb, rc);
         hc_backend_free(*be);
         *be = NULL;
     }
@@ -127,16 +114,21 @@ static const char *COMMON_HELP =
     "  --threads N        CPU threads (default: all cores)\n"
     "  --backend B        auto | cpu | cuda (default auto)\n"
     "  --weights W        in-memory weight dtype: auto (as stored) | f32 | bf16 | f16\n"
+    "  --allow-outside-paths\n"
+    "                     let creator.json name (or symlink to) files outside the package\n"
+    "                     directory (default: refused)\n"
     "  -h, --help         this help\n";
 
-enum { OPT_MODEL = 1000, OPT_BATCH, OPT_CACHE, OPT_THREADS, OPT_BACKEND, OPT_WEIGHTS, OPT_MAXLINE };
+enum { OPT_MODEL = 1000, OPT_BATCH, OPT_CACHE, OPT_THREADS, OPT_BACKEND, OPT_WEIGHTS, OPT_MAXLINE,
+       OPT_OUTSIDE };
 #define COMMON_LONGOPTS                                                                            \
     {"model", required_argument, 0, OPT_MODEL}, {"batch", required_argument, 0, OPT_BATCH},        \
         {"item-cache", required_argument, 0, OPT_CACHE},                                           \
         {"threads", required_argument, 0, OPT_THREADS},                                            \
         {"backend", required_argument, 0, OPT_BACKEND},                                            \
         {"weights", required_argument, 0, OPT_WEIGHTS},                                            \
-        {"max-line-bytes", required_argument, 0, OPT_MAXLINE}, {"help", no_argument, 0, 'h'}
+        {"max-line-bytes", required_argument, 0, OPT_MAXLINE},                                     \
+        {"allow-outside-paths", no_argument, 0, OPT_OUTSIDE}, {"help", no_argument, 0, 'h'}
 
 /* Handles a common option; returns 1 if handled, -1 on a bad value, 0 if not common. */
 static int common_opt(int c, pipe_opts *o) {
@@ -149,6 +141,7 @@ static int common_opt(int c, pipe_opts *o) {
     case OPT_WEIGHTS: return hc_cli_parse_weight_dtype(optarg, &o->wd) ? -1 : 1;
     case OPT_MAXLINE:
         return hc_cli_parse_int(optarg, "--max-line-bytes", 2, 1L << 30, &o->max_line) ? -1 : 1;
+    case OPT_OUTSIDE: o->allow_outside = 1; return 1;
     default: return 0;
     }
 }

@@ -3,6 +3,8 @@
 #ifndef HC_CLI_COMMANDS_H
 #define HC_CLI_COMMANDS_H
 
+#include "error.h"
+
 int hc_cmd_generate(int argc, char **argv);
 int hc_cmd_bench(int argc, char **argv);
 int hc_cmd_inspect(int argc, char **argv);
@@ -15,5 +17,8 @@ int hc_cmd_generate_package(int argc, char **argv);
  * creator.json (a Hugging Face model directory), -1 unusable (missing, not a directory, a symlink
  * loop, unreadable, ...; the reason is printed on stderr, prefixed with "hllm <cmd>: "). */
 int hc_cli_model_kind(const char *dir, const char *cmd);
+/* Prints "hllm <cmd>: <what>: <message>" for a failed package load, and when the package was
+ * refused for naming a file outside itself, how to allow that (--allow-outside-paths). */
+void hc_cli_print_load_error(const char *cmd, const char *what, const hc_errbuf *eb, int rc);
 
 #endif

@@ -107,10 +107,8 @@ fi
 
 # --- 6. one failing line does not fail its batch mates -------------------------------------------
 # a package whose creative LLM has only 80 positions: the long ad's prompt no longer fits
-mkdir -p "$TMP/short"
-for f in "$P"/*; do ln -s "$(readlink -f "$f")" "$TMP/short/"; done
-rm "$TMP/short/creative_llm"
-mkdir "$TMP/short/creative_llm"
+mkdir -p "$TMP/short" && cp -r "$P"/. "$TMP/short/"
+rm -r "$TMP/short/creative_llm" && mkdir "$TMP/short/creative_llm"
 python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); c["max_position_embeddings"]=80; json.dump(c, open(sys.argv[2],"w"))' \
     "$P/creative_llm/config.json" "$TMP/short/creative_llm/config.json"
 python3 - "$TMP" <<'EOF'
@@ -150,15 +148,12 @@ fi
 chmod 755 "$TMP/locked"
 
 # --- 8. inspect exits 1 on a package or model that does not load -----------------------------------
-mkdir -p "$TMP/deep"
-for f in "$P"/*; do ln -s "$(readlink -f "$f")" "$TMP/deep/"; done
-rm "$TMP/deep/user_llm" && mkdir "$TMP/deep/user_llm"
+mkdir -p "$TMP/deep" && cp -r "$P"/. "$TMP/deep/"
 python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); c["num_hidden_layers"]+=1; json.dump(c, open(sys.argv[2],"w"))' \
     "$P/user_llm/config.json" "$TMP/deep/user_llm/config.json"
 expect 1 "does not load" -- "$HLLM" inspect --model "$TMP/deep"
 expect 0 "" -- "$HLLM" inspect --model "$TMP/deep" --no-load
-mkdir -p "$TMP/cent"
-for f in "$P"/*; do ln -s "$(readlink -f "$f")" "$TMP/cent/"; done
+mkdir -p "$TMP/cent" && cp -r "$P"/. "$TMP/cent/"
 rm "$TMP/cent/clusters.safetensors"
 python3 - "$TMP/cent/clusters.safetensors" <<'EOF'
 import json, struct, sys
@@ -167,7 +162,7 @@ hdr = json.dumps({"centroids": {"dtype": "F32", "shape": [k, d], "data_offsets":
 hdr += b" " * (-len(hdr) % 8)
 open(sys.argv[1], "wb").write(struct.pack("<Q", len(hdr)) + hdr + struct.pack("<%df" % (k * d), *range(k * d)))
 EOF
-expect 1 "" -- "$HLLM" inspect --model "$TMP/cent"
+expect 1 "centroids have dimension 7" -- "$HLLM" inspect --model "$TMP/cent"
 mkdir -p "$TMP/hfdeep" && ln -s "$(readlink -f "$M")"/model.safetensors "$TMP/hfdeep/"
 python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); c["num_hidden_layers"]+=1; json.dump(c, open(sys.argv[2],"w"))' \
     "$M/config.json" "$TMP/hfdeep/config.json"

@@ -99,6 +99,26 @@ for f in item_llm/config.json creative_tokenizer/tokenizer_config.json model.saf
     rm "$K/$f" && mv "$K/$f.aside" "$K/$f"
 done
 rm "$K/link_file" "$K/link_dir"
+# a package made of symlinks to another (a common way to share weights): refused by default with
+# the flag named, loaded by every command with --allow-outside-paths, same results as the original
+mkdir -p "$TMP/linked"
+for f in "$P"/*; do ln -s "$(readlink -f "$f")" "$TMP/linked/"; done
+echo '{"history": ["The Hobbit"], "ad": {"title": "Dune", "description": "Sand."}}' >"$TMP/la.jsonl"
+expect_in() { local file=$1; shift; expect "$@" <"$file"; }
+for cmd in embed generate; do
+    expect_in "$TMP/la.jsonl" 1 "creator.json: resolves to .*outside the model package" -- "$HLLM" $cmd --model "$TMP/linked"
+    expect_in "$TMP/la.jsonl" 1 "loads with --allow-outside-paths" -- "$HLLM" $cmd --model "$TMP/linked"
+done
+expect 1 "loads with --allow-outside-paths" -- "$HLLM" inspect --model "$TMP/linked"
+expect 0 "load check *ok" -- "$HLLM" inspect --model "$TMP/linked" --allow-outside-paths
+"$HLLM" embed --model "$P" --full <"$TMP/la.jsonl" >"$TMP/la.ref" 2>&1
+"$HLLM" embed --model "$TMP/linked" --full --allow-outside-paths <"$TMP/la.jsonl" >"$TMP/la.out" 2>&1
+cmp -s "$TMP/la.ref" "$TMP/la.out" && ok || bad "embed --allow-outside-paths differs: $(head -c 300 "$TMP/la.out")"
+"$HLLM" generate --model "$P" --greedy --max-new 4 <"$TMP/la.jsonl" >"$TMP/la.ref" 2>&1
+"$HLLM" generate --model "$TMP/linked" --greedy --max-new 4 --allow-outside-paths <"$TMP/la.jsonl" >"$TMP/la.out" 2>&1
+cmp -s "$TMP/la.ref" "$TMP/la.out" && grep -q '"title"' "$TMP/la.out" && ok || bad "generate --allow-outside-paths: $(head -c 300 "$TMP/la.out")"
+"$HLLM" cluster --model "$TMP/linked" --allow-outside-paths --users "$TMP/la.jsonl" --k 1 --out "$TMP/la.st" >/dev/null 2>&1
+[ -s "$TMP/la.st" ] && ok || bad "cluster --allow-outside-paths wrote nothing"
 # a foreign file that is really inside the package: refused for what it is, nothing quoted
 cp "$TMP/secret" "$K/not_weights"
 setf weights not_weights
