@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "creator_internal.h"
+#include "creator_sched.h"
 #include "hfconfig.h"
 #include "safetensors.h"
 #include "weights.h"
@@ -193,7 +195,7 @@ fail:
 
 void hc_creator_free(hc_creator *c) {
     if (!c) return;
-    hc_lm_sched_free(c->gen);
+    hc_csched_free(c->sched);
     hc_llm_free(c->item);
     hc_llm_free(c->user);
     hc_llm_free(c->creative);
@@ -214,14 +216,11 @@ void hc_creator_free(hc_creator *c) {
 
 /* ---- item embeddings ---------------------------------------------------------------------------- */
 
-typedef struct item_key {
-    int32_t *ids; /* owned */
-    int n;
-} item_key;
+typedef hc_item_key item_key;
 
-static int tokenize_title(hc_creator *c, const char *title, size_t len, item_key *k,
-                          hc_errbuf *eb) {
-    int rc = encode_text(c->item_tok, c->item_ctx, title, len, &k->ids, &k->n, eb);
+static int tokenize_title_ctx(const hc_creator *c, hc_tok_ctx *ctx, const char *title, size_t len,
+                              item_key *k, hc_errbuf *eb) {
+    int rc = encode_text(c->item_tok, ctx, title, len, &k->ids, &k->n, eb);
     if (rc) return rc;
     if (k->n > c->pkg.max_item_tokens) k->n = c->pkg.max_item_tokens;
     for (int i = 0; i < k->n; i++)
@@ -229,6 +228,11 @@ static int tokenize_title(hc_creator *c, const char *title, size_t len, item_key
             return hc_seterr(eb, HC_ERR_RANGE, "item tokenizer id %d outside the item LLM's "
                                                "vocabulary", k->ids[i]);
     return HC_OK;
+}
+
+static int tokenize_title(hc_creator *c, const char *title, size_t len, item_key *k,
+                          hc_errbuf *eb) {
+    return tokenize_title_ctx(c, c->item_ctx, title, len, k, eb);
 }
 
 static uint64_t key_hash(const item_key *k) {
@@ -242,7 +246,8 @@ static int key_eq(const item_key *a, const item_key *b) {
 
 /* Vectors for n tokenized items into out (n, H_i): cache hits are copied, the rest (deduplicated)
  * are run through the item LLM in packed batches of at most max_batch_tokens tokens. */
-static int encode_items(hc_creator *c, const item_key *items, int n, float *out, hc_errbuf *eb) {
+int hc_creator_encode_items_(hc_creator *c, const hc_item_key *items, int n, float *out,
+                             hc_errbuf *eb) {
     const int H = c->d_item, slot_pos = c->pkg.max_item_tokens;
     int rc = HC_OK;
     int *src = malloc(sizeof(int) * (size_t)(n ? n : 1)); /* -1: cached; else index of the first
@@ -327,7 +332,7 @@ int hc_creator_embed_items(hc_creator *c, const char *const *titles, const size_
     if (!keys) return HC_ERR_NOMEM;
     int rc = HC_OK;
     for (int i = 0; i < n && rc == HC_OK; i++) rc = tokenize_title(c, titles[i], lens[i], &keys[i], eb);
-    if (rc == HC_OK) rc = encode_items(c, keys, n, out, eb);
+    if (rc == HC_OK) rc = hc_creator_encode_items_(c, keys, n, out, eb);
     for (int i = 0; i < n; i++) free(keys[i].ids);
     free(keys);
     return rc;
@@ -335,18 +340,13 @@ int hc_creator_embed_items(hc_creator *c, const char *const *titles, const size_
 
 /* ---- user embeddings ---------------------------------------------------------------------------- */
 
-int hc_creator_embed_users(hc_creator *c, const hc_history *users, int n_users, float *u_out,
-                           float *U_out, hc_errbuf *eb) {
+/* The user LLM over n_users users whose kept item vectors are concatenated in vec (user i has
+ * n_keep[i] of them, oldest first): u (n_users, H_u) and U = W_up u (n_users, H_c); either output
+ * may be NULL. */
+int hc_creator_user_forward_(hc_creator *c, const float *vec, const int *n_keep, int n_users,
+                             float *u_out, float *U_out, hc_errbuf *eb) {
     const int H = c->d_user, L = c->pkg.max_history, Lp = c->n_user_prompt;
-    int total = 0;
-    for (int i = 0; i < n_users; i++) {
-        if (users[i].n < 0 || (users[i].n > 0 && (!users[i].titles || !users[i].lens)))
-            return hc_seterr(eb, HC_ERR_INVAL, "user %d: bad history", i);
-        total += users[i].n < L ? users[i].n : L;
-    }
     int rc = HC_OK;
-    item_key *keys = calloc((size_t)(total ? total : 1), sizeof *keys);
-    float *vec = malloc(sizeof(float) * (size_t)H * (size_t)(total ? total : 1));
     float *u = malloc(sizeof(float) * (size_t)H * (size_t)(n_users ? n_users : 1));
     int max_tok = L + Lp + 1;
     if (c->max_batch_tokens > max_tok) max_tok = c->max_batch_tokens;
@@ -355,25 +355,16 @@ int hc_creator_embed_users(hc_creator *c, const hc_history *users, int n_users, 
     int32_t *outi = malloc(sizeof(int32_t) * (size_t)(n_users ? n_users : 1));
     float *inj = malloc(sizeof(float) * (size_t)H * (size_t)max_tok);
     hc_tensor tu = {0}, tU = {0};
-    if (!keys || !vec || !u || !tok || !pos || !seg || !inj_idx || !outi || !inj) {
+    if (!u || !tok || !pos || !seg || !inj_idx || !outi || !inj) {
         rc = HC_ERR_NOMEM;
         goto done;
     }
-    /* 1. item vectors of every kept title (the last L of each history) */
-    int k = 0;
-    for (int i = 0; i < n_users && rc == HC_OK; i++) {
-        int keep = users[i].n < L ? users[i].n : L, start = users[i].n - keep;
-        for (int j = 0; j < keep && rc == HC_OK; j++, k++)
-            rc = tokenize_title(c, users[i].titles[start + j], users[i].lens[start + j], &keys[k], eb);
-    }
-    if (rc || (rc = encode_items(c, keys, total, vec, eb))) goto done;
-    /* 2. the user LLM: one segment per user, packed */
+    /* one segment per user, packed */
     int first_item = 0;
     for (int a = 0; a < n_users;) {
         int T = 0, n_inj = 0, nu = 0;
         for (; a + nu < n_users; nu++) {
-            const hc_history *h = &users[a + nu];
-            int keep = h->n < L ? h->n : L, n_pad = L - keep;
+            int keep = n_keep[a + nu], n_pad = L - keep;
             if (T + keep + Lp + 1 > max_tok) break;
             for (int j = 0; j < keep; j++) {
                 tok[T] = c->pkg.slot_token_id;
@@ -403,7 +394,7 @@ int hc_creator_embed_users(hc_creator *c, const hc_history *users, int n_users, 
     }
     c->stats.users_embedded += (uint64_t)n_users;
     if (u_out) memcpy(u_out, u, sizeof(float) * (size_t)H * (size_t)n_users);
-    /* 3. U = W_up u on the backend */
+    /* U = W_up u on the backend */
     if (U_out && n_users > 0) {
         hc_backend *be = c->be;
         int64_t su[2] = {n_users, H}, sU[2] = {n_users, c->d_creative};
@@ -420,10 +411,6 @@ int hc_creator_embed_users(hc_creator *c, const hc_history *users, int n_users, 
 done:
     hc_tensor_release(&tu);
     hc_tensor_release(&tU);
-    if (keys)
-        for (int i = 0; i < total; i++) free(keys[i].ids);
-    free(keys);
-    free(vec);
     free(u);
     free(tok);
     free(pos);
@@ -431,6 +418,42 @@ done:
     free(inj_idx);
     free(outi);
     free(inj);
+    return rc;
+}
+
+int hc_creator_embed_users(hc_creator *c, const hc_history *users, int n_users, float *u_out,
+                           float *U_out, hc_errbuf *eb) {
+    const int H = c->d_item, L = c->pkg.max_history;
+    int total = 0;
+    for (int i = 0; i < n_users; i++) {
+        if (users[i].n < 0 || (users[i].n > 0 && (!users[i].titles || !users[i].lens)))
+            return hc_seterr(eb, HC_ERR_INVAL, "user %d: bad history", i);
+        total += users[i].n < L ? users[i].n : L;
+    }
+    int rc = HC_OK;
+    item_key *keys = calloc((size_t)(total ? total : 1), sizeof *keys);
+    float *vec = malloc(sizeof(float) * (size_t)H * (size_t)(total ? total : 1));
+    int *n_keep = malloc(sizeof(int) * (size_t)(n_users ? n_users : 1));
+    if (!keys || !vec || !n_keep) {
+        rc = HC_ERR_NOMEM;
+        goto done;
+    }
+    /* item vectors of every kept title (the last L of each history), then the user LLM */
+    int k = 0;
+    for (int i = 0; i < n_users && rc == HC_OK; i++) {
+        int keep = users[i].n < L ? users[i].n : L, start = users[i].n - keep;
+        n_keep[i] = keep;
+        for (int j = 0; j < keep && rc == HC_OK; j++, k++)
+            rc = tokenize_title(c, users[i].titles[start + j], users[i].lens[start + j], &keys[k], eb);
+    }
+    if (rc || (rc = hc_creator_encode_items_(c, keys, total, vec, eb))) goto done;
+    rc = hc_creator_user_forward_(c, vec, n_keep, n_users, u_out, U_out, eb);
+done:
+    if (keys)
+        for (int i = 0; i < total; i++) free(keys[i].ids);
+    free(keys);
+    free(vec);
+    free(n_keep);
     return rc;
 }
 
@@ -494,189 +517,173 @@ void hc_title_request_clear(hc_title_request *r) {
     r->n_ids = 0;
 }
 
+void hc_creq_buf_free(hc_creq_buf *buf) {
+    if (!buf) return;
+    free(buf->item_lens);
+    free(buf->item_ids);
+    free(buf->prompt2);
+    memset(buf, 0, sizeof *buf);
+}
+
+int hc_creator_tokenize_request(const hc_creator *c, hc_tok_ctx *item_ctx, hc_tok_ctx *creative_ctx,
+                                const hc_history *h, const char *ad_title, size_t ad_title_len,
+                                const char *ad_desc, size_t ad_desc_len, hc_creq *r,
+                                hc_creq_buf *buf, hc_errbuf *eb) {
+    memset(buf, 0, sizeof *buf);
+    r->n_items = 0;
+    r->item_lens = r->item_ids = r->prompt2 = NULL;
+    r->n_prompt2 = 0;
+    if (!h || h->n < 0 || (h->n > 0 && (!h->titles || !h->lens)))
+        return hc_seterr(eb, HC_ERR_INVAL, "bad history");
+    const int L = c->pkg.max_history, keep = h->n < L ? h->n : L, start = h->n - keep;
+    int rc = HC_OK;
+    size_t cap = 0, used = 0;
+    buf->item_lens = malloc(sizeof(int32_t) * (size_t)(keep ? keep : 1));
+    if (!buf->item_lens) return hc_seterr(eb, HC_ERR_NOMEM, "out of memory");
+    for (int j = 0; j < keep && rc == HC_OK; j++) {
+        item_key k = {0};
+        rc = tokenize_title_ctx(c, item_ctx, h->titles[start + j], h->lens[start + j], &k, eb);
+        if (rc == HC_OK && used + (size_t)k.n > cap) {
+            size_t nc = cap ? cap * 2 : 256;
+            while (nc < used + (size_t)k.n) nc *= 2;
+            int32_t *p = realloc(buf->item_ids, sizeof(int32_t) * nc);
+            if (!p) rc = hc_seterr(eb, HC_ERR_NOMEM, "out of memory");
+            else {
+                buf->item_ids = p;
+                cap = nc;
+            }
+        }
+        if (rc == HC_OK) {
+            if (k.n) memcpy(buf->item_ids + used, k.ids, sizeof(int32_t) * (size_t)k.n);
+            used += (size_t)k.n;
+            buf->item_lens[j] = k.n;
+        }
+        free(k.ids);
+    }
+    if (rc == HC_OK && ad_title) {
+        if (!c->creative) {
+            rc = hc_seterr(eb, HC_ERR_INVAL, "the creative LLM is not loaded");
+        } else {
+            size_t plen;
+            char *p2 = hc_package_render_prompt2(&c->pkg, ad_title, ad_title_len, ad_desc,
+                                                 ad_desc_len, &plen);
+            if (!p2) {
+                rc = hc_seterr(eb, HC_ERR_NOMEM, "out of memory");
+            } else {
+                rc = encode_text(c->creative_tok, creative_ctx, p2, plen, &buf->prompt2,
+                                 &r->n_prompt2, eb);
+                free(p2);
+            }
+            for (int i = 0; rc == HC_OK && i < r->n_prompt2; i++)
+                if (buf->prompt2[i] >= c->creative->cfg.vocab_size)
+                    rc = hc_seterr(eb, HC_ERR_RANGE, "creative tokenizer id %d outside the "
+                                   "creative LLM's vocabulary", buf->prompt2[i]);
+            const int total = c->n_prompt1 + 1 + r->n_prompt2;
+            if (rc == HC_OK && total > c->pkg.max_prompt_tokens)
+                rc = hc_seterr(eb, HC_ERR_RANGE, "the creative prompt has %d tokens, more than "
+                               "max_prompt_tokens (%d)", total, c->pkg.max_prompt_tokens);
+        }
+    }
+    if (rc) {
+        hc_creq_buf_free(buf);
+        r->n_prompt2 = 0;
+        return rc;
+    }
+    r->n_items = keep;
+    r->item_lens = buf->item_lens;
+    r->item_ids = buf->item_ids;
+    r->prompt2 = buf->prompt2;
+    return HC_OK;
+}
+
 typedef struct gen_ctx {
     hc_title_request *reqs;
     hc_gen_token_cb cb;
     void *user;
 } gen_ctx;
 
-static void req_fail(hc_title_request *r, int rc, const char *msg);
-
-/* Events of the creative scheduler: request ids are indices into this call's reqs. */
-static void gen_sink(void *user, const hc_lm_event *ev) {
-    gen_ctx *g = user;
-    hc_title_request *r = &g->reqs[ev->id];
-    if (ev->kind == HC_LM_EV_TOKEN) {
-        r->ids[r->n_ids++] = ev->token;
-        if (g->cb) g->cb(g->user, (int)ev->id, ev->token);
-    } else if (ev->kind == HC_LM_EV_FINISHED) {
-        r->finish = ev->finish;
-    } else {
-        req_fail(r, ev->status, ev->message);
-    }
-}
-
-/* The creative LLM's scheduler, made on first use and kept: its KV pool holds the shared
- * prefixes (prompt1, prompt1 + slot per cluster) across calls. */
-static int creator_gen_sched(hc_creator *c, hc_errbuf *eb) {
-    if (c->gen) return HC_OK;
-    const hc_llm_config *cfg = &c->creative->cfg;
-    hc_lm_sched_params p = hc_lm_sched_default_params();
-    p.max_running = 32;
-    p.max_queued = 256;
-    p.step_tokens = 2048;
-    p.prefill_chunk = 512;
-    p.max_prompt = c->pkg.max_prompt_tokens < cfg->max_position_embeddings
-                       ? c->pkg.max_prompt_tokens : cfg->max_position_embeddings;
-    p.max_new = cfg->max_position_embeddings - 1;
-    p.max_inject = 1;
-    /* the pool: 512 MiB of K/V at most, and never more than max_running worst cases */
-    const int64_t row_bytes = 2LL * cfg->n_layers * cfg->n_kv_heads * cfg->head_dim * 4;
-    const int64_t per_req = (p.max_prompt + 256 + p.block_size - 1) / p.block_size;
-    int64_t nb = (512LL << 20) / (row_bytes * p.block_size);
-    if (nb > per_req * p.max_running) nb = per_req * p.max_running;
-    if (nb < per_req) nb = per_req;
-    p.kv_blocks = (int)(nb < (1 << 24) ? nb : (1 << 24));
-    return hc_lm_sched_create(&c->gen, c->creative, NULL, &p, eb);
-}
-
 static void req_fail(hc_title_request *r, int rc, const char *msg) {
     r->status = rc;
     snprintf(r->error, sizeof r->error, "%s", msg && *msg ? msg : hc_strerror(rc));
+}
+
+/* Events of the pipeline scheduler: request ids are indices into this call's reqs. */
+static void gen_sink(void *user, const hc_cevent *ev) {
+    gen_ctx *g = user;
+    hc_title_request *r = &g->reqs[ev->id];
+    switch (ev->kind) {
+    case HC_CEV_EMBEDDED:
+        r->cluster = ev->cluster;
+        r->cluster_score = ev->cluster_score;
+        break;
+    case HC_CEV_TOKEN:
+        r->ids[r->n_ids++] = ev->token;
+        if (g->cb) g->cb(g->user, (int)ev->id, ev->token);
+        break;
+    case HC_CEV_FINISHED: r->finish = ev->finish; break;
+    default: req_fail(r, ev->status, ev->message); break;
+    }
 }
 
 int hc_creator_generate(hc_creator *c, hc_title_request *reqs, int n, hc_gen_token_cb cb,
                         void *user, hc_errbuf *eb) {
     if (!c->creative) return hc_seterr(eb, HC_ERR_INVAL, "the creative LLM is not loaded");
     if (n <= 0) return HC_OK;
-    const int Hc = c->d_creative;
     int rc = HC_OK;
-    hc_history *hist = malloc(sizeof *hist * (size_t)n);
-    float *U = malloc(sizeof(float) * (size_t)Hc * (size_t)n);
-    int32_t *cl = malloc(sizeof(int32_t) * (size_t)n);
-    float *score = malloc(sizeof(float) * (size_t)n);
-    hc_gen_seq *seqs = calloc((size_t)n, sizeof *seqs);
-    int32_t **prompts = calloc((size_t)n, sizeof *prompts);
-    int32_t *slot = malloc(sizeof(int32_t) * (size_t)n);
-    int *req_of_seq = malloc(sizeof(int) * (size_t)n);
-    if (!hist || !U || !cl || !score || !seqs || !prompts || !slot || !req_of_seq) {
-        rc = HC_ERR_NOMEM;
-        goto done;
-    }
-    for (int i = 0; i < n; i++) {
-        hist[i] = reqs[i].history;
-        reqs[i].status = HC_OK;
-        reqs[i].error[0] = 0;
-        reqs[i].ids = NULL;
-        reqs[i].text = NULL;
-        reqs[i].n_ids = 0;
-        reqs[i].cluster = -1;
-        reqs[i].cluster_score = 0;
-        reqs[i].finish = HC_FINISH_NONE;
-    }
-    if ((rc = hc_creator_embed_users(c, hist, n, NULL, U, eb))) goto done;
-    if (c->clusters && (rc = hc_creator_assign(c, U, n, cl, score, eb))) goto done;
-    const float *cent = c->clusters ? hc_cluster_index_centroids(c->clusters) : NULL;
-    int n_seq = 0;
     for (int i = 0; i < n; i++) {
         hc_title_request *r = &reqs[i];
-        if (c->clusters) {
-            r->cluster = cl[i];
-            r->cluster_score = score[i];
-        } else if (!r->per_user) {
-            req_fail(r, HC_ERR_NOTFOUND, "the model package has no cluster centroids; use "
-                                         "per-user mode");
-            continue;
-        }
+        r->status = HC_OK;
+        r->error[0] = 0;
+        r->ids = NULL;
+        r->text = NULL;
+        r->text_len = 0;
+        r->n_ids = 0;
+        r->cluster = -1;
+        r->cluster_score = 0;
+        r->finish = HC_FINISH_NONE;
+    }
+    /* the scheduler is made on first use and kept: its KV pool holds the shared prefixes
+     * (prompt1, prompt1 + slot per cluster) across calls */
+    if (!c->sched && (rc = hc_csched_create(&c->sched, c, NULL, eb))) return rc;
+    gen_ctx g = {reqs, cb, user};
+    for (int i = 0; i < n && rc == HC_OK; i++) {
+        hc_title_request *r = &reqs[i];
         if (r->max_new < 0) {
             req_fail(r, HC_ERR_INVAL, "max_new must be >= 0");
             continue;
         }
         hc_errbuf reb = {{0}};
-        int n_prompt = 0, slot_pos = 0;
-        int prc = hc_creator_prompt(c, r->ad_title, r->ad_title_len, r->ad_desc, r->ad_desc_len,
-                                    &prompts[i], &n_prompt, &slot_pos, &reb);
-        if (prc) {
-            req_fail(r, prc, reb.msg);
-            continue;
-        }
-        hc_sampler s;
-        if ((prc = hc_sampler_init(&s, &r->sampling, c->creative->cfg.vocab_size, &reb))) {
-            req_fail(r, prc, reb.msg);
-            continue;
-        }
-        hc_sampler_free(&s);
-        r->n_ids = 0;
-        r->ids = malloc(sizeof(int32_t) * (size_t)(r->max_new ? r->max_new : 1));
-        if (!r->ids) {
+        hc_creq q = {.id = (uint64_t)i, .mode = r->per_user ? HC_CREQ_PER_USER : HC_CREQ_CLUSTER,
+                     .sampling = r->sampling, .max_new = r->max_new};
+        hc_creq_buf buf;
+        int qrc = hc_creator_tokenize_request(c, c->item_ctx, c->creative_ctx, &r->history,
+                                              r->ad_title, r->ad_title_len, r->ad_desc,
+                                              r->ad_desc_len, &q, &buf, &reb);
+        if (qrc == HC_OK && !(r->ids = malloc(sizeof(int32_t) * (size_t)(r->max_new ? r->max_new : 1))))
             rc = HC_ERR_NOMEM;
-            goto done;
-        }
-        slot[i] = slot_pos;
-        hc_gen_seq *g = &seqs[n_seq];
-        g->prompt = prompts[i];
-        g->n_prompt = n_prompt;
-        g->n_inject = 1;
-        g->inject_idx = &slot[i];
-        g->inject = r->per_user ? U + (size_t)i * Hc : cent + (size_t)cl[i] * Hc;
-        g->sampling = r->sampling;
-        g->max_new = r->max_new;
-        g->stop = c->eos;
-        g->n_stop = c->n_eos;
-        g->out = r->ids;
-        req_of_seq[n_seq++] = i;
-    }
-    if (n_seq > 0) {
-        gen_ctx g = {reqs, cb, user};
-        if ((rc = creator_gen_sched(c, eb))) goto done;
-        const int n_p1 = c->n_prompt1;
-        for (int q = 0; q < n_seq && rc == HC_OK; q++) {
-            const hc_gen_seq *gs = &seqs[q];
-            const int i = req_of_seq[q];
-            hc_lm_req lr = {.id = (uint64_t)i, .prompt = gs->prompt, .n_prompt = gs->n_prompt,
-                            .n_inject = 1, .inject_idx = gs->inject_idx, .inject = gs->inject,
-                            .sampling = gs->sampling, .max_new = gs->max_new, .stop = gs->stop,
-                            .n_stop = gs->n_stop};
-            /* prompt1 (+ the slot holding cluster k's centroid) is the same for every request
-             * of the package (of cluster k): computed once, its full KV blocks shared */
-            if (!reqs[i].per_user) {
-                lr.prefix_key = 2 + (uint64_t)reqs[i].cluster;
-                lr.prefix_len = n_p1 + 1;
-            } else if (n_p1 > 0) {
-                lr.prefix_key = 1;
-                lr.prefix_len = n_p1;
-            }
-            hc_errbuf reb = {{0}};
-            int src;
-            while ((src = hc_lm_sched_submit(c->gen, &lr, &reb)) == HC_ERR_AGAIN &&
-                   (rc = hc_lm_sched_step(c->gen, gen_sink, &g, eb)) == HC_OK) {
-            }
-            if (rc) break;
-            if (src) req_fail(&reqs[i], src, reb.msg);
-        }
-        while (rc == HC_OK && !hc_lm_sched_idle(c->gen))
-            rc = hc_lm_sched_step(c->gen, gen_sink, &g, eb);
-        if (rc) goto done;
-        for (int q = 0; q < n_seq; q++) {
-            hc_title_request *r = &reqs[req_of_seq[q]];
-            if (r->status) continue;
-            if ((rc = hc_tokenizer_decode(c->creative_tok, r->ids, (size_t)r->n_ids, 1, &r->text,
-                                          &r->text_len, eb)))
-                goto done;
+        while (qrc == HC_OK && rc == HC_OK &&
+               (qrc = hc_csched_submit(c->sched, &q, &reb)) == HC_ERR_AGAIN)
+            rc = hc_csched_step(c->sched, gen_sink, &g, eb);
+        hc_creq_buf_free(&buf);
+        if (qrc && rc == HC_OK) {
+            free(r->ids);
+            r->ids = NULL;
+            req_fail(r, qrc, reb.msg);
         }
     }
-done:
-    if (rc)
+    while (rc == HC_OK && !hc_csched_idle(c->sched))
+        rc = hc_csched_step(c->sched, gen_sink, &g, eb);
+    for (int i = 0; i < n && rc == HC_OK; i++) {
+        hc_title_request *r = &reqs[i];
+        if (r->status) continue;
+        rc = hc_tokenizer_decode(c->creative_tok, r->ids, (size_t)r->n_ids, 1, &r->text,
+                                 &r->text_len, eb);
+    }
+    if (rc) {
+        /* a failure of the whole call: nothing of it stays queued or running */
+        hc_csched_free(c->sched);
+        c->sched = NULL;
         for (int i = 0; i < n; i++) hc_title_request_clear(&reqs[i]);
-    if (prompts)
-        for (int i = 0; i < n; i++) free(prompts[i]);
-    free(prompts);
-    free(hist);
-    free(U);
-    free(cl);
-    free(score);
-    free(seqs);
-    free(slot);
-    free(req_of_seq);
+    }
     return rc;
 }

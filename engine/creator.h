@@ -68,7 +68,8 @@ typedef struct hc_creator {
     int n_eos;
     hc_cluster_index *clusters;     /* NULL: no centroids configured */
     hc_item_cache *cache;
-    hc_lm_sched *gen;               /* the creative LLM's scheduler (made on first generate) */
+    struct hc_csched *sched;        /* hc_creator_generate's pipeline scheduler (creator_sched.h),
+                                       made on first use */
     int max_batch_tokens;
     hc_creator_stats stats;
 } hc_creator;

@@ -14,6 +14,7 @@ const char *hc_finish_name(hc_finish f) {
     case HC_FINISH_STOP: return "stop";
     case HC_FINISH_LENGTH: return "length";
     case HC_FINISH_CANCELLED: return "cancelled";
+    case HC_FINISH_EMBEDDED: return "embedded";
     default: return "none";
     }
 }
@@ -229,7 +230,7 @@ hc_lm_sched_stats hc_lm_sched_get_stats(const hc_lm_sched *s) {
 
 /* ---- submit / cancel ---------------------------------------------------------------------------- */
 
-int hc_lm_sched_submit(hc_lm_sched *s, const hc_lm_req *r, hc_errbuf *eb) {
+int hc_lm_sched_check(const hc_lm_sched *s, const hc_lm_req *r, hc_errbuf *eb) {
     const hc_lm_sched_params *p = &s->p;
     if (!r || !r->prompt || r->n_prompt < 1)
         return hc_seterr(eb, HC_ERR_INVAL, "empty prompt");
@@ -275,7 +276,12 @@ int hc_lm_sched_submit(hc_lm_sched *s, const hc_lm_req *r, hc_errbuf *eb) {
         return hc_seterr(eb, HC_ERR_RANGE, "%d tokens need more than the KV pool's "
                          "%d blocks of %d", r->n_prompt + r->max_new, s->kv->n_blocks,
                          s->kv->block_size);
-    int rc = hc_sampler_check(&r->sampling, s->V, eb);
+    return hc_sampler_check(&r->sampling, s->V, eb);
+}
+
+int hc_lm_sched_submit(hc_lm_sched *s, const hc_lm_req *r, hc_errbuf *eb) {
+    const hc_lm_sched_params *p = &s->p;
+    int rc = hc_lm_sched_check(s, r, eb);
     if (rc) return rc;
     if (s->q_len == p->max_queued) return HC_ERR_AGAIN;
 

@@ -42,9 +42,10 @@ typedef enum {
     HC_FINISH_STOP,      /* a stop token was generated (it is included in the output) */
     HC_FINISH_LENGTH,    /* max_new tokens were generated */
     HC_FINISH_CANCELLED, /* cancelled by the caller */
+    HC_FINISH_EMBEDDED,  /* an embed-only request of the pipeline scheduler (creator_sched.h) */
 } hc_finish;
 
-const char *hc_finish_name(hc_finish f); /* "stop", "length", "cancelled" */
+const char *hc_finish_name(hc_finish f); /* "stop", "length", "cancelled", "embedded" */
 
 #define HC_LM_MAX_STOP 16
 
@@ -120,6 +121,8 @@ void hc_lm_sched_free(hc_lm_sched *s);
  * Other errors: the request itself is invalid (message in eb, about the request's content, not
  * naming its id); it is not queued. */
 int hc_lm_sched_submit(hc_lm_sched *s, const hc_lm_req *r, hc_errbuf *eb);
+/* The validation of submit alone: HC_OK if submit would accept r when the queue has room. */
+int hc_lm_sched_check(const hc_lm_sched *s, const hc_lm_req *r, hc_errbuf *eb);
 /* Cancels a queued or running request at the next step boundary (a FINISHED event with
  * HC_FINISH_CANCELLED follows). HC_ERR_NOTFOUND if no live request has this id. */
 int hc_lm_sched_cancel(hc_lm_sched *s, uint64_t id);

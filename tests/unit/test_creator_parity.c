@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "creator.h"
+#include "creator_sched.h"
 #include "safetensors.h"
 #include "testutil.h"
 
@@ -111,7 +112,8 @@ static void run_titles(hc_creator *c, user_case *cs, int n, const hc_safetensors
         r->max_new = MAX_NEW;
     }
     hc_errbuf eb = {{0}};
-    hc_lm_sched_stats st0 = c->gen ? hc_lm_sched_get_stats(c->gen) : (hc_lm_sched_stats){0};
+    hc_lm_sched_stats st0 = c->sched ? hc_lm_sched_get_stats(hc_csched_gen(c->sched))
+                                     : (hc_lm_sched_stats){0};
     int rc = hc_creator_generate(c, all, n, NULL, NULL, &eb);
     CHECKF(rc == 0, "generate (%s): %s", key, eb.msg);
     for (int i = 0; i < n && rc == 0; i++) {
@@ -135,7 +137,7 @@ static void run_titles(hc_creator *c, user_case *cs, int n, const hc_safetensors
     }
     /* the shared prefix (prompt1, or prompt1 + the cluster's slot) ran once per key: every one of
      * the 2n generations above forked it; per-user mode has a single key */
-    hc_lm_sched_stats st1 = hc_lm_sched_get_stats(c->gen);
+    hc_lm_sched_stats st1 = hc_lm_sched_get_stats(hc_csched_gen(c->sched));
     int n_keys = 1;
     if (!per_user) {
         n_keys = 0;
