@@ -12,6 +12,13 @@
 #include "testutil.h"
 #include "tokenizer.h"
 
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#define ON_VALGRIND RUNNING_ON_VALGRIND
+#else
+#define ON_VALGRIND 0
+#endif
+
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -228,9 +235,11 @@ static void test_lookups(const hc_tokenizer *llama, const hc_tokenizer *qwen) {
     free(t);
 }
 
-/* 1 MB inputs must be linear: a quadratic regex scan or merge loop would take minutes. */
+/* 1 MB inputs must be linear: a quadratic regex scan or merge loop would take minutes. Under
+ * valgrind (30-50x slower, and timing there says nothing about the code) the same texts are
+ * 128 KB: the memory checks cover the same paths; the time bound is the native run's. */
 static void test_large(const hc_tokenizer *llama, const hc_tokenizer *qwen) {
-    const size_t N = 1 << 20;
+    const size_t N = ON_VALGRIND ? (size_t)1 << 17 : (size_t)1 << 20;
     char *buf = malloc(N);
     const char *unit = "The Name of the Wind (Kingkiller Chronicle, #1) — 中文書名 2024!\n  ";
     size_t ul = strlen(unit);
@@ -263,9 +272,9 @@ static void test_large(const hc_tokenizer *llama, const hc_tokenizer *qwen) {
             double dt = now_s() - t0;
             CHECK(n > 0);
             /* generous bound (sanitizers, slow CI); quadratic behaviour would take minutes */
-            CHECKF(dt < 20.0, "1 MB %s text took %.1f s (tok %d)", kinds[kind], dt, k);
-            printf("1 MB %-8s -> %7zu ids in %6.1f ms (%s)\n", kinds[kind], n, dt * 1e3,
-                   k ? "qwen3" : "llama2");
+            CHECKF(dt < 20.0, "%zu KB %s text took %.1f s (tok %d)", N >> 10, kinds[kind], dt, k);
+            printf("%zu KB %-8s -> %7zu ids in %6.1f ms (%s)\n", N >> 10, kinds[kind], n,
+                   dt * 1e3, k ? "qwen3" : "llama2");
             free(ids);
         }
     }
