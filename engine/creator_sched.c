@@ -34,6 +34,7 @@ struct hc_csched {
     int32_t *cl;
     int *n_keep;
     csreq **batch;
+    int n_batch; /* requests of the embed stage whose EMBEDDED events are being delivered */
     /* stats */
     uint64_t steps, embed_passes, users_embedded, items_seen0, items_encoded0;
     /* the sink of the step in progress (for lm_sched's events) */
@@ -238,6 +239,12 @@ int hc_csched_cancel(hc_csched *s, uint64_t id) {
             s->ready[i]->cancelled = 1;
             return HC_OK;
         }
+    for (int i = 0; i < s->n_batch; i++) /* from inside the sink, during the embed stage */
+        if (s->batch[i] && s->batch[i]->r.id == id && !s->batch[i]->cancelled &&
+            s->batch[i]->r.mode != HC_CREQ_EMBED) {
+            s->batch[i]->cancelled = 1;
+            return HC_OK;
+        }
     return s->gen ? hc_lm_sched_cancel(s->gen, id) : HC_ERR_NOTFOUND;
 }
 
@@ -372,6 +379,7 @@ static int embed_stage(hc_csched *s, hc_errbuf *eb) {
     }
     s->users_embedded += (uint64_t)n;
     const size_t Hu = (size_t)c->d_user, Hc = (size_t)c->d_creative;
+    s->n_batch = n;
     for (int i = 0; i < n; i++) {
         csreq *q = s->batch[i];
         q->cluster = c->clusters ? s->cl[i] : -1;
@@ -389,7 +397,9 @@ static int embed_stage(hc_csched *s, hc_errbuf *eb) {
         } else {
             s->ready[s->n_ready++] = q;
         }
+        s->batch[i] = NULL; /* owned elsewhere or freed: no longer cancellable through batch */
     }
+    s->n_batch = 0;
     return HC_OK;
 }
 
