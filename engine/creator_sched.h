@@ -123,8 +123,9 @@ typedef struct hc_csched_stats {
 
 typedef struct hc_csched hc_csched;
 
-/* c must have its creative LLM loaded unless every request is HC_CREQ_EMBED; c outlives s. Only
- * one scheduler per creator at a time (they share its item cache and models). */
+/* c outlives s; without a creative LLM only HC_CREQ_EMBED requests are accepted. Schedulers of one
+ * creator (hc_creator_generate keeps its own) share its models and item cache: call them all from
+ * the same thread. p NULL: hc_csched_default_params(). */
 int hc_csched_create(hc_csched **out, hc_creator *c, const hc_csched_params *p, hc_errbuf *eb);
 void hc_csched_free(hc_csched *s);
 
