@@ -1,6 +1,6 @@
 /* test_creator_sched.c: the pipeline scheduler (engine/creator_sched.h) on the demo package.
  *
- *  - N requests (1000; 150 under valgrind) of every mode, submitted a few at a time at random
+ *  - N requests (1000; 60 under valgrind) of every mode, submitted a few at a time at random
  *    steps (seeded), with invalid requests among them: every valid one gets exactly the cluster,
  *    U (within 1e-4 relative) and greedy ids that one request at a time through
  *    hc_creator_generate / hc_creator_embed_users gives; invalid ones are refused at submit with
@@ -205,7 +205,7 @@ static void test_random_arrivals(hc_creator *c, int N) {
     const int free0 = hc_kv_n_free_blocks(hc_lm_sched_kv(hc_csched_gen(s)));
     int next = 0, again = 0, refused = 0, steps = 0;
     while (next < N || !hc_csched_idle(s)) {
-        int k = (int)rnd(4);
+        int k = rnd(10) == 0 ? 20 : (int)rnd(4); /* now and then a burst past the queue bound */
         for (int j = 0; j < k && next < N; j++) {
             char msg[512];
             int rc = submit(c, s, &reqs[next], (uint64_t)next, msg, sizeof msg);
@@ -398,7 +398,9 @@ int main(int argc, char **argv) {
     int rc = hc_creator_load(&c, be, pkg, &p, &eb);
     CHECKF(rc == 0, "load %s: %s", pkg, eb.msg);
     if (!c) return hc_test_finish("test_creator_sched");
-    test_random_arrivals(c, ON_VALGRIND ? 150 : 1000);
+    /* argv[2]: another request count (by hand) */
+    int N = argc > 2 ? atoi(argv[2]) : ON_VALGRIND ? 60 : 1000;
+    test_random_arrivals(c, N > 0 ? N : 1000);
     test_cancel_and_queue(c);
     hc_creator_free(c);
     hc_backend_free(be);
