@@ -278,10 +278,12 @@ int hc_cluster_assign(const hc_cluster_index *ci, const float *x, int64_t n, int
     if (rc) return rc;
 
     int64_t chunk = n < HC_CLUSTER_CHUNK ? n : HC_CLUSTER_CHUNK;
-    idx_t *labels = malloc((size_t)chunk * sizeof(idx_t));
-    float *dist = malloc((size_t)chunk * sizeof(float));
+    /* results on the stack: an assignment allocates nothing (the serving engine's steps call it)
+     * except the normalized queries of the cosine rule */
+    idx_t labels[HC_CLUSTER_CHUNK];
+    float dist[HC_CLUSTER_CHUNK];
     float *qn = ci->rule == HC_ASSIGN_COSINE ? malloc((size_t)chunk * (size_t)d * sizeof(float)) : NULL;
-    if (!labels || !dist || (ci->rule == HC_ASSIGN_COSINE && !qn)) {
+    if (ci->rule == HC_ASSIGN_COSINE && !qn) {
         rc = hc_seterr(eb, HC_ERR_NOMEM, "cluster assign: out of memory");
         goto done;
     }
@@ -311,8 +313,6 @@ int hc_cluster_assign(const hc_cluster_index *ci, const float *x, int64_t n, int
     }
     threads_pop(ci->n_threads, prev);
 done:
-    free(labels);
-    free(dist);
     free(qn);
     return rc;
 }

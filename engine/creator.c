@@ -244,27 +244,93 @@ static int key_eq(const item_key *a, const item_key *b) {
     return a->n == b->n && (a->n == 0 || !memcmp(a->ids, b->ids, sizeof(int32_t) * (size_t)a->n));
 }
 
-/* Vectors for n tokenized items into out (n, H_i): cache hits are copied, the rest (deduplicated)
- * are run through the item LLM in packed batches of at most max_batch_tokens tokens. */
-int hc_creator_encode_items_(hc_creator *c, const hc_item_key *items, int n, float *out,
-                             hc_errbuf *eb) {
-    const int H = c->d_item, slot_pos = c->pkg.max_item_tokens;
-    int rc = HC_OK;
-    int *src = malloc(sizeof(int) * (size_t)(n ? n : 1)); /* -1: cached; else index of the first
-                                                             occurrence to compute/copy from */
-    size_t nb = 16;
-    while (nb < (size_t)n * 2) nb <<= 1;
-    int *table = malloc(sizeof(int) * nb);
-    int *todo = malloc(sizeof(int) * (size_t)(n ? n : 1));
-    int max_tok = c->max_batch_tokens < slot_pos + 1 ? slot_pos + 1 : c->max_batch_tokens;
-    int32_t *tok = malloc(sizeof(int32_t) * (size_t)max_tok), *pos = malloc(sizeof(int32_t) * (size_t)max_tok);
-    int32_t *seg = malloc(sizeof(int32_t) * (size_t)max_tok), *outi = malloc(sizeof(int32_t) * (size_t)max_tok);
-    float *slots = malloc(sizeof(float) * (size_t)H * (size_t)max_tok);
-    float *hid = malloc(sizeof(float) * (size_t)H * (size_t)max_tok);
-    if (!src || !table || !todo || !tok || !pos || !seg || !outi || !slots || !hid) {
-        rc = HC_ERR_NOMEM;
-        goto done;
+static int scratch_max_tok(const hc_creator *c) {
+    int t = c->max_batch_tokens;
+    if (t < c->pkg.max_item_tokens + 1) t = c->pkg.max_item_tokens + 1;
+    if (t < c->pkg.max_history + c->n_user_prompt + 1) t = c->pkg.max_history + c->n_user_prompt + 1;
+    return t;
+}
+
+void hc_creator_scratch_free(hc_creator_scratch *s) {
+    if (!s) return;
+    free(s->src);
+    free(s->todo);
+    free(s->table);
+    free(s->tok);
+    free(s->pos);
+    free(s->seg);
+    free(s->outi);
+    free(s->inj_idx);
+    free(s->slots);
+    free(s->hid);
+    free(s->inj);
+    free(s->u);
+    hc_tensor_release(&s->tu);
+    hc_tensor_release(&s->tU);
+    memset(s, 0, sizeof *s);
+}
+
+int hc_creator_scratch_init(hc_creator_scratch *s, hc_creator *c, int max_items, int max_users,
+                            hc_errbuf *eb) {
+    memset(s, 0, sizeof *s);
+    const size_t Hi = (size_t)c->d_item, Hu = (size_t)c->d_user;
+    s->max_items = max_items;
+    s->max_users = max_users;
+    s->max_tok = scratch_max_tok(c);
+    const size_t T = (size_t)s->max_tok, I = (size_t)(max_items > 0 ? max_items : 1),
+                 U = (size_t)(max_users > 0 ? max_users : 1);
+    s->table_size = 16;
+    while (s->table_size < I * 2) s->table_size <<= 1;
+    s->src = malloc(sizeof(int) * I);
+    s->todo = malloc(sizeof(int) * I);
+    s->table = malloc(sizeof(int) * s->table_size);
+    s->tok = malloc(sizeof(int32_t) * T);
+    s->pos = malloc(sizeof(int32_t) * T);
+    s->seg = malloc(sizeof(int32_t) * T);
+    s->outi = malloc(sizeof(int32_t) * (T > U ? T : U));
+    s->inj_idx = malloc(sizeof(int32_t) * T);
+    int ok = s->src && s->todo && s->table && s->tok && s->pos && s->seg && s->outi && s->inj_idx;
+    if (ok && max_items > 0) {
+        /* every item segment injects the [item] slot vector: the rows are filled once */
+        s->slots = malloc(sizeof(float) * Hi * T);
+        s->hid = malloc(sizeof(float) * Hi * T);
+        ok = s->slots && s->hid;
+        for (size_t i = 0; ok && i < T; i++) memcpy(s->slots + i * Hi, c->item_slot, sizeof(float) * Hi);
     }
+    if (ok && max_users > 0) {
+        s->inj = malloc(sizeof(float) * Hu * T);
+        s->u = malloc(sizeof(float) * Hu * U);
+        ok = s->inj && s->u;
+        int64_t su[2] = {max_users, (int64_t)Hu}, sU[2] = {max_users, c->d_creative};
+        if (ok && (hc_tensor_alloc(&s->tu, c->be, HC_DTYPE_F32, 2, su) ||
+                   hc_tensor_alloc(&s->tU, c->be, HC_DTYPE_F32, 2, sU)))
+            ok = 0;
+    }
+    if (!ok) {
+        hc_creator_scratch_free(s);
+        return hc_seterr(eb, HC_ERR_NOMEM, "out of memory for the embedding scratch (%d items, "
+                                           "%d users)", max_items, max_users);
+    }
+    return HC_OK;
+}
+
+int hc_creator_encode_items_(hc_creator *c, const hc_item_key *items, int n, float *out,
+                             hc_creator_scratch *scr, hc_errbuf *eb) {
+    hc_creator_scratch tmp;
+    int rc;
+    if (!scr || scr->max_items < n) {
+        if ((rc = hc_creator_scratch_init(&tmp, c, n, 0, eb))) return rc;
+        rc = hc_creator_encode_items_(c, items, n, out, &tmp, eb);
+        hc_creator_scratch_free(&tmp);
+        return rc;
+    }
+    const int H = c->d_item, slot_pos = c->pkg.max_item_tokens, max_tok = scr->max_tok;
+    const size_t nb = scr->table_size;
+    int *src = scr->src, *table = scr->table, *todo = scr->todo; /* src: -1 cached, else the
+                                                                    first occurrence */
+    int32_t *tok = scr->tok, *pos = scr->pos, *seg = scr->seg, *outi = scr->outi;
+    float *hid = scr->hid;
+    rc = HC_OK;
     for (size_t i = 0; i < nb; i++) table[i] = -1;
     int n_todo = 0;
     for (int i = 0; i < n; i++) {
@@ -283,7 +349,6 @@ int hc_creator_encode_items_(hc_creator *c, const hc_item_key *items, int n, flo
         }
         src[i] = table[h];
     }
-    for (int i = 0; i < max_tok; i++) memcpy(slots + (size_t)i * H, c->item_slot, sizeof(float) * (size_t)H);
     for (int a = 0; a < n_todo;) {
         int T = 0, n_items = 0;
         while (a + n_items < n_todo && T + items[todo[a + n_items]].n + 1 <= max_tok) {
@@ -299,13 +364,14 @@ int hc_creator_encode_items_(hc_creator *c, const hc_item_key *items, int n, flo
             outi[n_items++] = T++;
         }
         hc_batch b = {.n_tokens = T, .token = tok, .n_inject = n_items, .inject_idx = outi,
-                      .inject = slots, .pos = pos, .seg = seg, .n_out = n_items, .out_idx = outi};
-        if ((rc = hc_llm_forward(c->item, &b, NULL, NULL, hid, NULL, eb))) goto done;
+                      .inject = scr->slots, .pos = pos, .seg = seg, .n_out = n_items,
+                      .out_idx = outi};
+        if ((rc = hc_llm_forward(c->item, &b, NULL, NULL, hid, NULL, eb))) return rc;
         for (int j = 0; j < n_items; j++) {
             int i = todo[a + j];
             memcpy(out + (size_t)i * H, hid + (size_t)j * H, sizeof(float) * (size_t)H);
             if ((rc = hc_item_cache_put(c->cache, items[i].ids, items[i].n, hid + (size_t)j * H)))
-                goto done;
+                return rc;
         }
         c->stats.items_encoded += (uint64_t)n_items;
         a += n_items;
@@ -313,17 +379,7 @@ int hc_creator_encode_items_(hc_creator *c, const hc_item_key *items, int n, flo
     for (int i = 0; i < n; i++)
         if (src[i] >= 0 && src[i] != i)
             memcpy(out + (size_t)i * H, out + (size_t)src[i] * H, sizeof(float) * (size_t)H);
-done:
-    free(src);
-    free(table);
-    free(todo);
-    free(tok);
-    free(pos);
-    free(seg);
-    free(outi);
-    free(slots);
-    free(hid);
-    return rc;
+    return HC_OK;
 }
 
 int hc_creator_embed_items(hc_creator *c, const char *const *titles, const size_t *lens, int n,
@@ -332,7 +388,7 @@ int hc_creator_embed_items(hc_creator *c, const char *const *titles, const size_
     if (!keys) return HC_ERR_NOMEM;
     int rc = HC_OK;
     for (int i = 0; i < n && rc == HC_OK; i++) rc = tokenize_title(c, titles[i], lens[i], &keys[i], eb);
-    if (rc == HC_OK) rc = hc_creator_encode_items_(c, keys, n, out, eb);
+    if (rc == HC_OK) rc = hc_creator_encode_items_(c, keys, n, out, NULL, eb);
     for (int i = 0; i < n; i++) free(keys[i].ids);
     free(keys);
     return rc;
@@ -340,25 +396,20 @@ int hc_creator_embed_items(hc_creator *c, const char *const *titles, const size_
 
 /* ---- user embeddings ---------------------------------------------------------------------------- */
 
-/* The user LLM over n_users users whose kept item vectors are concatenated in vec (user i has
- * n_keep[i] of them, oldest first): u (n_users, H_u) and U = W_up u (n_users, H_c); either output
- * may be NULL. */
 int hc_creator_user_forward_(hc_creator *c, const float *vec, const int *n_keep, int n_users,
-                             float *u_out, float *U_out, hc_errbuf *eb) {
-    const int H = c->d_user, L = c->pkg.max_history, Lp = c->n_user_prompt;
-    int rc = HC_OK;
-    float *u = malloc(sizeof(float) * (size_t)H * (size_t)(n_users ? n_users : 1));
-    int max_tok = L + Lp + 1;
-    if (c->max_batch_tokens > max_tok) max_tok = c->max_batch_tokens;
-    int32_t *tok = malloc(sizeof(int32_t) * (size_t)max_tok), *pos = malloc(sizeof(int32_t) * (size_t)max_tok);
-    int32_t *seg = malloc(sizeof(int32_t) * (size_t)max_tok), *inj_idx = malloc(sizeof(int32_t) * (size_t)max_tok);
-    int32_t *outi = malloc(sizeof(int32_t) * (size_t)(n_users ? n_users : 1));
-    float *inj = malloc(sizeof(float) * (size_t)H * (size_t)max_tok);
-    hc_tensor tu = {0}, tU = {0};
-    if (!u || !tok || !pos || !seg || !inj_idx || !outi || !inj) {
-        rc = HC_ERR_NOMEM;
-        goto done;
+                             float *u_out, float *U_out, hc_creator_scratch *scr, hc_errbuf *eb) {
+    hc_creator_scratch tmp;
+    int rc;
+    if (!scr || scr->max_users < n_users) {
+        if ((rc = hc_creator_scratch_init(&tmp, c, 0, n_users, eb))) return rc;
+        rc = hc_creator_user_forward_(c, vec, n_keep, n_users, u_out, U_out, &tmp, eb);
+        hc_creator_scratch_free(&tmp);
+        return rc;
     }
+    const int H = c->d_user, L = c->pkg.max_history, Lp = c->n_user_prompt, max_tok = scr->max_tok;
+    float *u = scr->u, *inj = scr->inj;
+    int32_t *tok = scr->tok, *pos = scr->pos, *seg = scr->seg, *inj_idx = scr->inj_idx,
+            *outi = scr->outi;
     /* one segment per user, packed */
     int first_item = 0;
     for (int a = 0; a < n_users;) {
@@ -389,36 +440,24 @@ int hc_creator_user_forward_(hc_creator *c, const float *vec, const int *n_keep,
         }
         hc_batch b = {.n_tokens = T, .token = tok, .n_inject = n_inj, .inject_idx = inj_idx,
                       .inject = inj, .pos = pos, .seg = seg, .n_out = nu, .out_idx = outi};
-        if ((rc = hc_llm_forward(c->user, &b, NULL, NULL, u + (size_t)a * H, NULL, eb))) goto done;
+        if ((rc = hc_llm_forward(c->user, &b, NULL, NULL, u + (size_t)a * H, NULL, eb))) return rc;
         a += nu;
     }
     c->stats.users_embedded += (uint64_t)n_users;
     if (u_out) memcpy(u_out, u, sizeof(float) * (size_t)H * (size_t)n_users);
-    /* U = W_up u on the backend */
+    /* U = W_up u on the backend, in the first n_users rows of the scratch tensors */
     if (U_out && n_users > 0) {
         hc_backend *be = c->be;
-        int64_t su[2] = {n_users, H}, sU[2] = {n_users, c->d_creative};
-        if ((rc = hc_tensor_alloc(&tu, be, HC_DTYPE_F32, 2, su)) ||
-            (rc = hc_tensor_alloc(&tU, be, HC_DTYPE_F32, 2, sU)) ||
-            (rc = be->iface->upload(be, tu.data, u, hc_tensor_nbytes(&tu))) ||
+        hc_tensor tu = scr->tu, tU = scr->tU;
+        tu.ne[0] = n_users;
+        tU.ne[0] = n_users;
+        if ((rc = be->iface->upload(be, tu.data, u, hc_tensor_nbytes(&tu))) ||
             (rc = be->iface->matmul(be, &tU, &tu, &c->projector)) ||
-            (rc = be->iface->download(be, U_out, tU.data, hc_tensor_nbytes(&tU)))) {
-            hc_seterr(eb, rc, "user projector on the %s backend: %s", be->iface->name,
-                      hc_strerror(rc));
-            goto done;
-        }
+            (rc = be->iface->download(be, U_out, tU.data, hc_tensor_nbytes(&tU))))
+            return hc_seterr(eb, rc, "user projector on the %s backend: %s", be->iface->name,
+                             hc_strerror(rc));
     }
-done:
-    hc_tensor_release(&tu);
-    hc_tensor_release(&tU);
-    free(u);
-    free(tok);
-    free(pos);
-    free(seg);
-    free(inj_idx);
-    free(outi);
-    free(inj);
-    return rc;
+    return HC_OK;
 }
 
 int hc_creator_embed_users(hc_creator *c, const hc_history *users, int n_users, float *u_out,
@@ -446,8 +485,8 @@ int hc_creator_embed_users(hc_creator *c, const hc_history *users, int n_users, 
         for (int j = 0; j < keep && rc == HC_OK; j++, k++)
             rc = tokenize_title(c, users[i].titles[start + j], users[i].lens[start + j], &keys[k], eb);
     }
-    if (rc || (rc = hc_creator_encode_items_(c, keys, total, vec, eb))) goto done;
-    rc = hc_creator_user_forward_(c, vec, n_keep, n_users, u_out, U_out, eb);
+    if (rc || (rc = hc_creator_encode_items_(c, keys, total, vec, NULL, eb))) goto done;
+    rc = hc_creator_user_forward_(c, vec, n_keep, n_users, u_out, U_out, NULL, eb);
 done:
     if (keys)
         for (int i = 0; i < total; i++) free(keys[i].ids);

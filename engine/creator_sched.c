@@ -34,6 +34,7 @@ struct hc_csched {
     int32_t *cl;
     int *n_keep;
     csreq **batch;
+    hc_creator_scratch scr; /* the item and user forwards' */
     int n_batch; /* requests of the embed stage whose EMBEDDED events are being delivered */
     /* stats */
     uint64_t steps, embed_passes, users_embedded, items_seen0, items_encoded0;
@@ -107,6 +108,11 @@ int hc_csched_create(hc_csched **out, hc_creator *c, const hc_csched_params *par
         hc_csched_free(s);
         return hc_seterr(eb, HC_ERR_NOMEM, "scheduler: out of memory");
     }
+    int rc0 = hc_creator_scratch_init(&s->scr, c, p.max_embed * c->pkg.max_history, p.max_embed, eb);
+    if (rc0) {
+        hc_csched_free(s);
+        return rc0;
+    }
     if (c->creative) {
         s->p.gen = gen_params(c, p.gen);
         int rc = hc_lm_sched_create(&s->gen, c->creative, NULL, &s->p.gen, eb);
@@ -127,6 +133,7 @@ void hc_csched_free(hc_csched *s) {
         free(s->queue[(s->q_head + i) % s->p.max_queued]);
     for (int i = 0; s->ready && i < s->n_ready; i++) free(s->ready[i]);
     hc_lm_sched_free(s->gen);
+    hc_creator_scratch_free(&s->scr);
     free(s->queue);
     free(s->ready);
     free(s->batch);
@@ -367,8 +374,8 @@ static int embed_stage(hc_csched *s, hc_errbuf *eb) {
     s->q_head = (s->q_head + n) % s->p.max_queued;
     s->q_len -= n;
     s->embed_passes++;
-    int rc = hc_creator_encode_items_(c, s->keys, n_keys, s->vec, eb);
-    if (!rc) rc = hc_creator_user_forward_(c, s->vec, s->n_keep, n, s->u, s->U, eb);
+    int rc = hc_creator_encode_items_(c, s->keys, n_keys, s->vec, &s->scr, eb);
+    if (!rc) rc = hc_creator_user_forward_(c, s->vec, s->n_keep, n, s->u, s->U, &s->scr, eb);
     if (!rc && c->clusters) rc = hc_cluster_assign(c->clusters, s->U, n, s->cl, s->score, eb);
     if (rc) {
         for (int i = 0; i < n; i++) {

@@ -61,6 +61,19 @@ void hc_kv_free(hc_kv_cache *kv) {
     free(kv);
 }
 
+int hc_kv_reserve_tables(hc_kv_cache *kv, int n_slots, int max_blocks) {
+    if (n_slots > kv->n_seqs_cap) n_slots = kv->n_seqs_cap;
+    for (int i = 0; i < n_slots; i++) {
+        hc_kv_seq *s = &kv->seqs[i];
+        if (s->cap_blocks >= max_blocks) continue;
+        int32_t *b = realloc(s->blocks, (size_t)max_blocks * sizeof *b);
+        if (!b) return HC_ERR_NOMEM;
+        s->blocks = b;
+        s->cap_blocks = max_blocks;
+    }
+    return HC_OK;
+}
+
 int hc_kv_seq_new(hc_kv_cache *kv, int *seq_id) {
     if (kv->n_free_slots == 0) return HC_ERR_AGAIN;
     int slot = kv->free_slots[--kv->n_free_slots];

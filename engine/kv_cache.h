@@ -56,6 +56,12 @@ static inline int hc_kv_blocks_for(const hc_kv_cache *kv, int n_tokens) {
     return (n_tokens + kv->block_size - 1) / kv->block_size;
 }
 
+/* Gives the block tables of the first n_slots sequence slots room for max_blocks blocks now, so
+ * sequences up to that length never grow their table later. Slots are reused last-freed first
+ * and a fresh slot is taken only when every used one is busy, so the slots ever used are the
+ * lowest ones up to the peak number of live sequences: a caller that bounds that (lm_sched)
+ * makes table growth impossible after creation. HC_ERR_NOMEM leaves tables as they were. */
+int hc_kv_reserve_tables(hc_kv_cache *kv, int n_slots, int max_blocks);
 /* A new empty sequence; *seq_id is its handle. HC_ERR_AGAIN when every slot (n_blocks + 64 of
  * them) is taken. */
 int hc_kv_seq_new(hc_kv_cache *kv, int *seq_id);

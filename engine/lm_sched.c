@@ -204,6 +204,10 @@ int hc_lm_sched_create(hc_lm_sched **out, hc_llm *m, hc_kv_cache *kv,
         ok = x->ids && x->pos && x->inj_idx && x->inj;
     }
     if (ok) rc = hc_llm_reserve(m, T, s->out_cap, s->kv, eb);
+    /* live sequences: one per job, one per prefix, one in flight while a job forks */
+    if (ok && !rc &&
+        hc_kv_reserve_tables(s->kv, J + p.max_prefixes + 2, blocks_for(s, (int64_t)max_pos)))
+        ok = 0;
     if (!ok || rc) {
         hc_lm_sched_free(s);
         return ok ? rc : hc_seterr(eb, HC_ERR_NOMEM, "scheduler: out of memory");

@@ -10,6 +10,8 @@
  *    the KV pool returns to its starting free-block count;
  *  - a full queue gives AGAIN and loses nothing already queued;
  *  - an embed-only request gets u, U and cluster equal to hc_creator_embed_users'.
+ *  - after warm-up (titles in the item cache), steps allocate nothing but the creative
+ *    scheduler's copy of each request handed over to it.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -40,6 +42,24 @@ static const char *ADS[][2] = {{"Night Flight", "A pilot crosses the Andes at ni
                                {"Howards End", "A house and the families who want it."},
                                {"Rebecca", "Last night I dreamt I went to Manderley again."},
                                {"Piranesi", "A house of endless halls."}};
+
+/* ---- allocation counting (the test links with -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc) */
+void *__real_malloc(size_t n);
+void *__real_calloc(size_t a, size_t b);
+void *__real_realloc(void *p, size_t n);
+static long n_allocs;
+void *__wrap_malloc(size_t n) {
+    n_allocs++;
+    return __real_malloc(n);
+}
+void *__wrap_calloc(size_t a, size_t b) {
+    n_allocs++;
+    return __real_calloc(a, b);
+}
+void *__wrap_realloc(void *p, size_t n) {
+    n_allocs++;
+    return __real_realloc(p, n);
+}
 
 static uint64_t rng_state = 0x243f6a8885a308d3ULL;
 static uint32_t rnd(uint32_t n) {
@@ -385,6 +405,49 @@ static void test_cancel_and_queue(hc_creator *c) {
     for (int i = 0; i < N; i++) free_req(&reqs[i]);
 }
 
+/* Allocations inside steps after warm-up: one per request handed over to the creative scheduler
+ * (its copy of the request, lm_sched.h), nothing else. */
+static void test_step_allocations(hc_creator *c) {
+    const int Hu = c->d_user, Hc = c->d_creative;
+    enum { N = 24 };
+    req reqs[N];
+    for (int i = 0; i < N; i++) {
+        make_req(&reqs[i], Hu, Hc);
+        reqs[i].n_hist = 2 + i % 3;
+        for (int j = 0; j < reqs[i].n_hist; j++) { /* 3 titles: always in the item cache */
+            reqs[i].titles[j] = WORDS[j];
+            reqs[i].lens[j] = strlen(WORDS[j]);
+        }
+    }
+    hc_errbuf eb = {{0}};
+    hc_csched *s = NULL;
+    CHECK_OK(hc_csched_create(&s, c, NULL, &eb));
+    if (!s) return;
+    run R = {reqs, s, Hu, Hc};
+    char msg[512];
+    long in_steps = 0;
+    for (int round = 0; round < 2; round++) {
+        const int a = round * N / 2, b = a + N / 2;
+        for (int i = a; i < b; i++) CHECK_OK(submit(c, s, &reqs[i], (uint64_t)i, msg, sizeof msg));
+        while (!hc_csched_idle(s)) {
+            long before = n_allocs;
+            CHECK_OK(hc_csched_step(s, sink, &R, &eb));
+            in_steps += n_allocs - before;
+        }
+        if (round == 0) in_steps = 0; /* warm-up: scratch growth, prefixes, item cache */
+    }
+    int handed = 0;
+    for (int i = N / 2; i < N; i++) {
+        CHECK(reqs[i].finished && !reqs[i].failed);
+        handed += reqs[i].mode != HC_CREQ_EMBED;
+    }
+    CHECK(n_allocs > 0); /* the wrappers are really in the path */
+    CHECKF(in_steps == handed, "%ld allocations in steps after warm-up for %d hand-overs",
+           in_steps, handed);
+    hc_csched_free(s);
+    for (int i = 0; i < N; i++) free_req(&reqs[i]);
+}
+
 int main(int argc, char **argv) {
     const char *tests = argc > 1 ? argv[1] : "tests";
     char pkg[1024];
@@ -402,6 +465,7 @@ int main(int argc, char **argv) {
     int N = argc > 2 ? atoi(argv[2]) : ON_VALGRIND ? 60 : 1000;
     test_random_arrivals(c, N > 0 ? N : 1000);
     test_cancel_and_queue(c);
+    test_step_allocations(c);
     hc_creator_free(c);
     hc_backend_free(be);
     return hc_test_finish("test_creator_sched");
