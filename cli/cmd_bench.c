@@ -49,7 +49,7 @@ int hc_cmd_bench(int argc, char **argv) {
     long P = 128, N = 64, B = 1, R = 5, threads = 0;
     int json = 0, c;
     hc_backend_kind kind = HC_BACKEND_AUTO;
-    hc_dtype wd = HC_DTYPE_COUNT;
+    hc_dtype wd = HC_DTYPE_AS_STORED;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {

@@ -63,7 +63,7 @@ int hc_cmd_generate(int argc, char **argv) {
     long max_new = 32, top_k = 50, seed = 0, threads = 0;
     double temperature = -1, top_p = 1.0;
     hc_backend_kind kind = HC_BACKEND_AUTO;
-    hc_dtype wd = HC_DTYPE_COUNT;
+    hc_dtype wd = HC_DTYPE_AS_STORED;
     int rc = 2, c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {

@@ -53,11 +53,8 @@ static int open_creator(const pipe_opts *o, const char *cmd, int need_creative, 
                         "see proto/model-package.md)\n", cmd, o->model);
         return HC_ERR_NOTFOUND;
     }
-    int rc = hc_backend_create(be, o->kind, (int)o->threads, &eb);
-    if (rc) {
-        fprintf(stderr, "hllm: backend: %s\n", eb.msg[0] ? eb.msg : hc_strerror(rc));
-        return rc;
-    }
+    int rc = hc_cli_backend_create(be, o->kind, (int)o->threads);
+    if (rc) return rc;
     hc_creator_params p = hc_creator_default_params();
     p.weight_dtype = o->wd;
     p.item_cache_entries = (size_t)o->cache;
@@ -149,7 +146,7 @@ static int common_opt(int c, pipe_opts *o) {
 static void pipe_opts_init(pipe_opts *o) {
     memset(o, 0, sizeof *o);
     o->kind = HC_BACKEND_AUTO;
-    o->wd = HC_DTYPE_COUNT;
+    o->wd = HC_DTYPE_AS_STORED;
     o->batch = 16;
     o->cache = 65536;
     o->max_line = HC_CLI_DEFAULT_MAX_LINE;

@@ -2,6 +2,7 @@
 #include "common.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -92,7 +93,7 @@ int hc_cli_parse_backend(const char *s, hc_backend_kind *out) {
 }
 
 int hc_cli_parse_weight_dtype(const char *s, hc_dtype *out) {
-    if (!strcmp(s, "auto")) *out = HC_DTYPE_COUNT;
+    if (!strcmp(s, "auto")) *out = HC_DTYPE_AS_STORED;
     else if (!strcmp(s, "f32")) *out = HC_DTYPE_F32;
     else if (!strcmp(s, "bf16")) *out = HC_DTYPE_BF16;
     else if (!strcmp(s, "f16")) *out = HC_DTYPE_F16;
@@ -103,15 +104,38 @@ int hc_cli_parse_weight_dtype(const char *s, hc_dtype *out) {
     return 0;
 }
 
+int hc_cli_backend_create(hc_backend **be, hc_backend_kind kind, int threads) {
+    *be = NULL;
+    hc_backend_params bp = hc_backend_default_params();
+    bp.n_threads = threads;
+    if (kind != HC_BACKEND_CPU) {
+        const char *lib = getenv("HC_CUDA_LIB");
+        if (lib && *lib) bp.cuda_lib = lib;
+        const char *dev = getenv("HC_CUDA_DEVICE");
+        if (dev && *dev) {
+            char *end;
+            errno = 0;
+            long v = strtol(dev, &end, 10);
+            if (*dev < '0' || *dev > '9' || *end || errno || v > INT_MAX) {
+                fprintf(stderr, "hllm: backend: HC_CUDA_DEVICE must be a CUDA device index (0, 1, "
+                                "...), got '%s'\n", dev);
+                return HC_ERR_INVAL;
+            }
+            bp.cuda_device = (int)v;
+        }
+    }
+    hc_errbuf eb = {{0}};
+    int rc = hc_backend_create_ex(be, kind, &bp, &eb);
+    if (rc) fprintf(stderr, "hllm: backend: %s\n", eb.msg[0] ? eb.msg : hc_strerror(rc));
+    return rc;
+}
+
 int hc_cli_load_model(const char *dir, hc_backend_kind kind, int threads, hc_dtype weight_dtype,
                       hc_backend **be, hc_llm **m) {
     hc_errbuf eb = {{0}};
     *m = NULL;
-    int rc = hc_backend_create(be, kind, threads, &eb);
-    if (rc) {
-        fprintf(stderr, "hllm: backend: %s\n", eb.msg[0] ? eb.msg : hc_strerror(rc));
-        return rc;
-    }
+    int rc = hc_cli_backend_create(be, kind, threads);
+    if (rc) return rc;
     hc_llm_params p = hc_llm_default_params();
     p.weight_dtype = weight_dtype;
     rc = hc_llm_load(m, *be, dir, &p, &eb);

@@ -17,7 +17,15 @@ int hc_cli_parse_float(const char *s, const char *opt, double lo, double hi, dou
 int hc_cli_parse_backend(const char *s, hc_backend_kind *out);
 int hc_cli_parse_weight_dtype(const char *s, hc_dtype *out);
 
-/* Creates the backend and loads the model from dir; prints a clear message on failure. */
+/* Creates the backend for --backend `kind` and --threads `threads`. The environment is read here,
+ * in the CLI, and passed to the library explicitly (hc_backend_params): $HC_CUDA_LIB (the CUDA
+ * library to load instead of searching) and $HC_CUDA_DEVICE (the CUDA device index, default 0),
+ * both ignored under --backend cpu. Prints "hllm: backend: <why>" on failure, including a
+ * $HC_CUDA_DEVICE that is not a device index (HC_ERR_INVAL). */
+int hc_cli_backend_create(hc_backend **be, hc_backend_kind kind, int threads);
+
+/* Creates the backend (hc_cli_backend_create) and loads the model from dir; prints a clear
+ * message on failure. */
 int hc_cli_load_model(const char *dir, hc_backend_kind kind, int threads, hc_dtype weight_dtype,
                       hc_backend **be, hc_llm **m);
 

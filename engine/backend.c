@@ -2,9 +2,10 @@
  *
  * The CUDA backend lives in libhc_cuda.so so that the CPU binaries never link libcudart/libcublas:
  * they start on machines without the CUDA runtime, and pick the GPU up when both the library and a
- * device are there. Search order for the library: $HC_CUDA_LIB (a full path), the directory of the
- * running executable and its ../kernels and ../lib/hllm-creator, then the install libdir, then the
- * dynamic loader's default path.
+ * device are there. Which library: hc_backend_params.cuda_lib when set (only that one; the hllm
+ * CLI fills it from $HC_CUDA_LIB), else the first that exists of the directory of the running
+ * executable and its ../kernels and ../lib/hllm-creator, then the install libdir, else the name
+ * through the dynamic loader's default path. Nothing here reads the environment.
  */
 #include "backend.h"
 
@@ -38,10 +39,15 @@ static void *try_dlopen(const char *path, char *why, size_t why_len) {
     return h;
 }
 
-static void *open_cuda_lib(char *why, size_t why_len) {
+/* Opens the CUDA library (see the top of the file); *tried names it (`path`, a static buffer,
+ * or `lib`) for messages. */
+static void *open_cuda_lib(const char *lib, char *path, size_t path_len, const char **tried,
+                           char *why, size_t why_len) {
     why[0] = 0;
-    const char *env = getenv("HC_CUDA_LIB");
-    if (env && *env) return try_dlopen(env, why, why_len);
+    if (lib && *lib) {
+        *tried = lib;
+        return try_dlopen(lib, why, why_len);
+    }
     char exe[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
     if (n > 0) {
@@ -51,37 +57,39 @@ static void *open_cuda_lib(char *why, size_t why_len) {
             *slash = 0;
             static const char *rel[] = {"", "/../kernels", "/../lib/hllm-creator"};
             for (size_t i = 0; i < sizeof rel / sizeof rel[0]; i++) {
-                char path[PATH_MAX + 64];
-                snprintf(path, sizeof path, "%s%s/%s", exe, rel[i], HC_CUDA_LIB_NAME);
-                if (access(path, F_OK) == 0) return try_dlopen(path, why, why_len);
+                snprintf(path, path_len, "%s%s/%s", exe, rel[i], HC_CUDA_LIB_NAME);
+                if (access(path, F_OK) == 0) {
+                    *tried = path;
+                    return try_dlopen(path, why, why_len);
+                }
             }
         }
     }
-    char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/%s", HC_INSTALL_LIBDIR, HC_CUDA_LIB_NAME);
+    snprintf(path, path_len, "%s/%s", HC_INSTALL_LIBDIR, HC_CUDA_LIB_NAME);
+    *tried = path;
     if (access(path, F_OK) == 0) return try_dlopen(path, why, why_len);
+    *tried = HC_CUDA_LIB_NAME;
     return try_dlopen(HC_CUDA_LIB_NAME, why, why_len);
 }
 
-static int cuda_create(hc_backend **out, hc_errbuf *eb) {
-    char why[400];
-    void *h = open_cuda_lib(why, sizeof why);
+static int cuda_create(hc_backend **out, const hc_backend_params *p, hc_errbuf *eb) {
+    char why[400], path[PATH_MAX + 64];
+    const char *tried = HC_CUDA_LIB_NAME;
+    void *h = open_cuda_lib(p->cuda_lib, path, sizeof path, &tried, why, sizeof why);
     if (!h)
-        return hc_seterr(eb, HC_ERR_NODEVICE, "CUDA backend library not loadable (%s)", why);
+        return hc_seterr(eb, HC_ERR_NODEVICE, "CUDA backend library %s not loadable (%s)", tried,
+                         why);
     hc_cuda_backend_create_fn fn;
     *(void **)&fn = dlsym(h, HC_CUDA_ENTRY_SYMBOL);
     if (!fn) {
         dlclose(h);
-        return hc_seterr(eb, HC_ERR_NODEVICE, "%s lacks symbol %s", HC_CUDA_LIB_NAME,
+        return hc_seterr(eb, HC_ERR_NODEVICE, "CUDA backend library %s lacks symbol %s", tried,
                          HC_CUDA_ENTRY_SYMBOL);
     }
-    int device = 0;
-    const char *dev = getenv("HC_CUDA_DEVICE");
-    if (dev && *dev) device = atoi(dev);
     /* The library stays loaded for the life of the process, also when creation failed: its code
      * backs the vtable, and the CUDA runtime it pulled in keeps state (reachable only from its
      * own globals) that unloading would turn into leaks. */
-    return fn(out, HC_BACKEND_ABI_VERSION, device, eb);
+    return fn(out, HC_BACKEND_ABI_VERSION, p->cuda_device, eb);
 }
 
 /* A cheap look for an NVIDIA device node before anything loads the CUDA runtime: dlopen'ing
@@ -95,18 +103,30 @@ static int nvidia_device_present(void) {
     return 0;
 }
 
-int hc_backend_create(hc_backend **out, hc_backend_kind kind, int n_threads, hc_errbuf *eb) {
+int hc_backend_create_ex(hc_backend **out, hc_backend_kind kind, const hc_backend_params *p,
+                         hc_errbuf *eb) {
     *out = NULL;
-    if (kind == HC_BACKEND_CPU) return hc_backend_cpu_create(out, n_threads);
-    if (kind == HC_BACKEND_AUTO && !nvidia_device_present())
-        return hc_backend_cpu_create(out, n_threads);
-    int rc = cuda_create(out, eb);
+    hc_backend_params defp = hc_backend_default_params();
+    if (!p) p = &defp;
+    if (kind != HC_BACKEND_AUTO && kind != HC_BACKEND_CPU && kind != HC_BACKEND_CUDA)
+        return hc_seterr(eb, HC_ERR_INVAL, "unknown backend kind %d", (int)kind);
+    if (p->cuda_device < 0)
+        return hc_seterr(eb, HC_ERR_INVAL, "CUDA device index %d is negative", p->cuda_device);
+    if (kind == HC_BACKEND_CPU) return hc_backend_cpu_create_ex(out, p);
+    if (kind == HC_BACKEND_AUTO && !nvidia_device_present()) return hc_backend_cpu_create_ex(out, p);
+    int rc = cuda_create(out, p, eb);
     if (rc == HC_OK) {
-        (*out)->n_threads = n_threads;
+        (*out)->n_threads = p->n_threads;
         return HC_OK;
     }
     if (kind == HC_BACKEND_CUDA) return rc;
-    return hc_backend_cpu_create(out, n_threads); /* AUTO: fall back */
+    return hc_backend_cpu_create_ex(out, p); /* AUTO: fall back */
+}
+
+int hc_backend_create(hc_backend **out, hc_backend_kind kind, int n_threads, hc_errbuf *eb) {
+    hc_backend_params p = hc_backend_default_params();
+    p.n_threads = n_threads;
+    return hc_backend_create_ex(out, kind, &p, eb);
 }
 
 void hc_backend_free(hc_backend *be) {
@@ -115,7 +135,7 @@ void hc_backend_free(hc_backend *be) {
 
 int hc_tensor_alloc(hc_tensor *t, hc_backend *be, hc_dtype dtype, int n_dims, const int64_t *ne) {
     memset(t, 0, sizeof *t);
-    if (n_dims < 1 || n_dims > HC_MAX_DIMS) return HC_ERR_INVAL;
+    if (n_dims < 1 || n_dims > HC_MAX_DIMS || !hc_dtype_is_valid(dtype)) return HC_ERR_INVAL;
     t->dtype = dtype;
     t->n_dims = n_dims;
     for (int i = 0; i < HC_MAX_DIMS; i++) t->ne[i] = i < n_dims ? ne[i] : 1;

@@ -95,11 +95,48 @@ typedef enum {
     HC_BACKEND_CUDA,
 } hc_backend_kind;
 
-/* Creates a backend. n_threads <= 0 means "all online CPUs". For HC_BACKEND_CUDA, fails with
- * HC_ERR_NODEVICE (message in eb) if libhc_cuda.so or a GPU is missing; AUTO falls back to CPU. */
+/* Everything backend creation depends on, passed explicitly: the library reads no environment
+ * variables (the hllm CLI maps $HC_CUDA_LIB and $HC_CUDA_DEVICE onto cuda_lib and cuda_device).
+ *
+ * OpenBLAS: the CPU backend's prefill matmul calls cblas_sgemm from its own thread-pool tasks,
+ * each on its own columns, and wants every call to run single-threaded (OpenBLAS threads started
+ * underneath would compete with the pool's for the same cores). OpenBLAS keeps one thread count
+ * for the whole process, so no backend can set it for itself alone; blas_single_thread says who
+ * owns it:
+ *  - 1 (the default): creating a CPU backend calls openblas_set_num_threads(1). That is a
+ *    process-wide change, not undone by hc_backend_free: every BLAS user in the process (FAISS
+ *    k-means in cluster.c, the application's own calls) runs single-threaded from then on.
+ *  - 0: the backend leaves the count alone and the caller owns it (OPENBLAS_NUM_THREADS=1, or its
+ *    own openblas_set_num_threads(1) before inference). Results do not depend on it; with more
+ *    than one BLAS thread, prefill only gets slower (pool and BLAS threads oversubscribe).
+ * The CUDA backend never touches it. */
+typedef struct hc_backend_params {
+    int n_threads;          /* CPU threads the backend may use; <= 0: all online CPUs */
+    const char *cuda_lib;   /* libhc_cuda.so to dlopen, as given (a full path, or a name the loader
+                               resolves), and nothing else; NULL or "": search (backend.c) */
+    int cuda_device;        /* CUDA device index, >= 0 (a negative one is HC_ERR_INVAL) */
+    int blas_single_thread; /* 1: the CPU backend sets OpenBLAS to one thread (above); 0: not */
+} hc_backend_params;
+
+static inline hc_backend_params hc_backend_default_params(void) {
+    hc_backend_params p = {0, NULL, 0, 1};
+    return p;
+}
+
+/* Creates a backend of the given kind with parameters p (NULL: hc_backend_default_params()).
+ * HC_BACKEND_CUDA fails with HC_ERR_NODEVICE (message in eb, naming the library that was tried)
+ * if the CUDA library does not load or lacks its entry point, or if the library finds no usable
+ * device p->cuda_device. HC_BACKEND_AUTO tries CUDA only when an NVIDIA device node exists and
+ * falls back to the CPU backend on any CUDA failure. */
+int hc_backend_create_ex(hc_backend **out, hc_backend_kind kind, const hc_backend_params *p,
+                         hc_errbuf *eb);
+/* hc_backend_create_ex with default parameters and the given n_threads. */
 int hc_backend_create(hc_backend **out, hc_backend_kind kind, int n_threads, hc_errbuf *eb);
 void hc_backend_free(hc_backend *be);
 
+/* The CPU backend: p->n_threads and p->blas_single_thread are used (NULL: defaults). */
+int hc_backend_cpu_create_ex(hc_backend **out, const hc_backend_params *p);
+/* hc_backend_cpu_create_ex with default parameters and the given n_threads. */
 int hc_backend_cpu_create(hc_backend **out, int n_threads);
 
 /* The ABI the CUDA shared library exports (resolved with dlsym). */
@@ -110,7 +147,8 @@ typedef int (*hc_cuda_backend_create_fn)(hc_backend **out, int abi_version, int 
 
 /* ---- tensor helpers (allocate/copy through the vtable) ---------------------------------------- */
 
-/* Allocates a contiguous tensor of the given shape in be's memory. */
+/* Allocates a contiguous tensor of the given shape in be's memory. HC_ERR_INVAL for a dtype that
+ * is no tensor dtype (HC_DTYPE_AS_STORED, HC_DTYPE_COUNT, ...) or a bad shape. */
 int hc_tensor_alloc(hc_tensor *t, hc_backend *be, hc_dtype dtype, int n_dims, const int64_t *ne);
 void hc_tensor_release(hc_tensor *t);
 /* A view of rows [row0, row0 + n_rows) of a contiguous tensor, as a 2-D (n_rows, cols) tensor. */

@@ -10,7 +10,8 @@
  *    decoded inside a batch gets bit-identical logits to the same sequence decoded alone.
  *  - larger m (prefill): OpenBLAS sgemm, single-threaded, one call per pool task on its own range
  *    of output columns; BF16/F16 weights are widened a panel of rows at a time into the task's
- *    scratch buffer first.
+ *    scratch buffer first. Single-threaded is OpenBLAS's process-wide setting: create sets it
+ *    only when hc_backend_params.blas_single_thread says so (the default; see backend.h).
  * Everything else is parallelized over rows with the engine's thread pool.
  */
 #include <cblas.h>
@@ -489,8 +490,11 @@ static const hc_backend_i cpu_iface = {
     .set_rows = cpu_set_rows,
 };
 
-int hc_backend_cpu_create(hc_backend **out, int n_threads) {
+int hc_backend_cpu_create_ex(hc_backend **out, const hc_backend_params *p) {
     *out = NULL;
+    hc_backend_params defp = hc_backend_default_params();
+    if (!p) p = &defp;
+    int n_threads = p->n_threads;
     if (n_threads <= 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         n_threads = n > 0 ? (int)n : 1;
@@ -502,13 +506,19 @@ int hc_backend_cpu_create(hc_backend **out, int n_threads) {
         free(c);
         return HC_ERR_NOMEM;
     }
-    /* Parallelism comes from the pool: each task calls single-threaded sgemm on its own columns.
-     * (OpenBLAS keeps one process-wide thread count; 1 means it never starts threads that would
-     * compete with the pool's.) */
-    openblas_set_num_threads(1);
+    /* Parallelism comes from the pool: each task calls sgemm on its own columns, and wants it
+     * single-threaded. OpenBLAS's thread count is process-wide; who sets it is the caller's
+     * explicit choice (hc_backend_params.blas_single_thread, backend.h). */
+    if (p->blas_single_thread) openblas_set_num_threads(1);
     be->iface = &cpu_iface;
     be->ctx = c;
     be->n_threads = n_threads;
     *out = be;
     return HC_OK;
+}
+
+int hc_backend_cpu_create(hc_backend **out, int n_threads) {
+    hc_backend_params p = hc_backend_default_params();
+    p.n_threads = n_threads;
+    return hc_backend_cpu_create_ex(out, &p);
 }

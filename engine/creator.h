@@ -30,7 +30,7 @@
 #include "tokenizer.h"
 
 typedef struct hc_creator_params {
-    hc_dtype weight_dtype;       /* as hc_llm_params (HC_DTYPE_COUNT = as stored) */
+    hc_dtype weight_dtype;       /* as hc_llm_params (HC_DTYPE_AS_STORED = as stored) */
     size_t item_cache_entries;   /* item-embedding cache capacity; 0 disables it */
     int max_batch_tokens;        /* tokens per item/user LLM forward (bounds activation memory) */
     int n_threads;               /* FAISS/OpenMP threads; 0 = backend's */
@@ -40,7 +40,7 @@ typedef struct hc_creator_params {
 } hc_creator_params;
 
 static inline hc_creator_params hc_creator_default_params(void) {
-    hc_creator_params p = {HC_DTYPE_COUNT, 65536, 8192, 0, 1, 0};
+    hc_creator_params p = {HC_DTYPE_AS_STORED, 65536, 8192, 0, 1, 0};
     return p;
 }
 

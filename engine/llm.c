@@ -68,10 +68,8 @@ int hc_llm_load_from(hc_llm **out, hc_backend *be, const hc_llm_config *cfg,
     *out = NULL;
     hc_llm_params defp = hc_llm_default_params();
     if (!p) p = &defp;
-    if (p->weight_dtype != HC_DTYPE_COUNT && p->weight_dtype != HC_DTYPE_F32 &&
-        p->weight_dtype != HC_DTYPE_BF16 && p->weight_dtype != HC_DTYPE_F16)
-        return hc_seterr(eb, HC_ERR_INVAL, "unsupported weight dtype %s",
-                         hc_dtype_name(p->weight_dtype));
+    int rc = hc_weight_dtype_check(p->weight_dtype, eb);
+    if (rc) return rc;
     hc_llm *m = calloc(1, sizeof *m);
     if (!m) return HC_ERR_NOMEM;
     m->cfg = *cfg;
@@ -86,7 +84,6 @@ int hc_llm_load_from(hc_llm **out, hc_backend *be, const hc_llm_config *cfg,
     const int64_t QD = (int64_t)cfg->n_heads * cfg->head_dim;
     const int64_t KD = (int64_t)cfg->n_kv_heads * cfg->head_dim;
     const hc_dtype wd = p->weight_dtype, f32 = HC_DTYPE_F32;
-    int rc;
 #define LOAD(dst, name, nd, dt, ...)                                                               \
     do {                                                                                           \
         const int64_t shp_[] = {__VA_ARGS__};                                                      \

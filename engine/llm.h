@@ -36,8 +36,10 @@ typedef struct hc_llm_layer {
 } hc_llm_layer;
 
 typedef struct hc_llm_params {
-    /* In-memory dtype of the matrices: HC_DTYPE_COUNT keeps each as stored in the checkpoint
-     * (BF16 stays BF16, computed in f32), HC_DTYPE_F32 widens everything at load. */
+    /* In-memory dtype of the matrices: HC_DTYPE_AS_STORED (the default) keeps each as stored in
+     * the checkpoint (BF16 stays BF16, computed in f32), HC_DTYPE_F32 widens everything at load,
+     * HC_DTYPE_BF16/HC_DTYPE_F16 narrow (round to nearest even). Any other value fails the load
+     * as hc_weight_dtype_check (weights.h) says: HC_ERR_INVAL, or HC_ERR_UNSUPPORTED for I32. */
     hc_dtype weight_dtype;
     /* 1: do not load lm_head (embedding-only models such as HLLM's item and user LLMs, whose
      * lm_head is never used and may be absent); asking such a model for logits is an error. */
@@ -45,7 +47,7 @@ typedef struct hc_llm_params {
 } hc_llm_params;
 
 static inline hc_llm_params hc_llm_default_params(void) {
-    hc_llm_params p = {HC_DTYPE_COUNT, 0};
+    hc_llm_params p = {HC_DTYPE_AS_STORED, 0};
     return p;
 }
 

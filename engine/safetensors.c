@@ -592,7 +592,7 @@ int hc_st_write(const char *path, const hc_st_write_item *items, size_t n, hc_er
     for (size_t i = 0; i < n; i++) {
         const hc_st_write_item *it = &items[i];
         if (!it->name || !it->name[0] || strcmp(it->name, "__metadata__") == 0 ||
-            (int)it->dtype < 0 || it->dtype >= HC_DTYPE_COUNT ||
+            !hc_dtype_is_valid(it->dtype) ||
             it->n_dims < 0 || it->n_dims > HC_MAX_DIMS) {
             rc = hc_seterr(eb, HC_ERR_INVAL, "%s: item %zu ('%s'): invalid name, dtype or n_dims",
                            path, i, it->name ? it->name : "(null)");

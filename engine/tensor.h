@@ -17,11 +17,24 @@ typedef enum {
     HC_DTYPE_BF16,
     HC_DTYPE_F16,
     HC_DTYPE_I32,
-    HC_DTYPE_COUNT
+    /* How many tensor dtypes there are (the values above, 0..HC_DTYPE_COUNT-1): a count for
+     * tables and range checks, never a value. */
+    HC_DTYPE_COUNT,
+    /* Not a dtype: a request, valid only where a *wanted* in-memory weight dtype is asked for
+     * (hc_llm_params.weight_dtype, hc_creator_params.weight_dtype, hc_tensor_load_converted,
+     * hc_tensor_read_converted), meaning "keep each tensor's dtype as stored in the checkpoint".
+     * No tensor ever has it; everything else (hc_dtype_size, hc_convert, hc_tensor_alloc, file
+     * writers) treats it as invalid. */
+    HC_DTYPE_AS_STORED,
 } hc_dtype;
 
+/* Size and name of a tensor dtype; 0 and "?" for anything else (HC_DTYPE_AS_STORED included). */
 size_t hc_dtype_size(hc_dtype t);
 const char *hc_dtype_name(hc_dtype t);
+/* 1 for the tensor dtypes F32, BF16, F16, I32; 0 for HC_DTYPE_AS_STORED and out-of-range values. */
+static inline int hc_dtype_is_valid(hc_dtype t) {
+    return (int)t >= 0 && (int)t < (int)HC_DTYPE_COUNT;
+}
 static inline int hc_dtype_is_float(hc_dtype t) {
     return t == HC_DTYPE_F32 || t == HC_DTYPE_BF16 || t == HC_DTYPE_F16;
 }

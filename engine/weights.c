@@ -1,6 +1,7 @@
 /* weights.c: see weights.h. */
 #include "weights.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,15 +13,30 @@ static size_t src_elems(const hc_st_tensor *src) {
     return e ? src->nbytes / e : 0;
 }
 
+#define HC_WEIGHT_DTYPES "HC_DTYPE_AS_STORED, HC_DTYPE_F32, HC_DTYPE_BF16 or HC_DTYPE_F16"
+
+int hc_weight_dtype_check(hc_dtype want, hc_errbuf *eb) {
+    if (want == HC_DTYPE_AS_STORED || hc_dtype_is_float(want)) return HC_OK;
+    if (hc_dtype_is_valid(want))
+        return hc_seterr(eb, HC_ERR_UNSUPPORTED,
+                         "wanted weight dtype %s is not a float dtype (expected " HC_WEIGHT_DTYPES
+                         ")", hc_dtype_name(want));
+    return hc_seterr(eb, HC_ERR_INVAL,
+                     "invalid wanted weight dtype %d (expected " HC_WEIGHT_DTYPES ")", (int)want);
+}
+
 /* Resolves and checks the target dtype and the element count. */
 static int check(const hc_st_tensor *src, hc_dtype *want, size_t n, hc_errbuf *eb) {
-    if (*want == HC_DTYPE_COUNT) *want = src->dtype;
+    int rc = hc_weight_dtype_check(*want, eb);
+    if (rc) {
+        char msg[sizeof eb->msg];
+        snprintf(msg, sizeof msg, "%s", eb ? eb->msg : "");
+        return hc_seterr(eb, rc, "tensor '%s': %s", src->name, msg);
+    }
+    if (*want == HC_DTYPE_AS_STORED) *want = src->dtype;
     if (!hc_dtype_is_float(src->dtype))
         return hc_seterr(eb, HC_ERR_UNSUPPORTED, "tensor '%s' has dtype %s, not a float type",
                          src->name, hc_dtype_name(src->dtype));
-    if (!hc_dtype_is_float(*want))
-        return hc_seterr(eb, HC_ERR_UNSUPPORTED, "tensor '%s': cannot load as %s", src->name,
-                         hc_dtype_name(*want));
     size_t have = src_elems(src);
     if (have != n)
         return hc_seterr(eb, HC_ERR_MISMATCH, "tensor '%s' has %zu elements, expected %zu",

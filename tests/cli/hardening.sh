@@ -188,6 +188,32 @@ if ! ls /dev/nvidia* /dev/dxg >/dev/null 2>&1; then
     expect 1 "" -- "$HLLM" generate --model "$M" --ids 1,2 --max-new 1 --backend cuda
 fi
 
+# --- 10. $HC_CUDA_LIB and $HC_CUDA_DEVICE reach the backend (read by the CLI, passed explicitly) --
+# the stand-in CUDA library of tests/unit/fake_cuda_lib.c, built next to the unit tests
+FAKE=$(cd "$(dirname "$HLLM")/.." && pwd)/tests/libhc_fake_cuda.so
+NOLIB=$TMP/no-such-dir/libhc_cuda.so
+expect 1 "CUDA backend library $NOLIB not loadable" -- env HC_CUDA_LIB="$NOLIB" \
+    "$HLLM" generate --model "$M" --ids 1,2 --max-new 1 --backend cuda
+expect_in "$TMP/one.jsonl" 1 "CUDA backend library $NOLIB not loadable" -- env HC_CUDA_LIB="$NOLIB" \
+    "$HLLM" embed --model "$P" --backend cuda
+if [ -f "$FAKE" ]; then
+    expect 1 "fake CUDA library: ABI 1, device 3" -- env HC_CUDA_LIB="$FAKE" HC_CUDA_DEVICE=3 \
+        "$HLLM" generate --model "$M" --ids 1,2 --max-new 1 --backend cuda
+    expect_in "$TMP/one.jsonl" 1 "fake CUDA library: ABI 1, device 0" -- env HC_CUDA_LIB="$FAKE" \
+        "$HLLM" embed --model "$P" --backend cuda
+    expect 1 "fake CUDA library: ABI 1, device 12" -- env HC_CUDA_LIB="$FAKE" HC_CUDA_DEVICE=12 \
+        "$HLLM" bench --model "$M" --prompt-len 4 --gen 2 --reps 1 --backend cuda
+else
+    bad "stand-in CUDA library $FAKE not built"
+fi
+for dev in abc -1 1x ' 1'; do
+    expect 1 "HC_CUDA_DEVICE must be a CUDA device index (0, 1, ...), got '$dev'" -- \
+        env HC_CUDA_DEVICE="$dev" "$HLLM" generate --model "$M" --ids 1,2 --max-new 1 --backend cuda
+done
+# --backend cpu ignores both
+expect 0 "" -- env HC_CUDA_DEVICE=abc HC_CUDA_LIB="$NOLIB" "$HLLM" generate --model "$M" --ids 1,2 \
+    --max-new 1 --backend cpu
+
 # --- f16 weights are a documented --weights value -------------------------------------------------
 expect 0 "" -- "$HLLM" generate --model "$M" --ids 1,2,3 --max-new 4 --weights f16
 expect 2 "auto, f32, bf16 or f16" -- "$HLLM" generate --model "$M" --ids 1 --weights f8

@@ -77,5 +77,17 @@ for w in bf16 f16; do
 done
 run cluster_bf16 "$HLLM" cluster --model "$P" --users "$CASES" --k 2 --out "$TMP/c.safetensors" --weights bf16
 
+# --- anything else is a usage error, in every command that takes --weights --------------------
+for w in i32 F32 as_stored count ""; do
+    for cmd in "generate --model $M32 --ids 1" "bench --model $M32 --prompt-len 4 --gen 2 --reps 1" \
+               "embed --model $P" "generate --model $P" "cluster --model $P --users $CASES --k 2 --out $TMP/x.st"; do
+        # shellcheck disable=SC2086
+        timeout 60 "$HLLM" $cmd --weights "$w" </dev/null >"$TMP/badw" 2>&1
+        rc=$?
+        [ $rc -eq 2 ] && grep -q "weights expects auto, f32, bf16 or f16, got '$w'" "$TMP/badw" && ok \
+            || bad "--weights '$w' ($cmd): exit $rc, $(head -c 300 "$TMP/badw")"
+    done
+done
+
 echo "weights: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -189,6 +189,12 @@ static void test_writer_errors(void) {
     it[1].data = NULL;
     CHECK(hc_st_write(path, it, 2, &eb) == HC_ERR_INVAL);
     it[1].data = g_f32;
+    /* "as stored" is a load request, not a dtype a file can hold; nor is the count */
+    it[1].dtype = HC_DTYPE_AS_STORED;
+    CHECK(hc_st_write(path, it, 2, &eb) == HC_ERR_INVAL && strstr(eb.msg, "dtype"));
+    it[1].dtype = HC_DTYPE_COUNT;
+    CHECK(hc_st_write(path, it, 2, &eb) == HC_ERR_INVAL);
+    it[1].dtype = HC_DTYPE_F32;
     it[1].name = "__metadata__";
     CHECK(hc_st_write(path, it, 2, &eb) == HC_ERR_INVAL);
     CHECK(hc_st_write("/nonexistent-dir/x.safetensors", it, 1, &eb) == HC_ERR_NOTFOUND);

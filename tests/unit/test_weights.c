@@ -11,6 +11,11 @@
  *    outputs to the original in every weight mode.
  *  - hc_llm_load of an F32 checkpoint as bf16/f16 (a heap overflow before) runs and stays close to
  *    f32.
+ *  - the wanted dtype is explicit: HC_DTYPE_AS_STORED is the default of hc_llm_params and
+ *    hc_creator_params, and every entry point that takes a wanted dtype (hc_weight_dtype_check,
+ *    hc_tensor_load_converted, hc_tensor_read_converted, hc_llm_load, hc_creator_load) refuses
+ *    HC_DTYPE_COUNT, I32 and out-of-range values with a message; the "as stored" request is no
+ *    tensor dtype for hc_tensor_alloc, hc_convert and hc_dtype_size.
  */
 #include <math.h>
 #include <stdint.h>
@@ -21,6 +26,7 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "creator.h"
 #include "llm.h"
 #include "safetensors.h"
 #include "testutil.h"
@@ -105,13 +111,13 @@ static void test_torch_pairs(hc_backend *be, const char *tests) {
             check_pair(be, src, DT[d], ref->data, name);
             pairs++;
         }
-        /* HC_DTYPE_COUNT keeps the stored dtype */
+        /* HC_DTYPE_AS_STORED keeps the stored dtype */
         snprintf(name, sizeof name, "%s_to_%s", hc_dtype_name(DT[s]), hc_dtype_name(DT[s]));
         const hc_st_tensor *same = hc_st_find(st, name);
         if (same) {
             hc_tensor t;
             int64_t shape[1] = {src->shape[0]};
-            CHECK_OK(hc_tensor_load_converted(&t, be, src, HC_DTYPE_COUNT, 1, shape, &eb));
+            CHECK_OK(hc_tensor_load_converted(&t, be, src, HC_DTYPE_AS_STORED, 1, shape, &eb));
             CHECK(t.dtype == DT[s]);
             hc_tensor_release(&t);
         }
@@ -278,7 +284,7 @@ static void test_odd_header_model(hc_backend *be, const char *tests, const char 
     snprintf(dst, sizeof dst, "%s/oddmodel", tmp);
     CHECK(mkdir(dst, 0755) == 0);
     CHECK(make_odd_model(src, dst) == 0);
-    const hc_dtype modes[4] = {HC_DTYPE_COUNT, HC_DTYPE_F32, HC_DTYPE_BF16, HC_DTYPE_F16};
+    const hc_dtype modes[4] = {HC_DTYPE_AS_STORED, HC_DTYPE_F32, HC_DTYPE_BF16, HC_DTYPE_F16};
     for (int k = 0; k < 4; k++) {
         hc_llm_params p = hc_llm_default_params();
         p.weight_dtype = modes[k];
@@ -342,6 +348,79 @@ static void test_narrowing_load(hc_backend *be, const char *tests) {
     hc_llm_free(ref);
 }
 
+/* A refused wanted dtype: code rc, a message holding `part` and `name` ("" for none). */
+#define CHECK_REFUSED(call, rc, eb, part, name)                                                   \
+    do {                                                                                           \
+        (eb).msg[0] = 0;                                                                           \
+        int r_ = (call);                                                                           \
+        CHECKF(r_ == (rc) && strstr((eb).msg, (part)) && strstr((eb).msg, (name)),                \
+               "%s: %d (%s), '%s'", #call, r_, hc_errname(r_), (eb).msg);                         \
+    } while (0)
+
+static void test_wanted_dtype(hc_backend *be, const char *tests) {
+    CHECK(hc_llm_default_params().weight_dtype == HC_DTYPE_AS_STORED);
+    CHECK(hc_creator_default_params().weight_dtype == HC_DTYPE_AS_STORED);
+    CHECK(!hc_dtype_is_valid(HC_DTYPE_AS_STORED) && !hc_dtype_is_valid(HC_DTYPE_COUNT));
+    CHECK(!hc_dtype_is_valid((hc_dtype)-1) && hc_dtype_is_valid(HC_DTYPE_I32));
+    CHECK(hc_dtype_size(HC_DTYPE_AS_STORED) == 0 && strcmp(hc_dtype_name(HC_DTYPE_AS_STORED), "?") == 0);
+
+    hc_errbuf eb = {{0}};
+    const hc_dtype good[4] = {HC_DTYPE_AS_STORED, HC_DTYPE_F32, HC_DTYPE_BF16, HC_DTYPE_F16};
+    for (int i = 0; i < 4; i++) CHECK_OK(hc_weight_dtype_check(good[i], &eb));
+    const hc_dtype invalid[3] = {HC_DTYPE_COUNT, (hc_dtype)-1, (hc_dtype)99};
+    const char *shown[3] = {"dtype 4 ", "dtype -1 ", "dtype 99 "};
+    for (int i = 0; i < 3; i++)
+        CHECK_REFUSED(hc_weight_dtype_check(invalid[i], &eb), HC_ERR_INVAL, eb, shown[i], "");
+    CHECK_REFUSED(hc_weight_dtype_check(HC_DTYPE_I32, &eb), HC_ERR_UNSUPPORTED, eb,
+                  "I32 is not a float dtype", "");
+    CHECK(hc_weight_dtype_check(HC_DTYPE_COUNT, NULL) == HC_ERR_INVAL);
+
+    /* the loaders refuse them with the tensor's name, holding no memory */
+    float v[3] = {1, 2, 3};
+    hc_st_tensor src = {.name = "w", .dtype = HC_DTYPE_F32, .n_dims = 1, .shape = {3, 1, 1, 1},
+                        .data = v, .nbytes = sizeof v};
+    int64_t shape[1] = {3};
+    hc_tensor t;
+    for (int i = 0; i < 3; i++) {
+        CHECK_REFUSED(hc_tensor_load_converted(&t, be, &src, invalid[i], 1, shape, &eb),
+                      HC_ERR_INVAL, eb, "invalid wanted weight dtype", "tensor 'w'");
+        CHECK(t.data == NULL);
+        float out[3];
+        CHECK_REFUSED(hc_tensor_read_converted(out, invalid[i], 3, &src, &eb), HC_ERR_INVAL, eb,
+                      "invalid wanted weight dtype", "tensor 'w'");
+    }
+    CHECK_OK(hc_tensor_load_converted(&t, be, &src, HC_DTYPE_AS_STORED, 1, shape, &eb));
+    CHECK(t.dtype == HC_DTYPE_F32);
+    hc_tensor_release(&t);
+    /* "as stored" is a request, never a tensor's dtype */
+    CHECK(hc_tensor_alloc(&t, be, HC_DTYPE_AS_STORED, 1, shape) == HC_ERR_INVAL && !t.data);
+    CHECK(hc_tensor_alloc(&t, be, HC_DTYPE_COUNT, 1, shape) == HC_ERR_INVAL && !t.data);
+    uint16_t h[3];
+    CHECK(hc_convert(h, HC_DTYPE_AS_STORED, v, HC_DTYPE_F32, 3) == HC_ERR_INVAL);
+
+    /* the model and package loaders refuse before loading anything */
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/data/llm/llama_gqa_f32", tests);
+    hc_llm_params p = hc_llm_default_params();
+    p.weight_dtype = HC_DTYPE_COUNT;
+    hc_llm *m = (hc_llm *)&p; /* must come back NULL */
+    CHECK_REFUSED(hc_llm_load(&m, be, dir, &p, &eb), HC_ERR_INVAL, eb,
+                  "invalid wanted weight dtype 4", "");
+    CHECK(m == NULL);
+    p.weight_dtype = HC_DTYPE_I32;
+    CHECK_REFUSED(hc_llm_load(&m, be, dir, &p, &eb), HC_ERR_UNSUPPORTED, eb, "I32", "");
+    CHECK(m == NULL);
+    snprintf(dir, sizeof dir, "%s/data/creator/tiny", tests);
+    hc_creator_params cp = hc_creator_default_params();
+    cp.weight_dtype = (hc_dtype)77;
+    cp.load_creative = 0;
+    hc_creator *c = NULL;
+    CHECK_REFUSED(hc_creator_load(&c, be, dir, &cp, &eb), HC_ERR_INVAL, eb,
+                  "invalid wanted weight dtype 77", "");
+    CHECK(c == NULL);
+    hc_creator_free(c);
+}
+
 int main(int argc, char **argv) {
     const char *tests = argc > 1 ? argv[1] : "tests";
     hc_backend *be = NULL;
@@ -352,6 +431,7 @@ int main(int argc, char **argv) {
     char tmp[] = "/tmp/hc_test_weights_XXXXXX";
     CHECK(mkdtemp(tmp) != NULL);
     test_torch_pairs(be, tests);
+    test_wanted_dtype(be, tests);
     test_chunks(be);
     test_odd_header_tensors(be, tmp);
     test_odd_header_model(be, tests, tmp);
