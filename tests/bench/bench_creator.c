@@ -11,27 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "bench_users.h"
 #include "creator.h"
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static const char *ADJ[] = {"Silent", "Last", "Hidden", "Broken", "Golden", "Forgotten", "Dark",
-                            "Secret", "Lost", "Winter", "Burning", "Quiet", "Wild", "Glass"};
-static const char *NOUN[] = {"Garden", "Kingdom", "River", "Library", "Empire", "Daughter",
-                             "Detective", "Ocean", "Mountain", "Letters", "Orchard", "Machine",
-                             "Storm", "Island", "Crown", "Station"};
-static const char *TAIL[] = {"", ": A Novel", " (Book 2)", " - A Memoir", ": Stories",
-                             " and Other Tales", " (The Chronicles, #3)", ": A Thriller"};
 
 int main(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help")) {
@@ -54,34 +36,15 @@ int main(int argc, char **argv) {
         }
     }
     if (n_users < 1 || pool < 1 || batch < 1 || reps < 1) return 2;
-    /* the title pool */
-    char **titles = malloc(sizeof *titles * (size_t)pool);
-    for (int i = 0; i < pool; i++) {
-        titles[i] = malloc(96);
-        int a = i % 14, b = (i / 14) % 16, t = (i / 224) % 8;
-        snprintf(titles[i], 96, "The %s %s%s%s", ADJ[a], NOUN[b], TAIL[t],
-                 i >= 1792 ? " Vol. " : "");
-        if (i >= 1792) snprintf(titles[i] + strlen(titles[i]), 16, "%d", i / 1792);
-    }
-    /* users: 50 Zipf-drawn titles each */
+    /* users: 50 Zipf-drawn titles each from the pool (bench_users.h) */
     const int H = 50;
+    bench_users g;
+    if (bench_users_init(&g, pool, 42)) return 1;
     const char **hist_t = malloc(sizeof *hist_t * (size_t)n_users * H);
     size_t *hist_l = malloc(sizeof *hist_l * (size_t)n_users * H);
-    double *cdf = malloc(sizeof *cdf * (size_t)pool), z = 0;
-    for (int r = 0; r < pool; r++) cdf[r] = (z += 1.0 / (r + 10.0));
-    uint64_t x = 42;
-    for (int i = 0; i < n_users * H; i++) {
-        x = x * 6364136223846793005ULL + 1442695040888963407ULL;
-        double u = (double)(x >> 11) * 0x1.0p-53 * z;
-        int lo = 0, hi = pool - 1;
-        while (lo < hi) {
-            int mid = (lo + hi) / 2;
-            if (cdf[mid] < u) lo = mid + 1;
-            else hi = mid;
-        }
-        hist_t[i] = titles[lo];
-        hist_l[i] = strlen(titles[lo]);
-    }
+    if (!hist_t || !hist_l) return 1;
+    for (int i = 0; i < n_users; i++)
+        bench_users_next(&g, H, hist_t + (size_t)i * H, hist_l + (size_t)i * H);
     hc_history *users = malloc(sizeof *users * (size_t)n_users);
     for (int i = 0; i < n_users; i++)
         users[i] = (hc_history){hist_t + (size_t)i * H, hist_l + (size_t)i * H, H};
@@ -109,7 +72,7 @@ int main(int argc, char **argv) {
             for (int pass = 0; pass < (mode ? 2 : 1); pass++) {
                 if (mode && pass == 0) hc_item_cache_clear(c->cache);
                 uint64_t e0 = c->stats.items_encoded, s0 = c->stats.items_seen;
-                double t0 = now();
+                double t0 = bench_now();
                 for (int a = 0; a < n_users; a += batch) {
                     int nb = n_users - a < batch ? n_users - a : batch;
                     if (hc_creator_embed_users(c, users + a, nb, NULL, U, &eb)) {
@@ -117,7 +80,7 @@ int main(int argc, char **argv) {
                         return 1;
                     }
                 }
-                double dt = now() - t0;
+                double dt = bench_now() - t0;
                 uint64_t enc = c->stats.items_encoded - e0;
                 seen = c->stats.items_seen - s0;
                 if (mode == 0) t_none[r] = dt, enc_none = enc;
@@ -131,9 +94,9 @@ int main(int argc, char **argv) {
         free(U);
         hc_creator_free(c);
     }
-    qsort(t_none, (size_t)reps, sizeof(double), cmp_d);
-    qsort(t_cold, (size_t)reps, sizeof(double), cmp_d);
-    qsort(t_warm, (size_t)reps, sizeof(double), cmp_d);
+    qsort(t_none, (size_t)reps, sizeof(double), bench_cmp_d);
+    qsort(t_cold, (size_t)reps, sizeof(double), bench_cmp_d);
+    qsort(t_warm, (size_t)reps, sizeof(double), bench_cmp_d);
     double mn = t_none[reps / 2], mc = t_cold[reps / 2], mw = t_warm[reps / 2];
     printf("%d users x %d titles (pool %d titles, %llu lookups/pass), batch %d, median of %d\n",
            n_users, H, pool, (unsigned long long)seen, batch, reps);
@@ -143,11 +106,9 @@ int main(int argc, char **argv) {
     printf("%-12s %14llu %12.3f %12.2f\n", "warm", (unsigned long long)enc_warm, mw, n_users / mw);
     printf("warm/disabled speed-up: %.1fx, cold/disabled: %.1fx\n", mn / mw, mn / mc);
     hc_backend_free(be);
-    for (int i = 0; i < pool; i++) free(titles[i]);
-    free(titles);
+    bench_users_free(&g);
     free(hist_t);
     free(hist_l);
-    free(cdf);
     free(users);
     return 0;
 }
