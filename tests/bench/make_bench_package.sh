@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# usage: make_bench_package.sh [SRC [OUT [CREATIVE_DIR]]]
 # Builds the benchmark model package build/bench-creator-pkg: item and user LLM = the ~100M-param
 # random Llama of bench_llm.py (build/bench-llm100m, created by running that script once) with the
 # Llama-2 tokenizer; creative LLM = the demo package's tiny Qwen3 (only its hidden size matters to
@@ -7,6 +8,10 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 SRC=${1:-build/bench-llm100m}
 OUT=${2:-build/bench-creator-pkg}
+# optional: a creative LLM directory (config.json, safetensors, tokenizer.json) instead of the
+# demo's tiny Qwen3; the scheduler benchmark (bench_sched) uses the 100M Llama itself plus the
+# Llama-2 tokenizer files copied next to it
+CREATIVE=${3:-}
 [ -f "$SRC/config.json" ] || { echo "run tests/bench/bench_llm.py once first (it creates $SRC)"; exit 1; }
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
@@ -28,6 +33,6 @@ save_file({k[len(p):]: v for k, v in w.items() if k.startswith(p)}, sys.argv[1] 
 PY
 rm -rf "$OUT"
 python3 tools/init_package.py --item-llm "$SRC" --item-tokenizer tests/data/tokenizers/llama2 \
-  --creative-llm "$TMP/creative" \
+  --creative-llm "${CREATIVE:-$TMP/creative}" \
   --templates "$TMP/templates.json" --dtype bf16 --out "$OUT"
 echo "wrote $OUT"
