@@ -1,0 +1,27 @@
+/* config.h: hllm-creatord settings: defaults, `key = value` config file, long options. */
+#ifndef HCD_CONFIG_H
+#define HCD_CONFIG_H
+
+typedef struct hcd_config {
+    char model[4096];
+    char listen[256];
+    int port;
+    int threads;
+    char backend[16];      /* auto | cpu | cuda */
+    int max_queued;
+    long max_body_bytes;
+    int max_history_titles;
+    int max_title_bytes;
+    int max_connections;
+    int drain_timeout_s;
+    int log_level;         /* 0 error, 1 warn, 2 info, 3 debug */
+    int check_only;        /* -t */
+} hcd_config;
+
+void hcd_config_defaults(hcd_config *c);
+/* Parses argv (a --config FILE is read first, options override it). Returns 0 to run, 1 when
+ * --help/--version was printed (exit 0), -1 on a usage error (message printed; exit 2). */
+int hcd_config_parse(hcd_config *c, int argc, char **argv);
+int hcd_log_level_parse(const char *s);
+
+#endif
