@@ -159,6 +159,10 @@ struct request {
     float score;
     float *u, *U;
     int n_u, n_U, want_full;
+    /* a users:embed batch ("users": [...]): one child request per user */
+    request *parent;
+    int slot, n_children, pending;
+    json_t *results; /* the parent's per-user results, in order */
     hc_finish finish;
     int fail_status;
     char fail_msg[800];
@@ -412,6 +416,7 @@ static void request_free(request *r) {
     free(r->U);
     free(r->sse);
     free(r->resp);
+    if (r->results) json_decref(r->results);
     if (r->detok) hc_detok_free(r->detok);
     free(r);
 }
@@ -487,7 +492,53 @@ static int get_num(json_t *o, const char *k, double lo, double hi, double *out, 
 }
 
 /* Parses and tokenizes a titles/embed body into a job. Returns 0, or an HTTP status with err. */
-static int build_job(server *s, request *r, job *j, char *err, size_t errn) {
+static int tokenize_embed(server *s, json_t *user, const char *field, uint64_t id, job **out,
+                          char *err, size_t errn) {
+    char f[64];
+    snprintf(f, sizeof f, "%s.history", field);
+    if (!json_is_object(user)) {
+        snprintf(err, errn, "%s must be an object with a history array", field);
+        return 400;
+    }
+    parsed_hist ph;
+    if (parse_history(s, json_object_get(user, "history"), f, &ph, err, errn)) {
+        hist_free(&ph);
+        return 400;
+    }
+    hc_history h = {ph.titles, ph.lens, ph.n};
+    hc_errbuf eb = {{0}};
+    job *j = calloc(1, sizeof *j);
+    if (!j) abort();
+    int rc = hc_creator_tokenize_request(s->creator, s->item_ctx, s->creative_ctx, &h, NULL, 0,
+                                         NULL, 0, &j->req, &j->buf, &eb);
+    hist_free(&ph);
+    if (rc) {
+        free(j);
+        snprintf(err, errn, "%s: %s", field, eb.msg[0] ? eb.msg : hc_strerror(rc));
+        return 400;
+    }
+    j->kind = JOB_SUBMIT;
+    j->id = j->req.id = id;
+    j->req.mode = HC_CREQ_EMBED;
+    j->req.sampling = s->sampling_default;
+    *out = j;
+    return 0;
+}
+
+static void free_jobs(job *j) {
+    while (j) {
+        job *nx = j->next;
+        hc_creq_buf_free(&j->buf);
+        free(j);
+        j = nx;
+    }
+}
+
+/* Parses and tokenizes a body into jobs (*out: one, or one per user of a users:embed batch, whose
+ * child requests are made here). Returns 0, or an HTTP status with err. */
+static int build_job(server *s, request *r, job **out, char *err, size_t errn) {
+    job *j = NULL;
+    *out = NULL;
     json_error_t je;
     json_t *root = json_loadb(r->body ? r->body : "", r->body_len, JSON_REJECT_DUPLICATES, &je);
     if (!root) {
@@ -509,18 +560,46 @@ static int build_job(server *s, request *r, job *j, char *err, size_t errn) {
         }
         snprintf(r->client_id, sizeof r->client_id, "%s", json_string_value(rid));
     }
-    json_t *user = json_object_get(root, "user");
-    if (!json_is_object(user)) {
-        snprintf(err, errn, "user must be an object with a history array");
-        goto out;
-    }
-    if (parse_history(s, json_object_get(user, "history"), "user.history", &ph, err, errn)) goto out;
     json_t *full = json_object_get(root, "full");
     if (full && !json_is_boolean(full)) {
         snprintf(err, errn, "full must be a boolean");
         goto out;
     }
     r->want_full = full && json_is_true(full);
+    json_t *users = json_object_get(root, "users");
+    if (r->type == RT_EMBED && users) {
+        if (!json_is_array(users) || !json_array_size(users)) {
+            snprintf(err, errn, "users must be a non-empty array of {\"history\": [...]} objects");
+            goto out;
+        }
+        if (json_array_size(users) > (size_t)s->cfg.max_queued) {
+            snprintf(err, errn, "users has %zu entries; the limit is %d (max-queued)",
+                     json_array_size(users), s->cfg.max_queued);
+            goto out;
+        }
+        job *head = NULL, **tail = &head;
+        for (size_t i = 0; i < json_array_size(users); i++) {
+            char field[32];
+            snprintf(field, sizeof field, "users[%zu]", i);
+            job *cj;
+            if (tokenize_embed(s, json_array_get(users, i), field, r->id + 1 + i, &cj, err, errn)) {
+                free_jobs(head);
+                goto out;
+            }
+            *tail = cj;
+            tail = &cj->next;
+        }
+        r->n_children = (int)json_array_size(users);
+        *out = head;
+        code = 0;
+        goto out;
+    }
+    json_t *user = json_object_get(root, "user");
+    if (!json_is_object(user)) {
+        snprintf(err, errn, "user must be an object with a history array");
+        goto out;
+    }
+    if (parse_history(s, json_object_get(user, "history"), "user.history", &ph, err, errn)) goto out;
     const char *at = NULL, *ad = NULL;
     size_t atl = 0, adl = 0;
     hc_creq_mode mode = HC_CREQ_EMBED;
@@ -614,14 +693,17 @@ static int build_job(server *s, request *r, job *j, char *err, size_t errn) {
     }
     hc_history h = {ph.titles, ph.lens, ph.n};
     hc_errbuf eb = {{0}};
-    memset(j, 0, sizeof *j);
+    j = calloc(1, sizeof *j);
+    if (!j) abort();
     int rc = hc_creator_tokenize_request(s->creator, s->item_ctx, s->creative_ctx, &h,
                                          r->type == RT_TITLES ? at : NULL, atl, ad, adl, &j->req,
                                          &j->buf, &eb);
     if (rc) {
+        free(j);
         snprintf(err, errn, "%s", eb.msg[0] ? eb.msg : hc_strerror(rc));
         goto out;
     }
+    *out = j;
     j->kind = JOB_SUBMIT;
     j->id = r->id;
     j->req.id = r->id;
@@ -686,6 +768,55 @@ static void wake(request *r) {
 static void complete(server *s, request *r) {
     r->finished = 1;
     unlink_live(s, r);
+    if (r->parent) {
+        request *p = r->parent;
+        json_t *o;
+        if (r->fail_status) {
+            o = json_pack("{s:i,s:s}", "status", r->fail_status, "error", r->fail_msg);
+        } else {
+            o = json_object();
+            json_object_set_new(o, "cluster", r->cluster >= 0 ? json_integer(r->cluster) : json_null());
+            json_object_set_new(o, "score", r->cluster >= 0 ? json_real(r->score) : json_null());
+            if (r->want_full && r->u) {
+                json_object_set_new(o, "u", floats(r->u, r->n_u));
+                json_object_set_new(o, "U", floats(r->U, r->n_U));
+            }
+        }
+        json_array_set_new(p->results, (size_t)r->slot, o);
+        if (r->t_finished > p->t_finished) p->t_finished = r->t_finished;
+        if (!p->t_accept || r->t_accept < p->t_accept) p->t_accept = r->t_accept;
+        request_free(r);
+        if (--p->pending) return;
+        p->finished = 1;
+        if (!p->conn) {
+            request_free(p);
+            return;
+        }
+        /* all failed alike (e.g. 429): that status; otherwise 200 with per-user results */
+        size_t i, n = json_array_size(p->results);
+        json_t *first = json_array_get(p->results, 0);
+        json_t *st = json_object_get(first, "status");
+        for (i = 1; st && i < n; i++) {
+            json_t *si = json_object_get(json_array_get(p->results, i), "status");
+            if (!si || json_integer_value(si) != json_integer_value(st)) break;
+        }
+        if (st && i == n) {
+            p->code = (int)json_integer_value(st);
+            p->resp = json_error("%s", json_string_value(json_object_get(first, "error")));
+            p->retry_after = p->code == 429;
+        } else {
+            json_t *o2 = json_pack("{s:O}", "results", p->results);
+            if (p->client_id[0]) json_object_set_new(o2, "request_id", json_string(p->client_id));
+            p->t_embedded = p->t_finished;
+            add_timings(p, o2);
+            p->resp = json_dumps(o2, JSON_COMPACT);
+            json_decref(o2);
+            p->code = 200;
+        }
+        p->state = RS_DONE;
+        wake(p);
+        return;
+    }
     if (!r->conn) { /* the client went away */
         request_free(r);
         return;
@@ -983,14 +1114,12 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
             return send_error(s, c, 503, s->draining ? "the server is shutting down" : "the model is loading");
         }
         r->id = ++s->next_id;
-        job *j = calloc(1, sizeof *j);
-        if (!j) return MHD_NO;
+        job *j = NULL;
         char err[1024];
-        int code = build_job(s, r, j, err, sizeof err);
+        int code = build_job(s, r, &j, err, sizeof err);
         free(r->body);
         r->body = NULL;
         if (code) {
-            free(j);
             r->state = RS_DONE;
             hlog(&s->cfg, 2, r->id, "%d: %s", code, err);
             return send_error(s, c, code, err);
@@ -1001,9 +1130,39 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
         if (!r->detok) abort();
         hlog(&s->cfg, 3, r->id, "%s %s%s%s", method, url, r->client_id[0] ? " request_id=" : "", r->client_id);
         r->state = RS_WAITING;
+        r->submitted = 1;
+        if (r->n_children) {
+            /* a batch: the children are live, the parent waits for all of them */
+            r->pending = r->n_children;
+            r->results = json_array();
+            for (int i = 0; i < r->n_children; i++) {
+                request *ch = calloc(1, sizeof *ch);
+                if (!ch) abort();
+                ch->srv = s;
+                ch->type = RT_EMBED;
+                ch->id = ++s->next_id;
+                ch->parent = r;
+                ch->slot = i;
+                ch->cluster = -1;
+                ch->want_full = r->want_full;
+                ch->submitted = 1;
+                ch->state = RS_WAITING;
+                ch->t_recv = r->t_recv;
+                ch->next = s->live;
+                s->live = ch;
+                json_array_append_new(r->results, json_null());
+            }
+            while (j) {
+                job *nx = j->next;
+                push_job(s, j);
+                j = nx;
+            }
+            r->suspended = 1;
+            MHD_suspend_connection(c);
+            return MHD_YES;
+        }
         r->next = s->live;
         s->live = r;
-        r->submitted = 1;
         push_job(s, j);
         if (r->stream) {
             struct MHD_Response *resp =
@@ -1039,11 +1198,14 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     if (r->submitted && !r->finished) {
         /* the client went away before the end: cancel; freed on its FINISHED event */
         hlog(&s->cfg, 2, r->id, "client disconnected; cancelling");
-        job *j = calloc(1, sizeof *j);
-        if (!j) abort();
-        j->kind = JOB_CANCEL;
-        j->id = r->id;
-        push_job(s, j);
+        for (request *q = s->live; q; q = q->next) {
+            if (q != r && q->parent != r) continue;
+            job *j = calloc(1, sizeof *j);
+            if (!j) abort();
+            j->kind = JOB_CANCEL;
+            j->id = q->id;
+            push_job(s, j);
+        }
         return;
     }
     request_free(r);
@@ -1203,10 +1365,10 @@ int main(int argc, char **argv) {
     /* requests still live (drain timeout): drop their connections' state */
     while (s->live) {
         request *r = s->live;
-        s->live = r->next;
-        r->finished = 1;
-        if (r->conn) wake(r);
-        else request_free(r);
+        r->fail_status = 503;
+        snprintf(r->fail_msg, sizeof r->fail_msg, "the server shut down (drain timeout)");
+        r->t_finished = now_ms();
+        complete(s, r); /* unlinks r */
     }
     uv_poll_stop(&s->poll);
     MHD_stop_daemon(s->mhd); /* calls on_completed for each connection */

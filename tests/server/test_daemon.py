@@ -152,6 +152,15 @@ def test_endpoints(d):
     cli = subprocess.run([HLLM, "embed", "--model", PKG], capture_output=True, check=True,
                          input=b'{"history": ["The Hobbit", "Dune"]}\n')
     check(json.loads(cli.stdout)["cluster"] == b["cluster"], "embed cluster equals the CLI's")
+    hs = [["The Hobbit", "Dune"], ["Small Gods"], ["A", "B", "C"]]
+    st, bb, _ = d.req("POST", "/v1/users:embed", {"users": [{"history": h} for h in hs],
+                                                  "request_id": "b1"})
+    check(st == 200 and len(bb["results"]) == 3 and bb["request_id"] == "b1", "batch embed: %r" % (bb,))
+    for h, res in zip(hs, bb.get("results", [])):
+        st1, one, _ = d.req("POST", "/v1/users:embed", {"user": {"history": h}})
+        check(res.get("cluster") == one["cluster"], "batch result equals single: %r %r" % (res, one))
+    st, bb, _ = d.req("POST", "/v1/users:embed", {"users": [{"history": ["a"]}, {"history": []}]})
+    check(st == 400 and "users[1].history" in bb["error"], "batch names the bad entry: %r" % (bb,))
     st, text, h = d.req("GET", "/metrics")
     check(st == 200 and "hllm:requests_total" in text and "hllm:generated_tokens_total" in text
           and "hllm:prefill_tokens_total" in text and "hllm:prefix_hits_total" in text
