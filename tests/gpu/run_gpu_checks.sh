@@ -28,7 +28,8 @@ BUNDLE=$ROOT/build-gpu-bundle
 if [ "${1:-}" = "--make-bundle" ]; then
     SRC=${2:-build-cuda}
     rm -rf "$BUNDLE" && mkdir -p "$BUNDLE/tests" "$BUNDLE/kernels" "$BUNDLE/lib"
-    cp "$SRC/tests/test_backend_ops" "$SRC/tests/test_backend_cuda_load" "$BUNDLE/tests/" || exit 1
+    cp "$SRC/tests/test_backend_ops" "$SRC/tests/test_backend_cuda_load" \
+        "$SRC/tests/libhc_fake_cuda.so" "$BUNDLE/tests/" || exit 1
     cp "$SRC/kernels/libhc_cuda.so" "$BUNDLE/kernels/" || exit 1
     for lib in $(ldd "$SRC/tests/test_backend_ops" | awk '/=> \//{print $3}'); do
         case "$(basename "$lib")" in libc.so*|libm.so*|libgcc_s.so*|libpthread*|libdl*) ;;
