@@ -354,7 +354,14 @@ static int embed_stage(hc_csched *s, hc_errbuf *eb) {
     hc_creator *c = s->c;
     const int Lp = c->n_user_prompt;
     int n = 0, tokens = 0, n_keys = 0;
-    const int room = s->p.max_embed - s->n_ready;
+    int room = s->p.max_embed - s->n_ready;
+    if (s->gen) {
+        /* embed only as far ahead as the creative scheduler can run: with a backlog, embedding
+         * everything first would delay every generation (and its first token) behind it */
+        hc_lm_sched_stats g = hc_lm_sched_get_stats(s->gen);
+        int ahead = s->p.gen.max_running - (g.running + g.queued + s->n_ready);
+        if (room > ahead) room = ahead;
+    }
     while (n < room && n < s->q_len) {
         csreq *q = s->queue[(s->q_head + n) % s->p.max_queued];
         int t = item_total(&q->r) + 2 * q->r.n_items + Lp + 1;
