@@ -151,7 +151,7 @@ static void usage(FILE *o) {
         "  --max-body-bytes N       request body limit; past it 413 (default 1048576)\n"
         "  --max-history-titles N   history length limit; past it 400 (default 1000)\n"
         "  --max-title-bytes N      bytes per title / ad field; past it 400 (default 4096)\n"
-        "  --max-connections N      concurrent connections (default 256)\n"
+        "  --max-connections N      concurrent connections; more wait until one closes (default 256)\n"
         "  --drain-timeout S        seconds to finish in-flight work on SIGTERM (default 30)\n"
         "  --log-level L            error|warn|info|debug (default info)\n"
         "  -t                       check the config and the package, then exit 0 or 1\n"

@@ -1302,19 +1302,19 @@ int main(int argc, char **argv) {
         free(s);
         return pr > 0 ? 0 : 2;
     }
-    if (s->cfg.check_only) {
-        int rc = check_only(s);
-        free(s);
-        return rc;
-    }
     struct sockaddr_in sa;
     memset(&sa, 0, sizeof sa);
     sa.sin_family = AF_INET;
     sa.sin_port = htons((uint16_t)s->cfg.port);
-    if (inet_pton(AF_INET, s->cfg.listen, &sa.sin_addr) != 1) {
+    if (inet_pton(AF_INET, s->cfg.listen, &sa.sin_addr) != 1) { /* checked by -t too */
         fprintf(stderr, "hllm-creatord: --listen expects an IPv4 address, got '%s'\n", s->cfg.listen);
         free(s);
         return 2;
+    }
+    if (s->cfg.check_only) {
+        int rc = check_only(s);
+        free(s);
+        return rc;
     }
     uv_loop_init(&s->loop);
     pthread_mutex_init(&s->mu, NULL);

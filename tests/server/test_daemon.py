@@ -324,8 +324,53 @@ def test_check_only():
     check(r.returncode == 2 and "no-such" in r.stderr, "unknown config key: %s" % r.stderr)
 
 
+def test_limit_flags():
+    """Every limit flag as a long option (the flags override the defaults the bad-input table
+    uses): body, history titles, title bytes, connections, listen address, drain timeout."""
+    d = Daemon("--listen", "127.0.0.1", "--max-body-bytes", "400", "--max-history-titles", "3",
+               "--max-title-bytes", "10", "--max-connections", "2", "--drain-timeout", "5")
+    try:
+        ok = title_body(["a", "b"], "Dune", None)
+        st, _, _ = d.req("POST", "/v1/titles", ok)
+        check(st == 200, "small limits: a request within them -> %s" % st)
+        big = title_body(["x" * 8] * 3, "Dune", "y" * 400)
+        st, body, _ = d.req("POST", "/v1/titles", big)
+        check(st == 413, "--max-body-bytes 400: a 500-byte body -> %s %s" % (st, body))
+        st, body, _ = d.req("POST", "/v1/titles", title_body(["a", "b", "c", "d"], "Dune", None))
+        check(st == 400 and "3" in json.dumps(body), "--max-history-titles 3: 4 titles -> %s %s" % (st, body))
+        st, body, _ = d.req("POST", "/v1/titles", title_body(["abcdefghijk"], "Dune", None))
+        check(st == 400 and "10" in json.dumps(body), "--max-title-bytes 10: 11 bytes -> %s %s" % (st, body))
+        # two idle connections take the limit; a third is not served while they are held (it
+        # waits in the listen backlog); after they close, it and later requests are served
+        held = [socket.create_connection(("127.0.0.1", d.port)) for _ in range(2)]
+        time.sleep(0.3)
+        served = True
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", d.port, timeout=1.5)
+            c.request("GET", "/healthz")
+            c.getresponse().read()
+            c.close()
+        except OSError:
+            served = False
+        check(not served, "--max-connections 2: a third connection was served while two are held")
+        for h in held:
+            h.close()
+        time.sleep(0.3)
+        st, _, _ = d.req("GET", "/healthz")
+        check(st == 200, "after the held connections close: /healthz -> %s" % st)
+    finally:
+        rc, log = d.stop()
+        check(rc == 0, "limit flags: exit 0 on SIGTERM: %s" % rc)
+    for flag, bad in (("--max-body-bytes", "0"), ("--max-connections", "x"), ("--drain-timeout", "-1"),
+                      ("--listen", "not-an-address")):
+        r = subprocess.run([DAEMON, "-t", "--model", PKG, flag, bad], capture_output=True, text=True)
+        check(r.returncode != 0 and flag.lstrip("-").split("-")[0] in (r.stderr + r.stdout),
+              "%s %s refused with a message: rc %d %s" % (flag, bad, r.returncode, r.stderr[-300:]))
+
+
 def main():
     test_check_only()
+    test_limit_flags()
     d = Daemon()
     try:
         test_endpoints(d)
