@@ -43,23 +43,8 @@ static const char *ADS[][2] = {{"Night Flight", "A pilot crosses the Andes at ni
                                {"Rebecca", "Last night I dreamt I went to Manderley again."},
                                {"Piranesi", "A house of endless halls."}};
 
-/* ---- allocation counting (the test links with -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc) */
-void *__real_malloc(size_t n);
-void *__real_calloc(size_t a, size_t b);
-void *__real_realloc(void *p, size_t n);
-static long n_allocs;
-void *__wrap_malloc(size_t n) {
-    n_allocs++;
-    return __real_malloc(n);
-}
-void *__wrap_calloc(size_t a, size_t b) {
-    n_allocs++;
-    return __real_calloc(a, b);
-}
-void *__wrap_realloc(void *p, size_t n) {
-    n_allocs++;
-    return __real_realloc(p, n);
-}
+/* allocation counting (the test links with -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc) */
+#include "alloc_count.h"
 
 static uint64_t rng_state = 0x243f6a8885a308d3ULL;
 static uint32_t rnd(uint32_t n) {

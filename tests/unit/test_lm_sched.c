@@ -19,23 +19,8 @@
 #include "lm_sched.h"
 #include "testutil.h"
 
-/* ---- allocation counting (the test links with -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc) */
-void *__real_malloc(size_t n);
-void *__real_calloc(size_t a, size_t b);
-void *__real_realloc(void *p, size_t n);
-static long n_allocs;
-void *__wrap_malloc(size_t n) {
-    n_allocs++;
-    return __real_malloc(n);
-}
-void *__wrap_calloc(size_t a, size_t b) {
-    n_allocs++;
-    return __real_calloc(a, b);
-}
-void *__wrap_realloc(void *p, size_t n) {
-    n_allocs++;
-    return __real_realloc(p, n);
-}
+/* allocation counting (the test links with -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc) */
+#include "alloc_count.h"
 
 enum { MAXR = 24, MAXOUT = 40 };
 
