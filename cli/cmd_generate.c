@@ -6,7 +6,7 @@
 
 #include "commands.h"
 #include "common.h"
-#include "generate.h"
+#include "model/generate.h"
 
 static void usage(FILE *f) {
     fprintf(f,

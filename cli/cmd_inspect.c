@@ -5,10 +5,10 @@
 #include <string.h>
 
 #include "commands.h"
-#include "creator.h"
-#include "hfconfig.h"
-#include "package.h"
-#include "safetensors.h"
+#include "creator/creator.h"
+#include "io/hfconfig.h"
+#include "io/package.h"
+#include "io/safetensors.h"
 
 static void usage(FILE *f) {
     fprintf(f, "usage: hllm inspect --model DIR\n"

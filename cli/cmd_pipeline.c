@@ -13,7 +13,7 @@
 
 #include "commands.h"
 #include "common.h"
-#include "creator.h"
+#include "creator/creator.h"
 #include "pipeline_io.h"
 
 int hc_cli_model_kind(const char *dir, const char *cmd) {

@@ -1,5 +1,5 @@
 /* cmd_tokenize.c: `hllm tokenize`: JSON lines in, JSON lines out, through a Hugging Face
- * tokenizer.json (engine/tokenizer.h). One output line per input line, always: a line that cannot
+ * tokenizer.json (engine/tokenizer/tokenizer.h). One output line per input line, always: a line that cannot
  * be processed gets {"error": "..."} and the rest go on. `--bench` times encoding instead. */
 #include <errno.h>
 #include <getopt.h>
@@ -12,7 +12,7 @@
 #include "commands.h"
 #include "common.h"
 #include "pipeline_io.h"
-#include "tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 static void usage(FILE *f) {
     fprintf(

@@ -3,7 +3,7 @@
 #ifndef HC_CLI_COMMANDS_H
 #define HC_CLI_COMMANDS_H
 
-#include "error.h"
+#include "core/error.h"
 
 int hc_cmd_generate(int argc, char **argv);
 int hc_cmd_bench(int argc, char **argv);

@@ -4,8 +4,8 @@
 
 #include <stdint.h>
 
-#include "backend.h"
-#include "llm.h"
+#include "backend/backend.h"
+#include "model/llm.h"
 
 /* Parses "1,2,3" into a malloc'ed array; prints an error naming `opt` and returns -1 on bad
  * input. */

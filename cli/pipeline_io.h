@@ -11,7 +11,7 @@
 #include <jansson.h>
 #include <stdio.h>
 
-#include "creator.h"
+#include "creator/creator.h"
 
 #define HC_CLI_MAX_HISTORY 100000 /* titles accepted per line (the model uses the last 50) */
 

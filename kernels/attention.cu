@@ -1,4 +1,4 @@
-/* attention.cu: paged attention over a packed batch, and kv_store (engine/backend.h).
+/* attention.cu: paged attention over a packed batch, and kv_store (engine/backend/backend.h).
  *
  * attention: one block of HC_ATT_WARPS warps per (query token, head). Warp w takes kv entries
  *   j = w, w + HC_ATT_WARPS, ...: the dot q.k is split over lanes (lane owns dims lane + 32*i, so

@@ -1,6 +1,6 @@
 /* cuda_backend.cu: the CUDA backend's vtable, memory, metadata staging, create and destroy.
  *
- * Contract: engine/backend.h. The only exported symbol is hc_cuda_backend_create (the engine
+ * Contract: engine/backend/backend.h. The only exported symbol is hc_cuda_backend_create (the engine
  * resolves it with dlsym). Without a driver or a device, create returns HC_ERR_NODEVICE with a
  * message and frees everything it made; it never aborts.
  *

@@ -22,9 +22,9 @@
 #include <stdint.h>
 
 extern "C" {
-#include "backend.h"
-#include "error.h"
-#include "tensor.h"
+#include "backend/backend.h"
+#include "core/error.h"
+#include "core/tensor.h"
 }
 
 #define HC_CUDA_STAGE_SLOTS 4

@@ -1,4 +1,4 @@
-/* elementwise.cu: swiglu, add, embed, get_rows, set_rows (engine/backend.h).
+/* elementwise.cu: swiglu, add, embed, get_rows, set_rows (engine/backend/backend.h).
  *
  * All grid-stride loops over f32 elements; row ops index with host-validated, staged row ids.
  * silu(g) = g / (1 + exp(-g)) in f32 with expf (accurate), as torch's F.silu.

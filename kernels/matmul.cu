@@ -1,5 +1,5 @@
 /* matmul.cu: out (m, n) = x (m, k) . w (n, k)^T with f32 activations, F32/BF16/F16 weights and
- * f32 accumulation (engine/backend.h).
+ * f32 accumulation (engine/backend/backend.h).
  *
  * Paths:
  *  - m <= 8 (decode), any weight dtype: a GEMV kernel that reads the weight directly (16-byte

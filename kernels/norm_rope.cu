@@ -1,4 +1,4 @@
-/* norm_rope.cu: RMSNorm and rotate-half RoPE (engine/backend.h).
+/* norm_rope.cu: RMSNorm and rotate-half RoPE (engine/backend/backend.h).
  *
  * rmsnorm: one block per row; sum of squares in f32 (per-thread partials, then a tree), then
  *   out = (x * (1 / sqrt(mean + eps))) * w, the order transformers' LlamaRMSNorm uses. In-place

@@ -26,10 +26,10 @@
 #include <netinet/in.h>
 
 #include "config.h"
-#include "creator.h"
-#include "creator_sched.h"
-#include "error.h"
-#include "tokenizer.h"
+#include "creator/creator.h"
+#include "creator/creator_sched.h"
+#include "core/error.h"
+#include "tokenizer/tokenizer.h"
 
 /* ---- logging ---------------------------------------------------------------------------- */
 

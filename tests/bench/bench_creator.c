@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "bench_users.h"
-#include "creator.h"
+#include "creator/creator.h"
 
 int main(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help")) {

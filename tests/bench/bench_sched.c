@@ -24,8 +24,8 @@
 #include <time.h>
 
 #include "bench_users.h"
-#include "creator.h"
-#include "creator_sched.h"
+#include "creator/creator.h"
+#include "creator/creator_sched.h"
 
 #define H_TITLES 50
 #define N_ADS 8

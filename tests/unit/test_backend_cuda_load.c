@@ -13,7 +13,7 @@
  *    or an unknown kind is HC_ERR_INVAL; blas_single_thread 1 (default) sets OpenBLAS to one
  *    thread, 0 leaves the process's count alone.
  */
-#include "backend.h"
+#include "backend/backend.h"
 #include "testutil.h"
 
 #include <cblas.h>

@@ -17,7 +17,7 @@
  *      HC_BENCH=1       after the checks, time matmul and attention on each backend and print a
  *                       table (HC_BENCH_BACKEND=cuda|cpu restricts it to one backend).
  */
-#include "backend.h"
+#include "backend/backend.h"
 #include "testutil.h"
 
 #include <math.h>

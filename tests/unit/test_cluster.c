@@ -1,4 +1,4 @@
-/* test_cluster.c: the FAISS path (engine/cluster.h).
+/* test_cluster.c: the FAISS path (engine/creator/cluster.h).
  *  (a) k-means on 8 well-separated Gaussian blobs (d = 32, 100 points each) recovers them: every
  *      centroid is near a true center and the partition equals the truth up to relabeling;
  *  (b) assignment under IP / COSINE / L2 equals a brute-force argmax (argmin for L2) written here,
@@ -12,8 +12,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cluster.h"
-#include "safetensors.h"
+#include "creator/cluster.h"
+#include "io/safetensors.h"
 #include "testutil.h"
 
 static uint64_t g_rng = 0x9E3779B97F4A7C15ull;

@@ -13,9 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "creator.h"
-#include "creator_sched.h"
-#include "safetensors.h"
+#include "creator/creator.h"
+#include "creator/creator_sched.h"
+#include "io/safetensors.h"
 #include "testutil.h"
 
 #define REL_TOL 1e-4

@@ -1,4 +1,4 @@
-/* test_creator_sched.c: the pipeline scheduler (engine/creator_sched.h) on the demo package.
+/* test_creator_sched.c: the pipeline scheduler (engine/creator/creator_sched.h) on the demo package.
  *
  *  - N requests (1000; 60 under valgrind) of every mode, submitted a few at a time at random
  *    steps (seeded), with invalid requests among them: every valid one gets exactly the cluster,
@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "creator_sched.h"
+#include "creator/creator_sched.h"
 #include "testutil.h"
 
 #if __has_include(<valgrind/valgrind.h>)

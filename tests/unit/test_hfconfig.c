@@ -2,7 +2,7 @@
  * parse to the expected hc_llm_config; transformers' defaults apply to absent keys; every
  * unsupported feature and wrong JSON type is rejected with the right code and a message naming
  * the field. Variants are made by editing the parsed JSON (jansson) and re-serialising it. */
-#include "hfconfig.h"
+#include "io/hfconfig.h"
 #include "testutil.h"
 
 #include <ftw.h>

@@ -2,7 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "item_cache.h"
+#include "creator/item_cache.h"
 #include "testutil.h"
 
 int main(void) {

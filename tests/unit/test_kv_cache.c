@@ -3,8 +3,8 @@
  * it was. */
 #include <string.h>
 
-#include "kv_cache.h"
-#include "llm.h"
+#include "model/kv_cache.h"
+#include "model/llm.h"
 #include "testutil.h"
 
 int main(int argc, char **argv) {

@@ -14,9 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "generate.h"
-#include "llm.h"
-#include "safetensors.h"
+#include "model/generate.h"
+#include "model/llm.h"
+#include "io/safetensors.h"
 #include "testutil.h"
 
 #define TOL 1e-4

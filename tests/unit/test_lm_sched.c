@@ -1,4 +1,4 @@
-/* test_lm_sched.c: the continuous-batching scheduler over one LLM (engine/lm_sched.h).
+/* test_lm_sched.c: the continuous-batching scheduler over one LLM (engine/model/lm_sched.h).
  *
  *  - requests submitted at random steps, prefilled in chunks while others decode (mixed steps),
  *    give every request the same greedy and seeded-sampled tokens as running it alone;
@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "lm_sched.h"
+#include "model/lm_sched.h"
 #include "testutil.h"
 
 /* allocation counting (the test links with -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc) */

@@ -26,11 +26,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "backend.h"
-#include "creator.h"
-#include "item_cache.h"
-#include "llm.h"
-#include "package.h"
+#include "backend/backend.h"
+#include "creator/creator.h"
+#include "creator/item_cache.h"
+#include "model/llm.h"
+#include "io/package.h"
 #include "testutil.h"
 
 static const char *PKG_FILES[] = {

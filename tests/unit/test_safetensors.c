@@ -1,7 +1,7 @@
 /* test_safetensors.c: hc_st_write -> hc_st_open round trips (all dtypes, 0-d to 4-d, single file,
  * model directory, sharded index), a battery of corrupt files each with its expected error code,
  * and a deterministic byte-flip / truncation fuzz loop (must never crash; run under ASan). */
-#include "safetensors.h"
+#include "io/safetensors.h"
 #include "testutil.h"
 
 #include <ftw.h>

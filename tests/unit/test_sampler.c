@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sampler.h"
+#include "model/sampler.h"
 #include "testutil.h"
 
 /* Reference: the set of tokens transformers would keep, computed the slow, obvious way. */

@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "testutil.h"
-#include "tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 static int valid_utf8(const char *s, size_t n) {
     /* strict: what a JSON encoder or a client would accept */

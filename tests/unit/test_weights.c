@@ -1,4 +1,4 @@
-/* test_weights.c: the weight loader (engine/weights.h) for every stored x in-memory dtype pair.
+/* test_weights.c: the weight loader (engine/io/weights.h) for every stored x in-memory dtype pair.
  *
  *  - torch: tests/data/dtype/conversions.safetensors (tests/reference/make_dtype_fixtures.py)
  *    holds edge-value sources in F32/BF16/F16 and torch's `.to(dtype)` of each; every source is
@@ -25,12 +25,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "backend.h"
-#include "creator.h"
-#include "llm.h"
-#include "safetensors.h"
+#include "backend/backend.h"
+#include "creator/creator.h"
+#include "model/llm.h"
+#include "io/safetensors.h"
 #include "testutil.h"
-#include "weights.h"
+#include "io/weights.h"
 
 static const hc_dtype DT[3] = {HC_DTYPE_F32, HC_DTYPE_BF16, HC_DTYPE_F16};
 
