@@ -11,6 +11,7 @@ PKGS=(
   libutf8proc-dev        # NFC normalization
   libjansson-dev         # JSON: configs, tokenizer.json, CLI and HTTP I/O
   libfaiss-dev           # k-means and cluster assignment (static libfaiss.a + C API headers)
+  libxxhash-dev          # XXH3: cache keys, package digest (engine/creator/title_key.c)
   libuv1-dev             # the daemon's event loop
   libmicrohttpd-dev      # the daemon's HTTP server
   valgrind               # memcheck run of the engine tests

@@ -4,9 +4,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <xxhash.h>
 
 #include "creator/creator_internal.h"
 #include "creator/creator_sched.h"
+#include "core/fileio.h"
 #include "io/hfconfig.h"
 #include "io/safetensors.h"
 #include "io/weights.h"
@@ -66,6 +68,29 @@ static int load_llm(hc_creator *c, const char *cfg_dir, const hc_safetensors *st
     return hc_llm_load_from(out, c->be, &cfg, st, prefix, &lp, eb);
 }
 
+/* The package's identity as loaded (hc_creator.digest): the manifest, then every tensor. */
+static int digest_package(XXH3_state_t *dg, const hc_creator *c, const hc_safetensors *st,
+                          hc_errbuf *eb) {
+    XXH3_64bits_reset(dg);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/creator.json", c->pkg.dir);
+    char *man = NULL;
+    size_t len = 0;
+    int rc = hc_read_file_in(path, c->pkg.root, (size_t)64 << 20, &man, &len, eb);
+    if (rc) return rc;
+    XXH3_64bits_update(dg, man, len);
+    free(man);
+    for (size_t i = 0, n = hc_st_count(st); i < n; i++) {
+        const hc_st_tensor *t = hc_st_get(st, i);
+        int32_t meta[2 + HC_MAX_DIMS] = {(int32_t)t->dtype, t->n_dims};
+        for (int d = 0; d < t->n_dims; d++) meta[2 + d] = (int32_t)t->shape[d];
+        XXH3_64bits_update(dg, t->name, strlen(t->name) + 1);
+        XXH3_64bits_update(dg, meta, sizeof meta);
+        if (t->nbytes) XXH3_64bits_update(dg, t->data, t->nbytes);
+    }
+    return HC_OK;
+}
+
 int hc_creator_load(hc_creator **out, hc_backend *be, const char *pkg_dir,
                     const hc_creator_params *params, hc_errbuf *eb) {
     *out = NULL;
@@ -77,10 +102,16 @@ int hc_creator_load(hc_creator **out, hc_backend *be, const char *pkg_dir,
     c->be = be;
     c->max_batch_tokens = p->max_batch_tokens > 0 ? p->max_batch_tokens : 8192;
     hc_safetensors *st = NULL;
+    XXH3_state_t *dg = NULL;
     hc_package_params pp = {.allow_outside_paths = p->allow_outside_paths};
     int rc = hc_package_load_ex(&c->pkg, pkg_dir, &pp, eb);
     if (rc) goto fail;
     if ((rc = hc_st_open_in(&st, c->pkg.weights, c->pkg.root, eb))) goto fail;
+    if (!(dg = XXH3_createState())) {
+        rc = hc_seterr(eb, HC_ERR_NOMEM, "%s: out of memory", pkg_dir);
+        goto fail;
+    }
+    if ((rc = digest_package(dg, c, st, eb))) goto fail;
     if ((rc = load_llm(c, c->pkg.item_llm_dir, st, "item_llm.", p, 0, &c->item, eb))) goto fail;
     if ((rc = load_llm(c, c->pkg.user_llm_dir, st, "user_llm.", p, 0, &c->user, eb))) goto fail;
     c->d_item = c->item->cfg.hidden_size;
@@ -174,6 +205,7 @@ int hc_creator_load(hc_creator **out, hc_backend *be, const char *pkg_dir,
                            c->d_creative);
             goto fail;
         }
+        XXH3_64bits_update(dg, cent, sizeof(float) * (size_t)k * (size_t)d);
         rc = hc_cluster_index_init(&c->clusters, cent, k, d, c->pkg.assign,
                                    p->n_threads > 0 ? p->n_threads : be->n_threads, eb);
         free(cent);
@@ -184,10 +216,13 @@ int hc_creator_load(hc_creator **out, hc_backend *be, const char *pkg_dir,
                   hc_strerror(rc));
         goto fail;
     }
+    c->digest = XXH3_64bits_digest(dg);
+    XXH3_freeState(dg);
     *out = c;
     return HC_OK;
 fail:
     if (eb && !eb->msg[0]) hc_seterr(eb, rc, "loading %s: %s", pkg_dir, hc_strerror(rc));
+    XXH3_freeState(dg);
     hc_st_close(st);
     hc_creator_free(c);
     return rc;

@@ -71,6 +71,9 @@ typedef struct hc_creator {
     struct hc_csched *sched;        /* hc_creator_generate's pipeline scheduler (creator_sched.h),
                                        made on first use */
     int max_batch_tokens;
+    uint64_t digest;                /* names this package as loaded: XXH3-64 over creator.json, every
+                                       tensor of the weights file (name, dtype, shape, bytes) and the
+                                       centroids; title tables carry it (proto/title-table.md) */
     hc_creator_stats stats;
 } hc_creator;
 
