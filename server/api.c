@@ -1,0 +1,629 @@
+/* api.c: request parsing and validation (jansson), tokenization into jobs, responses from engine
+ * events. */
+#include "server.h"
+
+enum MHD_Result queue_body(server *s, struct MHD_Connection *c, int code, const char *type,
+                           const char *body, int retry_after) {
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_MUST_COPY);
+    if (!r) return MHD_NO;
+    MHD_add_response_header(r, "Content-Type", type);
+    if (retry_after > 0) {
+        char ra[16];
+        snprintf(ra, sizeof ra, "%d", retry_after);
+        MHD_add_response_header(r, "Retry-After", ra);
+    }
+    if (code == 405) MHD_add_response_header(r, "Allow", "see proto/openapi.yaml");
+    enum MHD_Result ret = MHD_queue_response(c, (unsigned)code, r);
+    MHD_destroy_response(r);
+    if (code >= 0 && code < 600) s->m_codes[code]++;
+    return ret;
+}
+
+char *json_error(const char *fmt, ...) {
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    json_t *o = json_pack("{s:s}", "error", msg);
+    char *t = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    return t;
+}
+
+enum MHD_Result send_error(server *s, struct MHD_Connection *c, int code, const char *msg) {
+    char *t = json_error("%s", msg);
+    enum MHD_Result r =
+        queue_body(s, c, code, "application/json", t, code == 429 || code == 503 ? 1 : 0);
+    free(t);
+    return r;
+}
+
+request *find_live(server *s, uint64_t id) {
+    for (request *r = s->live; r; r = r->next)
+        if (r->id == id) return r;
+    return NULL;
+}
+
+void unlink_live(server *s, request *q) {
+    for (request **p = &s->live; *p; p = &(*p)->next)
+        if (*p == q) {
+            *p = q->next;
+            return;
+        }
+}
+
+void request_free(request *r) {
+    free(r->body);
+    free(r->ids);
+    free(r->text);
+    free(r->u);
+    free(r->U);
+    free(r->sse);
+    free(r->resp);
+    if (r->results) json_decref(r->results);
+    if (r->detok) hc_detok_free(r->detok);
+    free(r);
+}
+
+/* ---- request parsing (loop thread) ------------------------------------------------------ */
+
+typedef struct parsed {
+    const char **titles;
+    size_t *lens;
+    int n;
+} parsed_hist;
+
+/* Validates a history array; fills p (arrays malloc'ed). Returns NULL or an error message in err.
+ */
+static int parse_history(server *s, json_t *h, const char *field, parsed_hist *p, char *err,
+                         size_t errn) {
+    memset(p, 0, sizeof *p);
+    if (!json_is_array(h)) {
+        snprintf(err, errn, "%s must be an array of strings", field);
+        return -1;
+    }
+    size_t n = json_array_size(h);
+    if (n == 0) {
+        snprintf(err, errn, "%s must not be empty", field);
+        return -1;
+    }
+    if (n > (size_t)s->cfg.max_history_titles) {
+        snprintf(err, errn, "%s has %zu titles; the limit is %d (max-history-titles)", field, n,
+                 s->cfg.max_history_titles);
+        return -1;
+    }
+    p->titles = calloc(n, sizeof *p->titles);
+    p->lens = calloc(n, sizeof *p->lens);
+    if (!p->titles || !p->lens) abort();
+    for (size_t i = 0; i < n; i++) {
+        json_t *t = json_array_get(h, i);
+        if (!json_is_string(t)) {
+            snprintf(err, errn, "%s[%zu] must be a string", field, i);
+            return -1;
+        }
+        size_t len = json_string_length(t);
+        if (len > (size_t)s->cfg.max_title_bytes) {
+            snprintf(err, errn, "%s[%zu] is %zu bytes; the limit is %d (max-title-bytes)", field, i,
+                     len, s->cfg.max_title_bytes);
+            return -1;
+        }
+        p->titles[i] = json_string_value(t);
+        p->lens[i] = len;
+    }
+    p->n = (int)n;
+    return 0;
+}
+
+static void hist_free(parsed_hist *p) {
+    free(p->titles);
+    free(p->lens);
+}
+
+int get_num(json_t *o, const char *k, double lo, double hi, double *out, char *err, size_t errn,
+            const char *prefix) {
+    json_t *v = json_object_get(o, k);
+    if (!v || json_is_null(v)) return 0;
+    if (!json_is_number(v)) {
+        snprintf(err, errn, "%s%s must be a number", prefix, k);
+        return -1;
+    }
+    double x = json_number_value(v);
+    if (!(x >= lo && x <= hi)) {
+        snprintf(err, errn, "%s%s must be in [%g, %g]", prefix, k, lo, hi);
+        return -1;
+    }
+    *out = x;
+    return 1;
+}
+
+/* Parses and tokenizes a titles/embed body into a job. Returns 0, or an HTTP status with err. */
+int tokenize_embed(server *s, json_t *user, const char *field, uint64_t id, job **out, char *err,
+                   size_t errn) {
+    char f[64];
+    snprintf(f, sizeof f, "%s.history", field);
+    if (!json_is_object(user)) {
+        snprintf(err, errn, "%s must be an object with a history array", field);
+        return 400;
+    }
+    parsed_hist ph;
+    if (parse_history(s, json_object_get(user, "history"), f, &ph, err, errn)) {
+        hist_free(&ph);
+        return 400;
+    }
+    hc_history h = {ph.titles, ph.lens, ph.n};
+    hc_errbuf eb = {{0}};
+    job *j = calloc(1, sizeof *j);
+    if (!j) abort();
+    int rc = hc_creator_tokenize_request(s->creator, s->item_ctx, s->creative_ctx, &h, NULL, 0,
+                                         NULL, 0, &j->req, &j->buf, &eb);
+    hist_free(&ph);
+    if (rc) {
+        free(j);
+        snprintf(err, errn, "%s: %s", field, eb.msg[0] ? eb.msg : hc_strerror(rc));
+        return 400;
+    }
+    j->kind = JOB_SUBMIT;
+    j->id = j->req.id = id;
+    j->req.mode = HC_CREQ_EMBED;
+    j->req.sampling = s->sampling_default;
+    *out = j;
+    return 0;
+}
+
+void free_jobs(job *j) {
+    while (j) {
+        job *nx = j->next;
+        hc_creq_buf_free(&j->buf);
+        free(j);
+        j = nx;
+    }
+}
+
+/* Parses and tokenizes a body into jobs (*out: one, or one per user of a users:embed batch, whose
+ * child requests are made here). Returns 0, or an HTTP status with err. */
+int build_job(server *s, request *r, job **out, char *err, size_t errn) {
+    job *j = NULL;
+    *out = NULL;
+    json_error_t je;
+    json_t *root = json_loadb(r->body ? r->body : "", r->body_len, JSON_REJECT_DUPLICATES, &je);
+    if (!root) {
+        snprintf(err, errn, "invalid JSON body: %s (line %d, column %d)", je.text, je.line,
+                 je.column);
+        return 400;
+    }
+    int code = 400;
+    parsed_hist ph = {0};
+    if (!json_is_object(root)) {
+        snprintf(err, errn, "the body must be a JSON object");
+        goto out;
+    }
+    json_t *rid = json_object_get(root, "request_id");
+    if (rid && !json_is_null(rid)) {
+        if (!json_is_string(rid) || json_string_length(rid) > 100) {
+            snprintf(err, errn, "request_id must be a string of at most 100 bytes");
+            goto out;
+        }
+        snprintf(r->client_id, sizeof r->client_id, "%s", json_string_value(rid));
+    }
+    json_t *full = json_object_get(root, "full");
+    if (full && !json_is_boolean(full)) {
+        snprintf(err, errn, "full must be a boolean");
+        goto out;
+    }
+    r->want_full = full && json_is_true(full);
+    json_t *users = json_object_get(root, "users");
+    if (r->type == RT_EMBED && users) {
+        if (!json_is_array(users) || !json_array_size(users)) {
+            snprintf(err, errn, "users must be a non-empty array of {\"history\": [...]} objects");
+            goto out;
+        }
+        if (json_array_size(users) > (size_t)s->cfg.max_queued) {
+            snprintf(err, errn, "users has %zu entries; the limit is %d (max-queued)",
+                     json_array_size(users), s->cfg.max_queued);
+            goto out;
+        }
+        job *head = NULL, **tail = &head;
+        for (size_t i = 0; i < json_array_size(users); i++) {
+            char field[32];
+            snprintf(field, sizeof field, "users[%zu]", i);
+            job *cj;
+            if (tokenize_embed(s, json_array_get(users, i), field, r->id + 1 + i, &cj, err, errn)) {
+                free_jobs(head);
+                goto out;
+            }
+            *tail = cj;
+            tail = &cj->next;
+        }
+        r->n_children = (int)json_array_size(users);
+        *out = head;
+        code = 0;
+        goto out;
+    }
+    json_t *user = json_object_get(root, "user");
+    if (!json_is_object(user)) {
+        snprintf(err, errn, "user must be an object with a history array");
+        goto out;
+    }
+    if (parse_history(s, json_object_get(user, "history"), "user.history", &ph, err, errn))
+        goto out;
+    const char *at = NULL, *ad = NULL;
+    size_t atl = 0, adl = 0;
+    hc_creq_mode mode = HC_CREQ_EMBED;
+    hc_sampler_params sp = s->sampling_default;
+    int max_new = s->max_new_default;
+    if (r->type == RT_TITLES) {
+        json_t *a = json_object_get(root, "ad");
+        if (!json_is_object(a)) {
+            snprintf(err, errn, "ad must be an object with a title string");
+            goto out;
+        }
+        json_t *t = json_object_get(a, "title"), *d = json_object_get(a, "description");
+        if (!json_is_string(t)) {
+            snprintf(err, errn, "ad.title must be a string");
+            goto out;
+        }
+        if (d && !json_is_null(d) && !json_is_string(d)) {
+            snprintf(err, errn, "ad.description must be a string");
+            goto out;
+        }
+        at = json_string_value(t);
+        atl = json_string_length(t);
+        if (atl > (size_t)s->cfg.max_title_bytes) {
+            snprintf(err, errn, "ad.title is %zu bytes; the limit is %d (max-title-bytes)", atl,
+                     s->cfg.max_title_bytes);
+            goto out;
+        }
+        if (json_is_string(d)) {
+            ad = json_string_value(d);
+            adl = json_string_length(d);
+            if (adl > (size_t)s->cfg.max_title_bytes * 4) {
+                snprintf(err, errn,
+                         "ad.description is %zu bytes; the limit is %d "
+                         "(4 x max-title-bytes)",
+                         adl, s->cfg.max_title_bytes * 4);
+                goto out;
+            }
+        }
+        json_t *m = json_object_get(root, "mode");
+        mode = HC_CREQ_CLUSTER;
+        if (m && !json_is_null(m)) {
+            if (!json_is_string(m) || (strcmp(json_string_value(m), "cluster") &&
+                                       strcmp(json_string_value(m), "per_user"))) {
+                snprintf(err, errn, "mode must be \"cluster\" or \"per_user\"");
+                goto out;
+            }
+            if (!strcmp(json_string_value(m), "per_user")) mode = HC_CREQ_PER_USER;
+        }
+        json_t *st = json_object_get(root, "stream");
+        if (st && !json_is_null(st) && !json_is_boolean(st)) {
+            snprintf(err, errn, "stream must be a boolean");
+            goto out;
+        }
+        r->stream = st && json_is_true(st);
+        double x;
+        int g = get_num(root, "max_new_tokens", 0, 4096, &x, err, errn, "");
+        if (g < 0) goto out;
+        if (g) {
+            if (x != (double)(int)x) {
+                snprintf(err, errn, "max_new_tokens must be an integer");
+                goto out;
+            }
+            max_new = (int)x;
+        }
+        json_t *smp = json_object_get(root, "sampling");
+        if (smp && !json_is_null(smp)) {
+            if (!json_is_object(smp)) {
+                snprintf(err, errn, "sampling must be an object");
+                goto out;
+            }
+            if ((g = get_num(smp, "temperature", 0, 100, &x, err, errn, "sampling.")) < 0) goto out;
+            if (g) {
+                sp.temperature = (float)x;
+                sp.greedy = x == 0;
+            }
+            if ((g = get_num(smp, "top_k", 0, 1e9, &x, err, errn, "sampling.")) < 0) goto out;
+            if (g) sp.top_k = (int)x;
+            if ((g = get_num(smp, "top_p", 1e-9, 1, &x, err, errn, "sampling.")) < 0) goto out;
+            if (g) sp.top_p = (float)x;
+            if ((g = get_num(smp, "seed", 0, 9007199254740992.0, &x, err, errn, "sampling.")) < 0)
+                goto out;
+            if (g) sp.seed = (uint64_t)x;
+            json_t *gr = json_object_get(smp, "greedy");
+            if (gr && !json_is_null(gr)) {
+                if (!json_is_boolean(gr)) {
+                    snprintf(err, errn, "sampling.greedy must be a boolean");
+                    goto out;
+                }
+                if (json_is_true(gr))
+                    sp.greedy = 1;
+                else if (sp.temperature > 0)
+                    sp.greedy = 0;
+            }
+        }
+    }
+    hc_history h = {ph.titles, ph.lens, ph.n};
+    hc_errbuf eb = {{0}};
+    j = calloc(1, sizeof *j);
+    if (!j) abort();
+    int rc = hc_creator_tokenize_request(s->creator, s->item_ctx, s->creative_ctx, &h,
+                                         r->type == RT_TITLES ? at : NULL, atl, ad, adl, &j->req,
+                                         &j->buf, &eb);
+    if (rc) {
+        free(j);
+        snprintf(err, errn, "%s", eb.msg[0] ? eb.msg : hc_strerror(rc));
+        goto out;
+    }
+    *out = j;
+    j->kind = JOB_SUBMIT;
+    j->id = r->id;
+    j->req.id = r->id;
+    j->req.mode = mode;
+    j->req.sampling = sp;
+    j->req.max_new = max_new;
+    code = 0;
+out:
+    hist_free(&ph);
+    json_decref(root);
+    return code;
+}
+
+/* ---- responses from events -------------------------------------------------------------- */
+
+void add_timings(request *r, json_t *o) {
+    double te = r->t_embedded ? r->t_embedded : r->t_finished;
+    json_object_set_new(o, "timings",
+                        json_pack("{s:f,s:f,s:f,s:f}", "queue", r->t_accept - r->t_recv, "embed",
+                                  te - r->t_accept, "generate", r->t_finished - te, "total",
+                                  r->t_finished - r->t_recv));
+}
+
+json_t *title_json(request *r) {
+    json_t *ids = json_array();
+    for (int i = 0; i < r->n_ids; i++)
+        json_array_append_new(ids, json_integer(r->ids[i]));
+    json_t *o = json_object();
+    json_object_set_new(o, "title", json_stringn(r->text ? r->text : "", r->text_len));
+    json_object_set_new(o, "ids", ids);
+    json_object_set_new(o, "cluster", r->cluster >= 0 ? json_integer(r->cluster) : json_null());
+    json_object_set_new(o, "finish", json_string(hc_finish_name(r->finish)));
+    if (r->client_id[0]) json_object_set_new(o, "request_id", json_string(r->client_id));
+    add_timings(r, o);
+    return o;
+}
+
+json_t *floats(const float *v, int n) {
+    json_t *a = json_array();
+    for (int i = 0; i < n; i++)
+        json_array_append_new(a, json_real(v[i]));
+    return a;
+}
+
+void sse_event(request *r, const char *name, json_t *data) {
+    char *d = json_dumps(data, JSON_COMPACT);
+    json_decref(data);
+    char head[64];
+    int n = snprintf(head, sizeof head, "event: %s\ndata: ", name);
+    buf_append(&r->sse, &r->sse_len, &r->sse_cap, head, (size_t)n);
+    buf_append(&r->sse, &r->sse_len, &r->sse_cap, d, strlen(d));
+    buf_append(&r->sse, &r->sse_len, &r->sse_cap, "\n\n", 2);
+    free(d);
+}
+
+void wake(request *r) {
+    if (r->suspended && r->conn) {
+        r->suspended = 0;
+        MHD_resume_connection(r->conn);
+    }
+}
+
+/* The request got its last event: build the response (or the stream's last event). */
+void complete(server *s, request *r) {
+    r->finished = 1;
+    unlink_live(s, r);
+    if (r->parent) {
+        request *p = r->parent;
+        json_t *o;
+        if (r->fail_status) {
+            o = json_pack("{s:i,s:s}", "status", r->fail_status, "error", r->fail_msg);
+        } else {
+            o = json_object();
+            json_object_set_new(o, "cluster",
+                                r->cluster >= 0 ? json_integer(r->cluster) : json_null());
+            json_object_set_new(o, "score", r->cluster >= 0 ? json_real(r->score) : json_null());
+            if (r->want_full && r->u) {
+                json_object_set_new(o, "u", floats(r->u, r->n_u));
+                json_object_set_new(o, "U", floats(r->U, r->n_U));
+            }
+        }
+        json_array_set_new(p->results, (size_t)r->slot, o);
+        if (r->t_finished > p->t_finished) p->t_finished = r->t_finished;
+        if (!p->t_accept || r->t_accept < p->t_accept) p->t_accept = r->t_accept;
+        request_free(r);
+        if (--p->pending) return;
+        p->finished = 1;
+        if (!p->conn) {
+            request_free(p);
+            return;
+        }
+        /* all failed alike (e.g. 429): that status; otherwise 200 with per-user results */
+        size_t i, n = json_array_size(p->results);
+        json_t *first = json_array_get(p->results, 0);
+        json_t *st = json_object_get(first, "status");
+        for (i = 1; st && i < n; i++) {
+            json_t *si = json_object_get(json_array_get(p->results, i), "status");
+            if (!si || json_integer_value(si) != json_integer_value(st)) break;
+        }
+        if (st && i == n) {
+            p->code = (int)json_integer_value(st);
+            p->resp = json_error("%s", json_string_value(json_object_get(first, "error")));
+            p->retry_after = p->code == 429;
+        } else {
+            json_t *o2 = json_pack("{s:O}", "results", p->results);
+            if (p->client_id[0]) json_object_set_new(o2, "request_id", json_string(p->client_id));
+            p->t_embedded = p->t_finished;
+            add_timings(p, o2);
+            p->resp = json_dumps(o2, JSON_COMPACT);
+            json_decref(o2);
+            p->code = 200;
+        }
+        p->state = RS_DONE;
+        wake(p);
+        return;
+    }
+    if (!r->conn) { /* the client went away */
+        request_free(r);
+        return;
+    }
+    if (r->stream) {
+        if (r->fail_status) {
+            sse_event(r, "error", json_pack("{s:s}", "error", r->fail_msg));
+        } else {
+            json_t *o = title_json(r);
+            json_object_del(o, "ids");
+            sse_event(r, "done", o);
+        }
+        r->sse_end = 1;
+    } else if (r->fail_status) {
+        r->code = r->fail_status;
+        r->resp = json_error("%s", r->fail_msg);
+    } else if (r->type == RT_TITLES) {
+        json_t *o = title_json(r);
+        r->resp = json_dumps(o, JSON_COMPACT);
+        json_decref(o);
+        r->code = 200;
+    } else {
+        json_t *o = json_object();
+        json_object_set_new(o, "cluster", r->cluster >= 0 ? json_integer(r->cluster) : json_null());
+        json_object_set_new(o, "score", r->cluster >= 0 ? json_real(r->score) : json_null());
+        if (r->want_full && r->u) {
+            json_object_set_new(o, "u", floats(r->u, r->n_u));
+            json_object_set_new(o, "U", floats(r->U, r->n_U));
+        }
+        if (r->client_id[0]) json_object_set_new(o, "request_id", json_string(r->client_id));
+        add_timings(r, o);
+        r->resp = json_dumps(o, JSON_COMPACT);
+        json_decref(o);
+        r->code = 200;
+    }
+    r->state = RS_DONE;
+    wake(r);
+}
+
+void handle_event(server *s, event *e) {
+    if (e->kind == EV_READY) {
+        hc_creator *c = s->creator;
+        s->item_ctx = hc_tok_ctx_new(c->item_tok);
+        s->creative_ctx = hc_tok_ctx_new(c->creative_tok);
+        if (!s->item_ctx || !s->creative_ctx) {
+            hlog(&s->cfg, 0, 0, "cannot create tokenizer contexts");
+            s->load_failed = 1;
+            return;
+        }
+        s->d_item = c->d_item;
+        s->d_user = c->d_user;
+        s->d_creative = c->d_creative;
+        s->max_history = c->pkg.max_history;
+        s->max_item_tokens = c->pkg.max_item_tokens;
+        s->max_new_default = c->pkg.max_new_tokens;
+        s->sampling_default = c->pkg.sampling;
+        s->n_clusters = c->clusters ? hc_cluster_index_k(c->clusters) : 0;
+        s->ready = 1;
+        hlog(&s->cfg, 2, 0, "model package %s loaded; ready", s->cfg.model);
+        return;
+    }
+    if (e->kind == EV_LOAD_FAILED) {
+        hlog(&s->cfg, 0, 0, "cannot load model package '%s': %s", s->cfg.model, e->msg);
+        s->load_failed = 1;
+        s->exit_code = 1;
+        uv_stop(&s->loop);
+        return;
+    }
+    if (e->kind == EV_FAILED && e->id == 0) {
+        hlog(&s->cfg, 0, 0, "%s", e->msg);
+        return;
+    }
+    request *r = find_live(s, e->id);
+    if (!r) return;
+    switch (e->kind) {
+    case EV_ACCEPTED:
+        r->t_accept = e->t;
+        break;
+    case EV_REJECTED:
+        r->t_accept = r->t_finished = e->t;
+        if (e->status == HC_ERR_AGAIN) {
+            s->m_rejected++;
+            r->fail_status = 429;
+            snprintf(r->fail_msg, sizeof r->fail_msg,
+                     "the queue is full (max-queued %d); retry later", s->cfg.max_queued);
+            r->retry_after = 1;
+        } else {
+            r->fail_status = 400;
+            snprintf(r->fail_msg, sizeof r->fail_msg, "%s", e->msg);
+        }
+        hlog(&s->cfg, 2, r->id, "rejected: %s", r->fail_msg);
+        complete(s, r);
+        break;
+    case EV_EMBEDDED:
+        r->t_embedded = e->t;
+        r->cluster = e->cluster;
+        r->score = e->score;
+        if (r->want_full && e->u) {
+            r->u = e->u;
+            r->U = e->U;
+            r->n_u = e->n_u;
+            r->n_U = e->n_U;
+            e->u = e->U = NULL;
+        }
+        if (r->stream && r->conn) {
+            sse_event(r, "meta",
+                      json_pack("{s:o}", "cluster",
+                                r->cluster >= 0 ? json_integer(r->cluster) : json_null()));
+            wake(r);
+        }
+        break;
+    case EV_TOKEN: {
+        s->m_tokens++;
+        if (r->n_ids == r->cap_ids) {
+            r->cap_ids = r->cap_ids ? r->cap_ids * 2 : 32;
+            r->ids = xrealloc(r->ids, sizeof(int32_t) * (size_t)r->cap_ids);
+        }
+        r->ids[r->n_ids++] = e->token;
+        const char *t;
+        size_t n;
+        if (!hc_detok_feed(r->detok, e->token, &t, &n) && n) {
+            buf_append(&r->text, &r->text_len, &r->text_cap, t, n);
+            if (r->stream && r->conn) {
+                sse_event(r, "token", json_pack("{s:s%}", "text", t, n));
+                wake(r);
+            }
+        }
+        break;
+    }
+    case EV_FINISHED: {
+        r->t_finished = e->t;
+        r->finish = e->finish;
+        const char *t;
+        size_t n;
+        if (r->detok && !hc_detok_finish(r->detok, &t, &n) && n) {
+            buf_append(&r->text, &r->text_len, &r->text_cap, t, n);
+            if (r->stream && r->conn) sse_event(r, "token", json_pack("{s:s%}", "text", t, n));
+        }
+        if (e->finish == HC_FINISH_CANCELLED) s->m_cancelled++;
+        hlog(&s->cfg, 2, r->id, "finished: %s, %d tokens, %.1f ms", hc_finish_name(e->finish),
+             r->n_ids, r->t_finished - r->t_recv);
+        complete(s, r);
+        break;
+    }
+    case EV_FAILED:
+        r->t_finished = e->t;
+        r->fail_status = 500;
+        snprintf(r->fail_msg, sizeof r->fail_msg, "%s", e->msg);
+        hlog(&s->cfg, 0, r->id, "failed: %s", e->msg);
+        complete(s, r);
+        break;
+    default:
+        break;
+    }
+}

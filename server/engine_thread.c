@@ -1,0 +1,164 @@
+/* engine_thread.c: the engine thread (owns the hc_creator and the hc_csched) and the job/event
+ * queues. */
+#include "server.h"
+
+void post_event(server *s, event *e) {
+    e->t = now_ms();
+    e->next = NULL;
+    pthread_mutex_lock(&s->mu);
+    if (s->evs_tail)
+        s->evs_tail->next = e;
+    else
+        s->evs_head = e;
+    s->evs_tail = e;
+    pthread_mutex_unlock(&s->mu);
+    uv_async_send(&s->async);
+}
+
+event *new_event(ev_kind k, uint64_t id) {
+    event *e = calloc(1, sizeof *e);
+    if (!e) abort();
+    e->kind = k;
+    e->id = id;
+    return e;
+}
+
+void engine_sink(void *user, const hc_cevent *ev) {
+    server *s = user;
+    event *e;
+    switch (ev->kind) {
+    case HC_CEV_EMBEDDED:
+        e = new_event(EV_EMBEDDED, ev->id);
+        e->cluster = ev->cluster;
+        e->score = ev->cluster_score;
+        if (ev->u && ev->U) {
+            e->n_u = s->creator->d_user;
+            e->n_U = s->creator->d_creative;
+            e->u = malloc(sizeof(float) * (size_t)e->n_u);
+            e->U = malloc(sizeof(float) * (size_t)e->n_U);
+            if (!e->u || !e->U) abort();
+            memcpy(e->u, ev->u, sizeof(float) * (size_t)e->n_u);
+            memcpy(e->U, ev->U, sizeof(float) * (size_t)e->n_U);
+        }
+        break;
+    case HC_CEV_TOKEN:
+        e = new_event(EV_TOKEN, ev->id);
+        e->token = ev->token;
+        break;
+    case HC_CEV_FINISHED:
+        e = new_event(EV_FINISHED, ev->id);
+        e->finish = ev->finish;
+        break;
+    default:
+        e = new_event(EV_FAILED, ev->id);
+        e->status = ev->status;
+        snprintf(e->msg, sizeof e->msg, "%s", ev->message ? ev->message : hc_strerror(ev->status));
+        break;
+    }
+    post_event(s, e);
+}
+
+int backend_kind(const char *b) {
+    if (!strcmp(b, "cuda")) return HC_BACKEND_CUDA;
+    if (!strcmp(b, "auto")) return HC_BACKEND_AUTO;
+    return HC_BACKEND_CPU;
+}
+
+int load_model(server *s, hc_errbuf *eb) {
+    hc_backend_params bp = hc_backend_default_params();
+    bp.n_threads = s->cfg.threads;
+    int rc = hc_backend_create_ex(&s->be, backend_kind(s->cfg.backend), &bp, eb);
+    if (rc) return rc;
+    rc = hc_package_probe(s->cfg.model, eb);
+    if (rc == HC_ERR_NOTFOUND)
+        return hc_seterr(eb, rc,
+                         "%s is not a model package (no creator.json; see "
+                         "proto/model-package.md)",
+                         s->cfg.model);
+    if (rc) return rc;
+    hc_creator_params p = hc_creator_default_params();
+    p.n_threads = s->cfg.threads;
+    rc = hc_creator_load(&s->creator, s->be, s->cfg.model, &p, eb);
+    if (rc) return rc;
+    if (!s->creator->creative)
+        return hc_seterr(eb, HC_ERR_FORMAT, "the package has no creative LLM");
+    hc_csched_params sp = hc_csched_default_params();
+    sp.max_queued = s->cfg.max_queued;
+    return hc_csched_create(&s->sched, s->creator, &sp, eb);
+}
+
+void *engine_main(void *arg) {
+    server *s = arg;
+    hc_errbuf eb = {{0}};
+    int rc = load_model(s, &eb);
+    if (rc) {
+        event *e = new_event(EV_LOAD_FAILED, 0);
+        e->status = rc;
+        snprintf(e->msg, sizeof e->msg, "%s", eb.msg[0] ? eb.msg : hc_strerror(rc));
+        post_event(s, e);
+    } else {
+        post_event(s, new_event(EV_READY, 0));
+    }
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        while (!s->stop_engine && !s->jobs_head && (!s->sched || hc_csched_idle(s->sched)))
+            pthread_cond_wait(&s->cv, &s->mu);
+        job *j = s->jobs_head;
+        s->jobs_head = s->jobs_tail = NULL;
+        int stop = s->stop_engine;
+        pthread_mutex_unlock(&s->mu);
+        while (j) {
+            job *nx = j->next;
+            if (j->kind == JOB_CANCEL) {
+                if (s->sched) hc_csched_cancel(s->sched, j->id);
+            } else {
+                hc_errbuf reb = {{0}};
+                int src = s->sched ? hc_csched_submit(s->sched, &j->req, &reb) : HC_ERR_INVAL;
+                event *e = new_event(src ? EV_REJECTED : EV_ACCEPTED, j->id);
+                e->status = src;
+                if (src)
+                    snprintf(e->msg, sizeof e->msg, "%s", reb.msg[0] ? reb.msg : hc_strerror(src));
+                post_event(s, e);
+                hc_creq_buf_free(&j->buf);
+            }
+            free(j);
+            j = nx;
+        }
+        if (stop) break;
+        if (s->sched && !hc_csched_idle(s->sched)) {
+            hc_errbuf seb = {{0}};
+            int src = hc_csched_step(s->sched, engine_sink, s, &seb);
+            if (src) {
+                event *e = new_event(EV_FAILED, 0);
+                e->status = src;
+                snprintf(e->msg, sizeof e->msg, "engine step: %s",
+                         seb.msg[0] ? seb.msg : hc_strerror(src));
+                post_event(s, e);
+            }
+            hc_csched_stats st = hc_csched_get_stats(s->sched);
+            pthread_mutex_lock(&s->mu);
+            s->snap.queued = st.queued;
+            s->snap.embedded_waiting = st.embedded_waiting;
+            s->snap.generating = st.generating;
+            s->snap.prefill_tokens = st.gen.prefill_tokens;
+            s->snap.decode_tokens = st.gen.decode_tokens;
+            s->snap.prefix_hits = st.gen.prefix_hits;
+            pthread_mutex_unlock(&s->mu);
+        }
+    }
+    return NULL;
+}
+
+void push_job(server *s, job *j) {
+    j->next = NULL;
+    pthread_mutex_lock(&s->mu);
+    if (s->jobs_tail)
+        s->jobs_tail->next = j;
+    else
+        s->jobs_head = j;
+    s->jobs_tail = j;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* ---- HTTP helpers (loop thread) --------------------------------------------------------- */

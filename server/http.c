@@ -1,0 +1,295 @@
+/* http.c: libmicrohttpd in external epoll mode on the libuv loop; routing, GET endpoints,
+ * streaming. */
+#include "server.h"
+
+void on_async(uv_async_t *a) {
+    server *s = a->data;
+    pthread_mutex_lock(&s->mu);
+    event *e = s->evs_head;
+    s->evs_head = s->evs_tail = NULL;
+    pthread_mutex_unlock(&s->mu);
+    while (e) {
+        event *nx = e->next;
+        handle_event(s, e);
+        free(e->u);
+        free(e->U);
+        free(e);
+        e = nx;
+    }
+    run_mhd(s);
+    maybe_finish_drain(s);
+}
+
+/* ---- the MHD handlers ------------------------------------------------------------------- */
+
+ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max) {
+    request *r = cls;
+    if (r->sse_off < r->sse_len) {
+        size_t n = r->sse_len - r->sse_off;
+        if (n > max) n = max;
+        memcpy(buf, r->sse + r->sse_off, n);
+        r->sse_off += n;
+        return (ssize_t)n;
+    }
+    if (r->sse_end) return MHD_CONTENT_READER_END_OF_STREAM;
+    if (r->conn && !r->suspended) {
+        r->suspended = 1;
+        MHD_suspend_connection(r->conn);
+    }
+    return 0;
+}
+
+enum MHD_Result handle_get(server *s, struct MHD_Connection *c, const char *url) {
+    if (!strcmp(url, "/healthz"))
+        return queue_body(s, c, 200, "application/json", "{\"status\":\"ok\"}", 0);
+    if (!strcmp(url, "/readyz")) {
+        if (s->ready && !s->draining)
+            return queue_body(s, c, 200, "application/json", "{\"status\":\"ready\"}", 0);
+        return queue_body(s, c, 503, "application/json",
+                          s->draining ? "{\"status\":\"draining\"}" : "{\"status\":\"loading\"}",
+                          1);
+    }
+    if (!strcmp(url, "/v1/model")) {
+        if (!s->ready) return send_error(s, c, 503, "the model is loading");
+        json_t *o = json_pack(
+            "{s:s,s:{s:i,s:i,s:i},s:i,s:i,s:i,s:i,s:{s:b,s:f,s:i,s:f}}", "package", s->cfg.model,
+            "dims", "item", s->d_item, "user", s->d_user, "creative", s->d_creative, "clusters",
+            s->n_clusters, "max_history", s->max_history, "max_item_tokens", s->max_item_tokens,
+            "max_new_tokens", s->max_new_default, "sampling", "greedy", s->sampling_default.greedy,
+            "temperature", (double)s->sampling_default.temperature, "top_k",
+            s->sampling_default.top_k, "top_p", (double)s->sampling_default.top_p);
+        json_object_set_new(o, "limits",
+                            json_pack("{s:i,s:I,s:i,s:i}", "max_queued", s->cfg.max_queued,
+                                      "max_body_bytes", (json_int_t)s->cfg.max_body_bytes,
+                                      "max_history_titles", s->cfg.max_history_titles,
+                                      "max_title_bytes", s->cfg.max_title_bytes));
+        char *t = json_dumps(o, JSON_COMPACT);
+        json_decref(o);
+        enum MHD_Result r = queue_body(s, c, 200, "application/json", t, 0);
+        free(t);
+        return r;
+    }
+    if (!strcmp(url, "/metrics")) {
+        stats_snapshot sn;
+        pthread_mutex_lock(&s->mu);
+        sn = s->snap;
+        pthread_mutex_unlock(&s->mu);
+        char *b = NULL;
+        size_t len = 0, cap = 0;
+        char line[256];
+        int n;
+#define MLINE(...)                                                                                 \
+    do {                                                                                           \
+        n = snprintf(line, sizeof line, __VA_ARGS__);                                              \
+        buf_append(&b, &len, &cap, line, (size_t)n);                                               \
+    } while (0)
+        MLINE("# TYPE hllm:requests_total counter\n");
+        for (int code = 100; code < 600; code++)
+            if (s->m_codes[code])
+                MLINE("hllm:requests_total{status=\"%d\"} %" PRIu64 "\n", code, s->m_codes[code]);
+        MLINE("# TYPE hllm:requests_running gauge\nhllm:requests_running %d\n", sn.generating);
+        MLINE("# TYPE hllm:requests_waiting gauge\nhllm:requests_waiting %d\n",
+              sn.queued + sn.embedded_waiting);
+        MLINE("# TYPE hllm:generated_tokens_total counter\nhllm:generated_tokens_total %" PRIu64
+              "\n",
+              s->m_tokens);
+        MLINE("# TYPE hllm:prefill_tokens_total counter\nhllm:prefill_tokens_total %" PRIu64 "\n",
+              sn.prefill_tokens);
+        MLINE("# TYPE hllm:prefix_hits_total counter\nhllm:prefix_hits_total %" PRIu64 "\n",
+              sn.prefix_hits);
+        MLINE("# TYPE hllm:cancelled_total counter\nhllm:cancelled_total %" PRIu64 "\n",
+              s->m_cancelled);
+        MLINE("# TYPE hllm:rejected_total counter\nhllm:rejected_total %" PRIu64 "\n",
+              s->m_rejected);
+#undef MLINE
+        enum MHD_Result r = queue_body(s, c, 200, "text/plain; version=0.0.4", b, 0);
+        free(b);
+        return r;
+    }
+    return send_error(s, c, 404, "no such path");
+}
+
+enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                          const char *version, const char *data, size_t *data_size,
+                          void **con_cls) {
+    server *s = cls;
+    request *r = *con_cls;
+    if (!r) {
+        int is_post_path = !strcmp(url, "/v1/titles") || !strcmp(url, "/v1/users:embed");
+        int is_get_path = !strcmp(url, "/healthz") || !strcmp(url, "/readyz") ||
+                          !strcmp(url, "/v1/model") || !strcmp(url, "/metrics");
+        if (!is_post_path && !is_get_path) return send_error(s, c, 404, "no such path");
+        if (is_get_path) {
+            if (strcmp(method, "GET") && strcmp(method, "HEAD"))
+                return send_error(s, c, 405, "this path takes GET");
+            return handle_get(s, c, url);
+        }
+        if (strcmp(method, "POST")) return send_error(s, c, 405, "this path takes POST");
+        const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
+        if (!ct || strncasecmp(ct, "application/json", 16) ||
+            (ct[16] && ct[16] != ';' && ct[16] != ' '))
+            return send_error(s, c, 415, "Content-Type must be application/json");
+        r = calloc(1, sizeof *r);
+        if (!r) return MHD_NO;
+        r->srv = s;
+        r->conn = c;
+        r->type = !strcmp(url, "/v1/titles") ? RT_TITLES : RT_EMBED;
+        r->cluster = -1;
+        r->t_recv = now_ms();
+        *con_cls = r;
+        return MHD_YES;
+    }
+    if (r->state == RS_READING) {
+        if (*data_size) {
+            if (r->body_len + *data_size > (size_t)s->cfg.max_body_bytes)
+                r->too_large = 1;
+            else
+                buf_append(&r->body, &r->body_len, &r->body_cap, data, *data_size);
+            *data_size = 0;
+            return MHD_YES;
+        }
+        /* the whole body is here */
+        if (r->too_large) {
+            char m[128];
+            snprintf(m, sizeof m, "the body is larger than %ld bytes (max-body-bytes)",
+                     s->cfg.max_body_bytes);
+            r->state = RS_DONE;
+            return send_error(s, c, 413, m);
+        }
+        if (!s->ready || s->draining) {
+            r->state = RS_DONE;
+            return send_error(s, c, 503,
+                              s->draining ? "the server is shutting down" : "the model is loading");
+        }
+        r->id = ++s->next_id;
+        job *j = NULL;
+        char err[1024];
+        int code = build_job(s, r, &j, err, sizeof err);
+        free(r->body);
+        r->body = NULL;
+        if (code) {
+            r->state = RS_DONE;
+            hlog(&s->cfg, 2, r->id, "%d: %s", code, err);
+            return send_error(s, c, code, err);
+        }
+        if (r->type == RT_TITLES)
+            s->m_requests_titles++;
+        else
+            s->m_requests_embed++;
+        r->detok = hc_detok_new(s->creator->creative_tok, 1);
+        if (!r->detok) abort();
+        hlog(&s->cfg, 3, r->id, "%s %s%s%s", method, url, r->client_id[0] ? " request_id=" : "",
+             r->client_id);
+        r->state = RS_WAITING;
+        r->submitted = 1;
+        if (r->n_children) {
+            /* a batch: the children are live, the parent waits for all of them */
+            r->pending = r->n_children;
+            r->results = json_array();
+            for (int i = 0; i < r->n_children; i++) {
+                request *ch = calloc(1, sizeof *ch);
+                if (!ch) abort();
+                ch->srv = s;
+                ch->type = RT_EMBED;
+                ch->id = ++s->next_id;
+                ch->parent = r;
+                ch->slot = i;
+                ch->cluster = -1;
+                ch->want_full = r->want_full;
+                ch->submitted = 1;
+                ch->state = RS_WAITING;
+                ch->t_recv = r->t_recv;
+                ch->next = s->live;
+                s->live = ch;
+                json_array_append_new(r->results, json_null());
+            }
+            while (j) {
+                job *nx = j->next;
+                push_job(s, j);
+                j = nx;
+            }
+            r->suspended = 1;
+            MHD_suspend_connection(c);
+            return MHD_YES;
+        }
+        r->next = s->live;
+        s->live = r;
+        push_job(s, j);
+        if (r->stream) {
+            struct MHD_Response *resp =
+                MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_reader, r, NULL);
+            MHD_add_response_header(resp, "Content-Type", "text/event-stream");
+            MHD_add_response_header(resp, "Cache-Control", "no-cache");
+            enum MHD_Result ret = MHD_queue_response(c, 200, resp);
+            MHD_destroy_response(resp);
+            s->m_codes[200]++;
+            return ret;
+        }
+        r->suspended = 1;
+        MHD_suspend_connection(c);
+        return MHD_YES;
+    }
+    if (r->state == RS_DONE && r->resp) {
+        enum MHD_Result ret;
+        ret = queue_body(s, c, r->code, "application/json", r->resp, r->retry_after);
+        free(r->resp);
+        r->resp = NULL;
+        return ret;
+    }
+    return MHD_YES;
+}
+
+void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                  enum MHD_RequestTerminationCode toe) {
+    server *s = cls;
+    request *r = *con_cls;
+    *con_cls = NULL;
+    if (!r) return;
+    r->conn = NULL;
+    if (r->submitted && !r->finished) {
+        /* the client went away before the end: cancel; freed on its FINISHED event */
+        hlog(&s->cfg, 2, r->id, "client disconnected; cancelling");
+        for (request *q = s->live; q; q = q->next) {
+            if (q != r && q->parent != r) continue;
+            job *j = calloc(1, sizeof *j);
+            if (!j) abort();
+            j->kind = JOB_CANCEL;
+            j->id = q->id;
+            push_job(s, j);
+        }
+        return;
+    }
+    request_free(r);
+}
+
+void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                   enum MHD_ConnectionNotificationCode toe) {
+    server *s = cls;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED)
+        s->n_connections++;
+    else
+        s->n_connections--;
+}
+
+/* ---- the loop's MHD driving ------------------------------------------------------------- */
+
+void on_timer(uv_timer_t *t) {
+    run_mhd(t->data);
+}
+
+void run_mhd(server *s) {
+    if (!s->mhd) return;
+    MHD_run(s->mhd);
+    MHD_UNSIGNED_LONG_LONG to;
+    uv_timer_stop(&s->timer);
+    if (MHD_get_timeout(s->mhd, &to) == MHD_YES)
+        uv_timer_start(&s->timer, on_timer, to, 0);
+    else
+        uv_timer_start(&s->timer, on_timer, 1000, 0);
+}
+
+void on_poll(uv_poll_t *p, int status, int events) {
+    server *s = p->data;
+    run_mhd(s);
+    maybe_finish_drain(s);
+}

@@ -1,0 +1,213 @@
+/* server.h: internal types and functions shared by the modules of hllm-creatord. */
+#ifndef HC_SERVER_SERVER_H
+#define HC_SERVER_SERVER_H
+
+#include <errno.h>
+#include <inttypes.h>
+#include <microhttpd.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <strings.h>
+#include <uv.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include "config.h"
+#include "creator/creator.h"
+#include "creator/creator_sched.h"
+#include "core/error.h"
+#include "tokenizer/tokenizer.h"
+
+/* ---- queues between the threads --------------------------------------------------------- */
+
+typedef enum { JOB_SUBMIT, JOB_CANCEL } job_kind;
+
+typedef struct job {
+    struct job *next;
+    job_kind kind;
+    uint64_t id;
+    hc_creq req;     /* SUBMIT */
+    hc_creq_buf buf; /* SUBMIT: freed by the engine thread after submit */
+} job;
+
+typedef enum {
+    EV_READY,
+    EV_LOAD_FAILED,
+    EV_ACCEPTED,
+    EV_REJECTED,
+    EV_EMBEDDED,
+    EV_TOKEN,
+    EV_FINISHED,
+    EV_FAILED
+} ev_kind;
+
+typedef struct event {
+    struct event *next;
+    ev_kind kind;
+    uint64_t id;
+    double t;
+    int status;
+    int32_t token, cluster;
+    float score;
+    hc_finish finish;
+    int n_u, n_U;
+    float *u, *U; /* EMBEDDED of an embed request with "full" */
+    char msg[768];
+} event;
+
+typedef struct stats_snapshot {
+    int queued, embedded_waiting, generating;
+    uint64_t prefill_tokens, decode_tokens, prefix_hits;
+} stats_snapshot;
+
+/* ---- the server ------------------------------------------------------------------------- */
+
+typedef enum { RT_TITLES, RT_EMBED } req_type;
+typedef enum { RS_READING, RS_WAITING, RS_DONE } req_state;
+
+typedef struct request request;
+
+typedef struct server {
+    hcd_config cfg;
+    uv_loop_t loop;
+    uv_poll_t poll;
+    uv_timer_t timer, drain_timer;
+    uv_async_t async;
+    uv_signal_t sigterm, sigint;
+    struct MHD_Daemon *mhd;
+    /* shared with the engine thread (mu) */
+    pthread_t engine;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    job *jobs_head, *jobs_tail;
+    event *evs_head, *evs_tail;
+    int stop_engine;
+    stats_snapshot snap;
+    int full_embed_wanted; /* unused by the engine; kept for clarity */
+    /* engine-thread only */
+    hc_backend *be;
+    hc_creator *creator;
+    hc_csched *sched;
+    /* loop-thread only */
+    int ready, load_failed, draining, exit_code;
+    hc_tok_ctx *item_ctx, *creative_ctx; /* the loop's own tokenizer contexts */
+    request *live;                       /* requests waiting for the engine */
+    uint64_t next_id;
+    int n_connections;
+    /* model info (set on READY, read-only afterwards) */
+    int d_item, d_user, d_creative, n_clusters, max_history, max_item_tokens, max_new_default;
+    hc_sampler_params sampling_default;
+    /* metrics */
+    uint64_t m_status[6]; /* 2xx 4xx... by index: 200,400,404,405,413,415 handled in m_by_code */
+    uint64_t m_codes[600];
+    uint64_t m_tokens, m_cancelled, m_rejected, m_requests_titles, m_requests_embed;
+} server;
+
+struct request {
+    request *next; /* in server.live */
+    server *srv;
+    struct MHD_Connection *conn;
+    uint64_t id;
+    char client_id[128];
+    req_type type;
+    req_state state;
+    char *body;
+    size_t body_len, body_cap;
+    int too_large;
+    int stream, submitted, finished, suspended, closed, cancel_sent;
+    /* results */
+    int32_t *ids;
+    int n_ids, cap_ids;
+    char *text;
+    size_t text_len, text_cap;
+    int32_t cluster;
+    float score;
+    float *u, *U;
+    int n_u, n_U, want_full;
+    /* a users:embed batch ("users": [...]): one child request per user */
+    request *parent;
+    int slot, n_children, pending;
+    json_t *results; /* the parent's per-user results, in order */
+    hc_finish finish;
+    int fail_status;
+    char fail_msg[800];
+    hc_detok *detok;
+    double t_recv, t_accept, t_embedded, t_finished;
+    /* streaming output */
+    char *sse;
+    size_t sse_len, sse_cap, sse_off;
+    int sse_end;
+    /* final response */
+    int code;
+    char *resp;
+    const char *resp_type;
+    int retry_after;
+};
+
+/* util.c: logging, clocks, buffers */
+void hlog(const hcd_config *cfg, int level, uint64_t rid, const char *fmt, ...);
+double now_ms(void);
+void *xrealloc(void *p, size_t n);
+void buf_append(char **b, size_t *len, size_t *cap, const char *s, size_t n);
+
+/* engine_thread.c: the engine thread and the queues to and from it */
+void post_event(server *s, event *e);
+event *new_event(ev_kind k, uint64_t id);
+void engine_sink(void *user, const hc_cevent *ev);
+int backend_kind(const char *b);
+int load_model(server *s, hc_errbuf *eb);
+void *engine_main(void *arg);
+void push_job(server *s, job *j);
+
+/* api.c: parsing, validation and responses */
+enum MHD_Result queue_body(server *s, struct MHD_Connection *c, int code, const char *type,
+                           const char *body, int retry_after);
+char *json_error(const char *fmt, ...);
+enum MHD_Result send_error(server *s, struct MHD_Connection *c, int code, const char *msg);
+request *find_live(server *s, uint64_t id);
+void unlink_live(server *s, request *q);
+void request_free(request *r);
+int get_num(json_t *o, const char *k, double lo, double hi, double *out, char *err, size_t errn,
+            const char *prefix);
+int tokenize_embed(server *s, json_t *user, const char *field, uint64_t id, job **out, char *err,
+                   size_t errn);
+void free_jobs(job *j);
+int build_job(server *s, request *r, job **out, char *err, size_t errn);
+void add_timings(request *r, json_t *o);
+json_t *title_json(request *r);
+json_t *floats(const float *v, int n);
+void sse_event(request *r, const char *name, json_t *data);
+void wake(request *r);
+void complete(server *s, request *r);
+void handle_event(server *s, event *e);
+
+/* http.c: libmicrohttpd on the libuv loop */
+void on_async(uv_async_t *a);
+ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max);
+enum MHD_Result handle_get(server *s, struct MHD_Connection *c, const char *url);
+enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                          const char *version, const char *data, size_t *data_size, void **con_cls);
+void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                  enum MHD_RequestTerminationCode toe);
+void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                   enum MHD_ConnectionNotificationCode toe);
+void on_timer(uv_timer_t *t);
+void run_mhd(server *s);
+void on_poll(uv_poll_t *p, int status, int events);
+
+/* daemon.c: signals, drain, main */
+void stop_all(server *s);
+void maybe_finish_drain(server *s);
+void on_drain_timeout(uv_timer_t *t);
+void on_signal(uv_signal_t *h, int sig);
+int check_only(server *s);
+void close_cb(uv_handle_t *h);
+int main(int argc, char **argv);
+
+#endif
