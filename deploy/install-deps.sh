@@ -15,6 +15,8 @@ PKGS=(
   libuv1-dev             # the daemon's event loop
   libmicrohttpd-dev      # the daemon's HTTP server
   valgrind               # memcheck run of the engine tests
+  systemd                # test: systemd-analyze verify of deploy/hllm-creatord.service
+  nginx-light            # test: nginx -t of deploy/nginx-lb.conf (tests/cli/deploy_units.sh)
 )
 
 missing=()
