@@ -110,16 +110,30 @@ typedef enum {
  *    own openblas_set_num_threads(1) before inference). Results do not depend on it; with more
  *    than one BLAS thread, prefill only gets slower (pool and BLAS threads oversubscribe).
  * The CUDA backend never touches it. */
+/* Instruction-set levels of the CPU backend's kernels (engine/backend/cpu_isa.h), chosen once at
+ * backend creation. PORTABLE is plain C with a fixed summation order (the tests' reference path);
+ * AVX512BF16 runs the AVX512F kernels in f32 compute (vdpbf16ps needs bf16 activations). */
+typedef enum hc_cpu_isa {
+    HC_CPU_ISA_AUTO = 0,
+    HC_CPU_ISA_PORTABLE,
+    HC_CPU_ISA_AVX2,
+    HC_CPU_ISA_AVX512F,
+    HC_CPU_ISA_AVX512BF16,
+    HC_CPU_ISA_COUNT
+} hc_cpu_isa;
+
 typedef struct hc_backend_params {
     int n_threads;          /* CPU threads the backend may use; <= 0: all online CPUs */
     const char *cuda_lib;   /* libhc_cuda.so to dlopen, as given (a full path, or a name the loader
                                resolves), and nothing else; NULL or "": search (backend.c) */
     int cuda_device;        /* CUDA device index, >= 0 (a negative one is HC_ERR_INVAL) */
     int blas_single_thread; /* 1: the CPU backend sets OpenBLAS to one thread (above); 0: not */
+    int cpu_isa;            /* hc_cpu_isa the CPU backend's kernels use; HC_CPU_ISA_AUTO (0): the
+                               best this CPU supports. One it lacks: create fails HC_ERR_UNSUPPORTED */
 } hc_backend_params;
 
 static inline hc_backend_params hc_backend_default_params(void) {
-    hc_backend_params p = {0, NULL, 0, 1};
+    hc_backend_params p = {0, NULL, 0, 1, 0};
     return p;
 }
 

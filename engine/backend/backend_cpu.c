@@ -13,6 +13,11 @@
  *    scratch buffer first. Single-threaded is OpenBLAS's process-wide setting: create sets it
  *    only when hc_backend_params.blas_single_thread says so (the default; see backend.h).
  * Everything else is parallelized over rows with the engine's thread pool.
+ *
+ * The GEMV kernel is chosen once at creation by ISA level (cpu_isa.h): portable C (fixed scalar
+ * order, the tests' reference), AVX2+FMA, or AVX-512F (also used for AVX512BF16 in f32 compute).
+ * Levels differ only in summation order; within one backend a row's result still does not
+ * depend on m.
  */
 #include <cblas.h>
 #include <math.h>
@@ -26,6 +31,7 @@
 #endif
 
 #include "backend/backend.h"
+#include "backend/cpu_isa.h"
 #include "core/threadpool.h"
 
 #define HC_CPU_GEMV_MAX_M 8
@@ -33,6 +39,8 @@
 
 typedef struct cpu_ctx {
     hc_pool *pool;
+    hc_cpu_isa isa;    /* kernel level chosen at creation (cpu_isa.h), never AUTO */
+    hc_cpu_dot_fn dot; /* the decode GEMV's dot kernel for isa */
     float *panel;      /* widened weight panels (one per task) for sgemm on BF16/F16 weights */
     size_t panel_cap;  /* floats */
     float *scores;     /* attention scratch: n_threads * scores_cap */
@@ -100,6 +108,13 @@ static inline __m256 load8_w(const void *w, hc_dtype t, size_t i) {
 }
 #endif
 
+/* Portable dot: one scalar accumulator in index order. */
+static float dot_xw_portable(const float *x, const void *w, hc_dtype t, size_t w_off, int64_t k) {
+    float sum = 0.0f;
+    for (int64_t i = 0; i < k; i++) sum += x[i] * load_w(w, t, w_off + (size_t)i);
+    return sum;
+}
+
 /* dot of k floats x with k weights (any dtype) starting at element offset w_off. Fixed summation
  * order: 4 interleaved 8-lane accumulators, then a scalar tail. */
 static float dot_xw(const float *x, const void *w, hc_dtype t, size_t w_off, int64_t k) {
@@ -127,6 +142,7 @@ typedef struct gemv_args {
     hc_dtype wt;
     int64_t m, n, k;
     int n_tasks;
+    hc_cpu_dot_fn dot;
 } gemv_args;
 
 static void gemv_task(void *p, int task) {
@@ -135,7 +151,7 @@ static void gemv_task(void *p, int task) {
     task_range(a->n, a->n_tasks, task, &lo, &hi);
     for (int64_t j = lo; j < hi; j++)
         for (int64_t r = 0; r < a->m; r++)
-            a->out[r * a->n + j] = dot_xw(a->x + r * a->k, a->w, a->wt, (size_t)(j * a->k), a->k);
+            a->out[r * a->n + j] = a->dot(a->x + r * a->k, a->w, a->wt, (size_t)(j * a->k), a->k);
 }
 
 /* Prefill GEMM: each pool task owns a contiguous range of output columns (weight rows) and runs
@@ -186,7 +202,7 @@ static int cpu_matmul(hc_backend *be, hc_tensor *out, const hc_tensor *x, const 
         return HC_ERR_UNSUPPORTED;
     cpu_ctx *c = CTX(be);
     if (m <= HC_CPU_GEMV_MAX_M) {
-        gemv_args a = {out->data, x->data, w->data, w->dtype, m, n, k, 0};
+        gemv_args a = {out->data, x->data, w->data, w->dtype, m, n, k, 0, c->dot};
         a.n_tasks = n_tasks_for(be, n * m * k, 1 << 15);
         hc_pool_run(c->pool, a.n_tasks, gemv_task, &a);
         return HC_OK;
@@ -494,6 +510,10 @@ int hc_backend_cpu_create_ex(hc_backend **out, const hc_backend_params *p) {
     *out = NULL;
     hc_backend_params defp = hc_backend_default_params();
     if (!p) p = &defp;
+    hc_cpu_isa isa = (hc_cpu_isa)p->cpu_isa;
+    if ((int)isa < 0 || isa >= HC_CPU_ISA_COUNT) return HC_ERR_INVAL;
+    if (!hc_cpu_isa_supported(isa)) return HC_ERR_UNSUPPORTED;
+    if (isa == HC_CPU_ISA_AUTO) isa = hc_cpu_isa_detect();
     int n_threads = p->n_threads;
     if (n_threads <= 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -510,6 +530,10 @@ int hc_backend_cpu_create_ex(hc_backend **out, const hc_backend_params *p) {
      * single-threaded. OpenBLAS's thread count is process-wide; who sets it is the caller's
      * explicit choice (hc_backend_params.blas_single_thread, backend.h). */
     if (p->blas_single_thread) openblas_set_num_threads(1);
+    c->isa = isa;
+    c->dot = isa == HC_CPU_ISA_PORTABLE ? dot_xw_portable
+             : isa >= HC_CPU_ISA_AVX512F ? hc_cpu_dot_avx512
+                                         : dot_xw;
     be->iface = &cpu_iface;
     be->ctx = c;
     be->n_threads = n_threads;
@@ -521,4 +545,8 @@ int hc_backend_cpu_create(hc_backend **out, int n_threads) {
     hc_backend_params p = hc_backend_default_params();
     p.n_threads = n_threads;
     return hc_backend_cpu_create_ex(out, &p);
+}
+
+int hc_backend_cpu_isa(const hc_backend *be) {
+    return be && be->iface == &cpu_iface ? (int)((const cpu_ctx *)be->ctx)->isa : -1;
 }

@@ -18,6 +18,7 @@
  *                       table (HC_BENCH_BACKEND=cuda|cpu restricts it to one backend).
  */
 #include "backend/backend.h"
+#include "backend/cpu_isa.h"
 #include "testutil.h"
 
 #include <math.h>
@@ -662,6 +663,18 @@ int main(int argc, char **argv) {
         run_all(cpu);
         if (do_bench && (!bench_only || !strcmp(bench_only, "cpu"))) bench(cpu);
         hc_backend_free(cpu);
+        /* every kernel level this CPU supports (cpu_isa.h), each against the same reference */
+        for (int isa = HC_CPU_ISA_PORTABLE; isa < HC_CPU_ISA_COUNT; isa++) {
+            if (!hc_cpu_isa_supported((hc_cpu_isa)isa)) continue;
+            hc_backend_params p = hc_backend_default_params();
+            p.cpu_isa = isa;
+            hc_backend *be = NULL;
+            CHECK_OK(hc_backend_cpu_create_ex(&be, &p));
+            CHECK(hc_backend_cpu_isa(be) == isa);
+            printf("test_backend_ops: cpu isa %s\n", hc_cpu_isa_name((hc_cpu_isa)isa));
+            run_all(be);
+            hc_backend_free(be);
+        }
     }
 
     hc_backend *cuda = NULL;
