@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/cpu_isa.h"
 #include "commands.h"
 #include "common.h"
 #include "model/generate.h"
@@ -145,6 +146,8 @@ int hc_cmd_bench(int argc, char **argv) {
         printf("model      %s (%lld params, %.1f MiB of weights, %s backend, %d threads)\n", model,
                (long long)m->n_params, (double)m->weight_bytes / (1 << 20), be->iface->name,
                be->n_threads);
+        if (hc_backend_cpu_isa(be) >= 0)
+            printf("cpu isa    %s\n", hc_cpu_isa_name((hc_cpu_isa)hc_backend_cpu_isa(be)));
         printf("%-8s %10s %12s %14s\n", "phase", "tokens", "median ms", "tokens/s");
         printf("%-8s %10ld %12.2f %14.1f\n", "prefill", P, pre * 1e3, pre_tps);
         printf("%-8s %10ld %12.2f %14.1f\n", "decode", N * B, dec * 1e3, dec_tps);
