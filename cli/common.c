@@ -1,6 +1,8 @@
 /* common.c: see common.h. */
 #include "common.h"
 
+#include "backend/cpu_isa.h"
+
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -123,6 +125,21 @@ int hc_cli_backend_create(hc_backend **be, hc_backend_kind kind, int threads) {
             }
             bp.cuda_device = (int)v;
         }
+    }
+    const char *isa = getenv("HC_CPU_ISA"); /* the CPU backend's kernel level (cpu_isa.h) */
+    if (isa && *isa) {
+        hc_cpu_isa v;
+        if (hc_cpu_isa_parse(isa, &v)) {
+            fprintf(stderr, "hllm: backend: HC_CPU_ISA expects auto, portable, avx2, avx512f or "
+                            "avx512bf16, got '%s'\n", isa);
+            return HC_ERR_INVAL;
+        }
+        if (!hc_cpu_isa_supported(v)) {
+            fprintf(stderr, "hllm: backend: HC_CPU_ISA=%s: this CPU lacks it (best here: %s)\n",
+                    isa, hc_cpu_isa_name(hc_cpu_isa_detect()));
+            return HC_ERR_UNSUPPORTED;
+        }
+        bp.cpu_isa = v;
     }
     hc_errbuf eb = {{0}};
     int rc = hc_backend_create_ex(be, kind, &bp, &eb);
