@@ -16,6 +16,8 @@ typedef struct csreq {
     float *U;           /* (H_c): filled by the embed stage */
     int32_t cluster;
     int cancelled;
+    int32_t stop[HC_LM_MAX_STOP]; /* the package's end-of-sequence ids, then the request's */
+    int n_stop;
 } csreq;
 
 struct hc_csched {
@@ -185,6 +187,15 @@ int hc_csched_submit(hc_csched *s, const hc_creq *r, hc_errbuf *eb) {
         if (r->n_prompt2 < 0 || (r->n_prompt2 && !r->prompt2))
             return hc_seterr(eb, HC_ERR_INVAL, "bad prompt2");
         if (r->max_new < 0) return hc_seterr(eb, HC_ERR_INVAL, "max_new must be >= 0");
+        if (r->n_stop < 0 || (r->n_stop && !r->stop) || r->n_stop > HC_LM_MAX_STOP - c->n_eos)
+            return hc_seterr(eb, HC_ERR_RANGE, "%d stop ids, at most %d beside the package's %d "
+                             "end-of-sequence ids", r->n_stop, HC_LM_MAX_STOP - c->n_eos,
+                             c->n_eos);
+        for (int i = 0; i < r->n_stop; i++)
+            if (r->stop[i] < 0 || r->stop[i] >= c->creative->cfg.vocab_size)
+                return hc_seterr(eb, HC_ERR_RANGE, "stop id %d outside the creative LLM's "
+                                 "vocabulary (0..%d)", r->stop[i],
+                                 c->creative->cfg.vocab_size - 1);
         n_prompt = c->n_prompt1 + 1 + r->n_prompt2;
         if (n_prompt > c->pkg.max_prompt_tokens)
             return hc_seterr(eb, HC_ERR_RANGE, "the creative prompt has %d tokens, more than "
@@ -205,7 +216,14 @@ int hc_csched_submit(hc_csched *s, const hc_creq *r, hc_errbuf *eb) {
     q->r.item_ids = ids;
     q->r.prompt2 = NULL;
     q->r.n_prompt2 = 0;
+    q->r.stop = NULL;
+    q->r.n_stop = 0;
     q->cluster = -1;
+    if (gen) {
+        memcpy(q->stop, c->eos, sizeof(int32_t) * (size_t)c->n_eos);
+        if (r->n_stop) memcpy(q->stop + c->n_eos, r->stop, sizeof(int32_t) * (size_t)r->n_stop);
+        q->n_stop = c->n_eos + r->n_stop;
+    }
     if (gen) {
         if (c->n_prompt1) memcpy(prompt, c->prompt1_ids, sizeof(int32_t) * (size_t)c->n_prompt1);
         prompt[c->n_prompt1] = c->pkg.slot_token_id;
@@ -218,7 +236,7 @@ int hc_csched_submit(hc_csched *s, const hc_creq *r, hc_errbuf *eb) {
         /* everything the creative scheduler will check, now, so a bad request never queues */
         hc_lm_req lr = {.id = r->id, .prompt = prompt, .n_prompt = n_prompt, .n_inject = 1,
                         .inject_idx = &q->slot_pos, .inject = q->U, .sampling = r->sampling,
-                        .max_new = r->max_new, .stop = c->eos, .n_stop = c->n_eos};
+                        .max_new = r->max_new, .stop = q->stop, .n_stop = q->n_stop};
         int rc = hc_lm_sched_check(s->gen, &lr, eb);
         if (rc) {
             free(q);
@@ -328,8 +346,8 @@ static void hand_over(hc_csched *s) {
                         .n_inject = 1, .inject_idx = &q->slot_pos,
                         .inject = q->r.mode == HC_CREQ_PER_USER
                                       ? q->U : cent + (size_t)q->cluster * (size_t)c->d_creative,
-                        .sampling = q->r.sampling, .max_new = q->r.max_new, .stop = c->eos,
-                        .n_stop = c->n_eos};
+                        .sampling = q->r.sampling, .max_new = q->r.max_new, .stop = q->stop,
+                        .n_stop = q->n_stop};
         /* prompt1 (+ the slot holding cluster k's centroid) is the same for every request of
          * the package (of cluster k): computed once, its full KV blocks shared */
         if (q->r.mode == HC_CREQ_CLUSTER) {

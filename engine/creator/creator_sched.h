@@ -72,6 +72,9 @@ typedef struct hc_creq {
     int n_prompt2;
     hc_sampler_params sampling;
     int max_new;                /* >= 0 */
+    const int32_t *stop;        /* (n_stop) stop ids beyond the package's end-of-sequence ids;
+                                   together at most HC_LM_MAX_STOP (lm_sched.h) */
+    int n_stop;
 } hc_creq;
 
 /* Owned buffers behind an hc_creq made by hc_creator_tokenize_request. */

@@ -70,6 +70,8 @@ typedef struct req {
     int embedded, finished, failed, order_bad, tokens_before_embedded;
     hc_finish finish;
     int cancel_on; /* cancel tests: 1 cancel on EMBEDDED, 2 on the first TOKEN */
+    const int32_t *stop; /* extra stop ids (hc_creq.stop) */
+    int n_stop;
 } req;
 
 typedef struct run {
@@ -154,7 +156,8 @@ static void reference(hc_creator *c, req *r) {
 /* Tokenizes and submits r (id = index); returns submit's code. */
 static int submit(hc_creator *c, hc_csched *s, req *r, uint64_t id, char *msg, size_t msg_len) {
     hc_errbuf eb = {{0}};
-    hc_creq q = {.id = id, .mode = r->mode, .sampling = hc_sampler_greedy(), .max_new = r->max_new};
+    hc_creq q = {.id = id, .mode = r->mode, .sampling = hc_sampler_greedy(), .max_new = r->max_new,
+                 .stop = r->stop, .n_stop = r->n_stop};
     hc_creq_buf buf;
     int rc = hc_creator_tokenize_request(c, c->item_ctx, c->creative_ctx,
                                          &(hc_history){r->titles, r->lens, r->n_hist},
@@ -390,6 +393,70 @@ static void test_cancel_and_queue(hc_creator *c) {
     for (int i = 0; i < N; i++) free_req(&reqs[i]);
 }
 
+/* Per-request stop ids: a request told to stop at the k-th token of its own greedy title ends
+ * there with "stop" (the stop token included), its neighbours are untouched; bad stop lists are
+ * refused at submit. */
+static void test_stop_ids(hc_creator *c) {
+    const int Hu = c->d_user, Hc = c->d_creative;
+    enum { N = 6 };
+    req reqs[N];
+    int32_t stops[N];
+    for (int i = 0; i < N; i++) {
+        make_req(&reqs[i], Hu, Hc);
+        reqs[i].n_hist = 2 + i;
+        reqs[i].mode = i % 2 ? HC_CREQ_PER_USER : HC_CREQ_CLUSTER;
+        reqs[i].max_new = MAX_NEW;
+        reference(c, &reqs[i]);
+    }
+    hc_errbuf eb = {{0}};
+    hc_csched *s = NULL;
+    CHECK_OK(hc_csched_create(&s, c, NULL, &eb));
+    if (!s) return;
+    run R = {reqs, s, Hu, Hc};
+    char msg[512];
+    int want[N];
+    for (int i = 0; i < N; i++) {
+        want[i] = reqs[i].ref_n;
+        if (i % 3 != 2 && reqs[i].ref_n > 2) { /* stop at the first occurrence of token 2 */
+            stops[i] = reqs[i].ref_ids[2];
+            reqs[i].stop = &stops[i];
+            reqs[i].n_stop = 1;
+            for (want[i] = 1; reqs[i].ref_ids[want[i] - 1] != stops[i]; want[i]++) {}
+        }
+        CHECK_OK(submit(c, s, &reqs[i], (uint64_t)i, msg, sizeof msg));
+    }
+    while (!hc_csched_idle(s)) CHECK_OK(hc_csched_step(s, sink, &R, &eb));
+    for (int i = 0; i < N; i++) {
+        req *r = &reqs[i];
+        CHECKF(r->finished && !r->failed && r->n == want[i] &&
+                   !memcmp(r->ids, r->ref_ids, sizeof(int32_t) * (size_t)r->n) &&
+                   (!r->n_stop || r->finish == HC_FINISH_STOP),
+               "request %d: %d ids (want %d), finish %s", i, r->n, want[i],
+               hc_finish_name(r->finish));
+    }
+    /* refused at submit: an id outside the vocabulary, more than the room beside the EOS ids,
+     * a count without ids */
+    int32_t bad_id = c->creative->cfg.vocab_size, many[HC_LM_MAX_STOP + 1] = {0};
+    req b;
+    make_req(&b, Hu, Hc);
+    b.mode = HC_CREQ_PER_USER;
+    b.stop = &bad_id;
+    b.n_stop = 1;
+    CHECK(submit(c, s, &b, 100, msg, sizeof msg) == HC_ERR_RANGE && strstr(msg, "vocabulary"));
+    b.stop = many;
+    b.n_stop = HC_LM_MAX_STOP - c->n_eos + 1;
+    CHECK(submit(c, s, &b, 101, msg, sizeof msg) == HC_ERR_RANGE && strstr(msg, "stop ids"));
+    b.n_stop = HC_LM_MAX_STOP - c->n_eos; /* exactly the room: accepted */
+    CHECK(submit(c, s, &b, 102, msg, sizeof msg) == 0);
+    CHECK_OK(hc_csched_cancel(s, 102));
+    while (!hc_csched_idle(s)) CHECK_OK(hc_csched_step(s, NULL, NULL, &eb));
+    hc_creq q = {.id = 103, .mode = HC_CREQ_PER_USER, .n_stop = 1};
+    CHECK(hc_csched_submit(s, &q, &eb) == HC_ERR_RANGE);
+    free_req(&b);
+    hc_csched_free(s);
+    for (int i = 0; i < N; i++) free_req(&reqs[i]);
+}
+
 /* Allocations inside steps after warm-up: one per request handed over to the creative scheduler
  * (its copy of the request, lm_sched.h), nothing else. */
 static void test_step_allocations(hc_creator *c) {
@@ -450,6 +517,7 @@ int main(int argc, char **argv) {
     int N = argc > 2 ? atoi(argv[2]) : ON_VALGRIND ? 60 : 1000;
     test_random_arrivals(c, N > 0 ? N : 1000);
     test_cancel_and_queue(c);
+    test_stop_ids(c);
     test_step_allocations(c);
     hc_creator_free(c);
     hc_backend_free(be);
