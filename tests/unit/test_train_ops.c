@@ -156,20 +156,34 @@ static void test_attention(int T, int H, int KVH, int D, const int32_t *seg, con
             free(o), free(l);
             s0 = t;
         }
-        /* leak: a loss on segment 0's outputs only gives every later token exactly zero grad */
-        int end0 = 0;
-        while (end0 < T && seg[end0] == seg[0]) end0++;
-        for (int64_t i = (int64_t)end0 * H * D; i < nq; i++) c.R[i] = 0.0f;
-        memset(dq, 0, sizeof(float) * nq), memset(dk, 0, sizeof(float) * nk);
-        memset(dv, 0, sizeof(float) * nk);
-        at_f(&c);
-        O->attn_bwd(dq, dk, dv, c.R, c.out, c.lse, c.q, c.k, c.v, seg, T, H, KVH, D);
-        int leak = 0, live = 0;
-        for (int64_t i = (int64_t)end0 * KVH * D; i < nk; i++) leak += dk[i] != 0.0f || dv[i] != 0.0f;
-        for (int64_t i = (int64_t)end0 * H * D; i < nq; i++) leak += dq[i] != 0.0f;
-        for (int64_t i = 0; i < (int64_t)end0 * KVH * D; i++) live += dk[i] != 0.0f;
-        CHECKF(leak == 0, "%s: %d gradient elements leaked out of segment 0", name, leak);
-        CHECK(live > 0);
+        /* leak: a loss on segment s's outputs only gives every token outside s exactly zero
+         * dq, dk, dv (e.g. segment 2 gets nothing from segment 1's loss) */
+        float *R0 = malloc(sizeof(float) * nq);
+        memcpy(R0, c.R, sizeof(float) * nq);
+        for (int lo = 0, hi; lo < T; lo = hi) {
+            hi = lo;
+            while (hi < T && seg[hi] == seg[lo]) hi++;
+            for (int64_t i = 0; i < nq; i++)
+                c.R[i] = i >= (int64_t)lo * H * D && i < (int64_t)hi * H * D ? R0[i] : 0.0f;
+            memset(dq, 0, sizeof(float) * nq), memset(dk, 0, sizeof(float) * nk);
+            memset(dv, 0, sizeof(float) * nk);
+            at_f(&c);
+            O->attn_bwd(dq, dk, dv, c.R, c.out, c.lse, c.q, c.k, c.v, seg, T, H, KVH, D);
+            int leak = 0, live = 0;
+            for (int t = 0; t < T; t++) {
+                int in = t >= lo && t < hi;
+                for (int64_t i = (int64_t)t * KVH * D; i < (int64_t)(t + 1) * KVH * D; i++) {
+                    if (in) live += dk[i] != 0.0f;
+                    else leak += dk[i] != 0.0f || dv[i] != 0.0f;
+                }
+                for (int64_t i = (int64_t)t * H * D; i < (int64_t)(t + 1) * H * D; i++)
+                    if (!in) leak += dq[i] != 0.0f;
+            }
+            CHECKF(leak == 0, "%s: %d gradient elements leaked out of the segment at %d", name,
+                   leak, lo);
+            CHECK(hi - lo < 2 || live > 0);
+        }
+        free(R0);
     }
     free(c.q), free(c.k), free(c.v), free(c.R), free(c.out), free(c.lse);
     free(dq), free(dk), free(dv);
