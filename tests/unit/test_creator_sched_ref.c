@@ -1,6 +1,6 @@
 /* test_creator_sched_ref.c: the pipeline scheduler against the PyTorch reference itself.
  *
- * N requests (1000; 44 under valgrind) drawn from the users of tests/data/creator/cases.jsonl in
+ * N requests (1000; 12 under valgrind) drawn from the users of tests/data/creator/cases.jsonl in
  * random modes (cluster, per-user, embed-only), submitted a few at a time at random steps
  * (seeded) under small queue, chunk and step bounds, must each get exactly the reference's
  * cluster and greedy title ids (tests/data/creator/reference.safetensors, written by
@@ -69,7 +69,7 @@ int main(int argc, char **argv) {
     snprintf(pkg, sizeof pkg, "%s/data/creator/tiny", tests);
     snprintf(refp, sizeof refp, "%s/data/creator/reference.safetensors", tests);
     snprintf(casep, sizeof casep, "%s/data/creator/cases.jsonl", tests);
-    const int N = argc > 2 ? atoi(argv[2]) : getenv("HC_UNDER_VALGRIND") ? 44 : 1000;
+    const int N = argc > 2 ? atoi(argv[2]) : getenv("HC_UNDER_VALGRIND") ? 12 : 1000;
     hc_backend *be = NULL;
     CHECK_OK(hc_backend_cpu_create(&be, 2));
     hc_errbuf eb = {{0}};
