@@ -37,6 +37,23 @@ s2=$("$HLLM" generate --model "$M" --ids 5,6,7 --temperature 0.9 --top-k 20 --to
 [ -n "$s1" ] && [ "$s1" = "$s2" ] && ok || bad "same seed gave different samples: '$s1' vs '$s2'"
 j=$("$HLLM" generate --model "$M" --ids 5 --max-new 3 --no-stop --json)
 grep -q '"finish": "length"' <<<"$j" && ok || bad "json output: $j"
+# --stop LIST: generation ends at the first listed id (included), finish "stop"; it replaces the
+# config's eos ids. Expected outputs come from the unstopped greedy run above.
+ids=($(tr ',' ' ' <<<"$a"))
+x=${ids[2]} y=${ids[5]}
+cut_at() { local out=() t; for t in "${ids[@]}"; do out+=("$t"); for s in "$@"; do [ "$t" = "$s" ] && { (IFS=,; echo "${out[*]}"); return; }; done; done; (IFS=,; echo "${out[*]}"); }
+st=$("$HLLM" generate --model "$M" --ids 5,6,7 --max-new 12 --stop "$x")
+[ "$st" = "$(cut_at "$x")" ] && ok || bad "--stop $x: '$st', want '$(cut_at "$x")' (from '$a')"
+st=$("$HLLM" generate --model "$M" --ids 5,6,7 --max-new 12 --stop "$y,$x" --json)
+grep -q "\"ids\": \[$(sed 's/,/, /g' <<<"$(cut_at "$y" "$x")")\], \"finish\": \"stop\"" <<<"$st" && ok ||
+    bad "--stop $y,$x --json: '$st'"
+unused=1
+while grep -qw "$unused" <<<"${ids[*]}"; do unused=$((unused + 1)); done
+st=$("$HLLM" generate --model "$M" --ids 5,6,7 --max-new 12 --stop "$unused" --json)
+grep -q '"finish": "length"' <<<"$st" && [ "$(grep -o '[0-9]\+' <<<"${st%%]*}" | wc -l)" -eq 12 ] && ok ||
+    bad "--stop with an id never generated: '$st'"
+expect 2 "--stop" -- "$HLLM" generate --model "$M" --ids 5 --stop abc
+expect 2 "--stop" -- "$HLLM" generate --model "$M" --ids 5 --stop 1,,2
 "$HLLM" inspect --model "$M" >"$TMP/inspect" 2>&1 && ok || bad "inspect"
 grep -q 'model.layers.1.mlp.down_proj.weight' "$TMP/inspect" && grep -q 'num_key_value_heads      2' "$TMP/inspect" && ok || bad "inspect output"
 "$HLLM" bench --model "$M" --prompt-len 8 --gen 4 --reps 1 --json >"$TMP/bench" && grep -q '"decode_tok_s"' "$TMP/bench" && ok || bad "bench"

@@ -76,6 +76,33 @@ cp "$TMP/c3.safetensors" "$TMP/pkg/clusters.safetensors"
 sed -E 's/.*"cluster":([0-9]+).*/\1/' "$TMP/e3" | sort -u | awk '$1 >= 3 {exit 1}' && ok || bad "cluster ids >= k"
 "$HLLM" cluster --model "$P" --users "$CASES" --k 500 --out "$TMP/x" >/dev/null 2>"$TMP/e"
 [ $? -eq 1 ] && grep -q 'fewer than --k' "$TMP/e" && ok || bad "k > users"
+# the k-means options: deterministic for fixed options, and each one really reaches FAISS
+objective() { sed -E 's/.*"objective":([0-9.e+-]+).*/\1/' "$1"; }
+km() { out=$1; shift; "$HLLM" cluster --model "$P" --users "$CASES" --k 3 --out "$TMP/$out.st" "$@" >"$TMP/$out.json" 2>"$TMP/$out.err"; }
+km d1 && km d2 && cmp -s "$TMP/d1.st" "$TMP/d2.st" && ok || bad "cluster: same options, different centroids"
+km s7 --seed 7 && ! cmp -s "$TMP/d1.st" "$TMP/s7.st" && ok || bad "cluster --seed 7 gave the default's centroids"
+km n1 --niter 1 --nredo 1 --seed 3 && km n8 --niter 1 --nredo 8 --seed 3 &&
+    awk -v a="$(objective "$TMP/n1.json")" -v b="$(objective "$TMP/n8.json")" 'BEGIN {exit !(b < a)}' &&
+    ok || bad "cluster --nredo 8 should keep a better run than --nredo 1 ($(objective "$TMP/n1.json") vs $(objective "$TMP/n8.json"))"
+# --niter needs more users than the 11 cases to matter (those converge in one iteration): 80
+# random histories over the cases' titles, k = 8
+python3 -c '
+import json, random, sys
+r = random.Random(5)
+t = [x for l in open(sys.argv[1]) for x in json.loads(l)["history"]]
+for i in range(80): print(json.dumps({"history": r.sample(t, r.randint(1, 6))}))' "$CASES" >"$TMP/u80.jsonl"
+km80() { out=$1; shift; "$HLLM" cluster --model "$P" --users "$TMP/u80.jsonl" --k 8 --out "$TMP/$out.st" "$@" >"$TMP/$out.json" 2>"$TMP/$out.err"; }
+km80 i1 --niter 1 --nredo 1 && km80 i40 --niter 40 --nredo 1 &&
+    awk -v a="$(objective "$TMP/i1.json")" -v b="$(objective "$TMP/i40.json")" 'BEGIN {exit !(b <= a)}' &&
+    ! cmp -s "$TMP/i1.st" "$TMP/i40.st" && ok || bad "cluster --niter 40 vs 1: no change or a worse objective"
+km m1 --max-points-per-centroid 1 && grep -q 'random subsample of 3 of the 11 users' "$TMP/m1.err" &&
+    ! cmp -s "$TMP/d1.st" "$TMP/m1.st" && ok || bad "cluster --max-points-per-centroid 1: $(cat "$TMP/m1.err")"
+km m0 --max-points-per-centroid 0 && [ ! -s "$TMP/m0.err" ] && cmp -s "$TMP/d1.st" "$TMP/m0.st" && ok ||
+    bad "cluster --max-points-per-centroid 0 (all users) differs from the default on 11 users"
+for o in "--niter 0" "--nredo 0" "--niter x" "--max-points-per-centroid -1" "--seed" ; do
+    km e $o; rc=$?
+    [ $rc -eq 2 ] && [ -s "$TMP/e.err" ] && ok || bad "cluster $o: exit $rc, '$(cat "$TMP/e.err")'"
+done
 
 # --- broken packages ------------------------------------------------------------------------------
 cp -r "$P" "$TMP/p2"
