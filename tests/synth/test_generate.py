@@ -312,5 +312,57 @@ class TestGenerate(unittest.TestCase):
         self.assertIn("usage", tool("generate", "--help").stdout)
 
 
+class TestHistoryFlags(unittest.TestCase):
+    """Each documented history flag changes the data the way its help text says."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def gen(self, name, *flags):
+        d = os.path.join(self.tmp.name, name)
+        generate(self, d, "--train-users", "120", *flags)
+        users = [u for s in SPLITS for u in read_jsonl(os.path.join(d, f"{s}.users.jsonl"))]
+        cat = {b["item_id"]: b for b in read_jsonl(os.path.join(d, "catalog.jsonl"))}
+        return d, users, cat
+
+    def test_empty_history(self):
+        _, none, _ = self.gen("e0", "--empty-history", "0")
+        self.assertTrue(all(u["full_history_length"] > 0 for u in none))
+        _, half, _ = self.gen("e5", "--empty-history", "0.5")
+        share = sum(u["full_history_length"] == 0 for u in half) / len(half)
+        self.assertTrue(0.35 < share < 0.65, share)
+
+    def test_short_share(self):
+        # no noise: with --short-share 1 the last 5 books are all the short-term facet; with 0
+        # none of them is (the short-term facet is never a long-term one)
+        for share, want in (("1", 1.0), ("0", 0.0)):
+            _, users, cat = self.gen("s" + share, "--noise", "0", "--short-share", share,
+                                     "--min-history", "12")
+            last = [cat[i]["facet"] == u["short_term"] for u in users if u["item_id_list"]
+                    for i in u["item_id_list"][-5:]]
+            self.assertEqual(sum(last) / len(last), want, share)
+
+    def test_zipf(self):
+        # a steeper popularity curve concentrates histories on fewer distinct books
+        _, flat, _ = self.gen("z0", "--zipf", "0")
+        _, steep, _ = self.gen("z3", "--zipf", "3")
+        distinct = lambda us: len({i for u in us for i in u["item_id_list"]})
+        self.assertLess(distinct(steep), 0.8 * distinct(flat))
+
+    def test_nextitem_min(self):
+        d, users, _ = self.gen("n8", "--nextitem-min", "8")
+        test = read_jsonl(os.path.join(d, "nextitem", "test.jsonl"))
+        self.assertEqual(len(test), sum(1 for u in users if u["full_history_length"] >= 8))
+        self.assertTrue(all(len(r["history"]) + 1 >= 8 for r in test))
+        p = tool("generate", "--out", os.path.join(self.tmp.name, "n2"), "--nextitem-min", "2")
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("--nextitem-min", p.stderr)
+
+
 if __name__ == "__main__":
     unittest.main()
