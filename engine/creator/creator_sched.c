@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "creator/creator_internal.h"
+#include "creator/title_key.h"
 
 /* A request between submit and its hand-over to the creative scheduler (or its end), in one
  * allocation: this struct, then item_lens, item_ids, the creative prompt, U. */
@@ -348,6 +349,8 @@ static void hand_over(hc_csched *s) {
                                       ? q->U : cent + (size_t)q->cluster * (size_t)c->d_creative,
                         .sampling = q->r.sampling, .max_new = q->r.max_new, .stop = q->stop,
                         .n_stop = q->n_stop};
+        if (q->r.mode == HC_CREQ_CLUSTER && q->r.seed_by_cluster)
+            lr.sampling.seed = hc_title_seed(q->r.sampling.seed, q->cluster, q->r.ad_hash);
         /* prompt1 (+ the slot holding cluster k's centroid) is the same for every request of
          * the package (of cluster k): computed once, its full KV blocks shared */
         if (q->r.mode == HC_CREQ_CLUSTER) {

@@ -75,6 +75,11 @@ typedef struct hc_creq {
     const int32_t *stop;        /* (n_stop) stop ids beyond the package's end-of-sequence ids;
                                    together at most HC_LM_MAX_STOP (lm_sched.h) */
     int n_stop;
+    /* Cluster mode only: 1 = sample with hc_title_seed(sampling.seed, cluster, ad_hash)
+     * (creator/title_key.h) once the cluster is known, so the title of (cluster, ad) is the same
+     * whichever user asked (what the daemon's title cache and `hllm titles` tables rely on). */
+    int seed_by_cluster;
+    uint64_t ad_hash;           /* hc_ad_hash of the ad (with seed_by_cluster) */
 } hc_creq;
 
 /* Owned buffers behind an hc_creq made by hc_creator_tokenize_request. */

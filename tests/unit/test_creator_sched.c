@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "creator/creator_sched.h"
+#include "creator/title_key.h"
 #include "testutil.h"
 
 #if __has_include(<valgrind/valgrind.h>)
@@ -457,6 +458,81 @@ static void test_stop_ids(hc_creator *c) {
     for (int i = 0; i < N; i++) free_req(&reqs[i]);
 }
 
+/* seed_by_cluster: sampled cluster-mode titles of two users of one cluster are identical, and
+ * equal a request seeded by hand with hc_title_seed(base, cluster, ad_hash). */
+typedef struct seedrun {
+    int32_t ids[4][MAX_NEW];
+    int n[4], cluster[4], done[4];
+} seedrun;
+static void seed_sink(void *user, const hc_cevent *ev) {
+    seedrun *R = user;
+    if (ev->kind == HC_CEV_EMBEDDED) R->cluster[ev->id] = ev->cluster;
+    if (ev->kind == HC_CEV_TOKEN && R->n[ev->id] < MAX_NEW) R->ids[ev->id][R->n[ev->id]++] = ev->token;
+    if (ev->kind == HC_CEV_FINISHED || ev->kind == HC_CEV_FAILED) R->done[ev->id] = 1 + (ev->kind == HC_CEV_FAILED);
+}
+static void test_seed_by_cluster(hc_creator *c) {
+    hc_errbuf eb = {{0}};
+    /* two different histories assigned to one cluster */
+    const int n_try = 16;
+    const int Hc = c->d_creative;
+    float *U = calloc((size_t)Hc, sizeof(float));
+    int32_t first_of[64];
+    for (int k = 0; k < 64; k++) first_of[k] = -1;
+    int a = -1, b = -1, cl = -1;
+    for (int i = 0; i < n_try && a < 0; i++) {
+        hc_history h = {WORDS + i, (size_t[]){strlen(WORDS[i])}, 1};
+        float score;
+        int32_t k = -1;
+        CHECK_OK(hc_creator_embed_users(c, &h, 1, NULL, U, &eb));
+        CHECK_OK(hc_creator_assign(c, U, 1, &k, &score, &eb));
+        if (k < 0 || k >= 64) continue;
+        if (first_of[k] >= 0) {
+            a = first_of[k];
+            b = i;
+            cl = k;
+        } else {
+            first_of[k] = i;
+        }
+    }
+    free(U);
+    CHECKF(a >= 0, "no two of %d one-title histories share a cluster", n_try);
+    if (a < 0) return;
+    hc_csched *s = NULL;
+    CHECK_OK(hc_csched_create(&s, c, NULL, &eb));
+    if (!s) return;
+    const char *ad = ADS[1][0], *desc = ADS[1][1];
+    const uint64_t base = 42, ah = hc_ad_hash(ad, strlen(ad), desc, strlen(desc));
+    const int user[4] = {a, b, a, a};
+    seedrun R = {0};
+    for (int r = 0; r < 4; r++) {
+        size_t len = strlen(WORDS[user[r]]);
+        hc_creq q = {.id = (uint64_t)r, .mode = HC_CREQ_CLUSTER, .max_new = MAX_NEW};
+        q.sampling = (hc_sampler_params){.greedy = 0, .temperature = 1.5f, .top_k = 0,
+                                         .top_p = 1.0f, .seed = base};
+        if (r < 2) { /* by cluster */
+            q.seed_by_cluster = 1;
+            q.ad_hash = ah;
+        } else if (r == 2) { /* by hand */
+            q.sampling.seed = hc_title_seed(base, cl, ah);
+        } /* r == 3: the base seed itself */
+        hc_creq_buf buf;
+        CHECK_OK(hc_creator_tokenize_request(c, c->item_ctx, c->creative_ctx,
+                                             &(hc_history){&WORDS[user[r]], &len, 1}, ad,
+                                             strlen(ad), desc, strlen(desc), &q, &buf, &eb));
+        CHECK_OK(hc_csched_submit(s, &q, &eb));
+        hc_creq_buf_free(&buf);
+    }
+    while (!hc_csched_idle(s)) CHECK_OK(hc_csched_step(s, seed_sink, &R, &eb));
+    for (int r = 0; r < 4; r++) CHECK(R.done[r] == 1 && R.cluster[r] == cl && R.n[r] > 0);
+    int same01 = R.n[0] == R.n[1] && !memcmp(R.ids[0], R.ids[1], sizeof(int32_t) * (size_t)R.n[0]);
+    int same02 = R.n[0] == R.n[2] && !memcmp(R.ids[0], R.ids[2], sizeof(int32_t) * (size_t)R.n[0]);
+    int same03 = R.n[0] == R.n[3] && !memcmp(R.ids[0], R.ids[3], sizeof(int32_t) * (size_t)R.n[0]);
+    CHECKF(same01, "two users of cluster %d got different sampled titles", cl);
+    CHECKF(same02, "seed_by_cluster differs from hc_title_seed by hand");
+    CHECKF(!same03, "the base seed gave the cluster seed's title: seed_by_cluster had no effect");
+    hc_csched_free(s);
+}
+
 /* Allocations inside steps after warm-up: one per request handed over to the creative scheduler
  * (its copy of the request, lm_sched.h), nothing else. */
 static void test_step_allocations(hc_creator *c) {
@@ -518,6 +594,7 @@ int main(int argc, char **argv) {
     test_random_arrivals(c, N > 0 ? N : 1000);
     test_cancel_and_queue(c);
     test_stop_ids(c);
+    test_seed_by_cluster(c);
     test_step_allocations(c);
     hc_creator_free(c);
     hc_backend_free(be);
