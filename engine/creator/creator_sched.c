@@ -37,6 +37,7 @@ struct hc_csched {
     int32_t *cl;
     int *n_keep;
     csreq **batch;
+    csreq **skip;  /* (max_queued) generations the embed stage passed over, in order */
     hc_creator_scratch scr; /* the item and user forwards' */
     int n_batch; /* requests of the embed stage whose EMBEDDED events are being delivered */
     /* stats */
@@ -99,6 +100,7 @@ int hc_csched_create(hc_csched **out, hc_creator *c, const hc_csched_params *par
     s->queue = calloc((size_t)p.max_queued, sizeof *s->queue);
     s->ready = calloc(E, sizeof *s->ready);
     s->batch = calloc(E, sizeof *s->batch);
+    s->skip = calloc((size_t)p.max_queued, sizeof *s->skip);
     s->keys = calloc(E * (L ? L : 1), sizeof *s->keys);
     s->vec = malloc(sizeof(float) * E * (L ? L : 1) * (size_t)c->d_item);
     s->u = malloc(sizeof(float) * E * (size_t)c->d_user);
@@ -106,7 +108,7 @@ int hc_csched_create(hc_csched **out, hc_creator *c, const hc_csched_params *par
     s->score = malloc(sizeof(float) * E);
     s->cl = malloc(sizeof(int32_t) * E);
     s->n_keep = malloc(sizeof(int) * E);
-    if (!s->queue || !s->ready || !s->batch || !s->keys || !s->vec || !s->u || !s->U ||
+    if (!s->queue || !s->ready || !s->batch || !s->skip || !s->keys || !s->vec || !s->u || !s->U ||
         !s->score || !s->cl || !s->n_keep) {
         hc_csched_free(s);
         return hc_seterr(eb, HC_ERR_NOMEM, "scheduler: out of memory");
@@ -140,6 +142,7 @@ void hc_csched_free(hc_csched *s) {
     free(s->queue);
     free(s->ready);
     free(s->batch);
+    free(s->skip);
     free(s->keys);
     free(s->vec);
     free(s->u);
@@ -374,20 +377,30 @@ static void hand_over(hc_csched *s) {
 static int embed_stage(hc_csched *s, hc_errbuf *eb) {
     hc_creator *c = s->c;
     const int Lp = c->n_user_prompt;
-    int n = 0, tokens = 0, n_keys = 0;
-    int room = s->p.max_embed - s->n_ready;
+    int n = 0, tokens = 0, n_keys = 0, n_gen = 0;
+    int gen_room = s->p.max_embed - s->n_ready;
     if (s->gen) {
-        /* embed only as far ahead as the creative scheduler can run: with a backlog, embedding
-         * everything first would delay every generation (and its first token) behind it */
+        /* embed generations only as far ahead as the creative scheduler can run: with a backlog,
+         * embedding everything first would delay every generation (and its first token) */
         hc_lm_sched_stats g = hc_lm_sched_get_stats(s->gen);
         int ahead = s->p.gen.max_running - (g.running + g.queued + s->n_ready);
-        if (room > ahead) room = ahead;
+        if (gen_room > ahead) gen_room = ahead;
     }
-    while (n < room && n < s->q_len) {
-        csreq *q = s->queue[(s->q_head + n) % s->p.max_queued];
+    /* oldest first; embed-only requests need no creative room, so they go past generations
+     * that must wait (which keep their order at the head of the queue) */
+    int scanned = 0, kept = 0;
+    const int Q = s->p.max_queued;
+    for (; scanned < s->q_len && n < s->p.max_embed; scanned++) {
+        csreq *q = s->queue[(s->q_head + scanned) % Q];
+        const int gen = q->r.mode != HC_CREQ_EMBED;
         int t = item_total(&q->r) + 2 * q->r.n_items + Lp + 1;
         if (n > 0 && tokens + t > s->p.embed_tokens) break;
+        if (gen && n_gen >= gen_room) {
+            s->skip[kept++] = q; /* stays queued */
+            continue;
+        }
         tokens += t;
+        n_gen += gen;
         s->batch[n] = q;
         s->n_keep[n] = q->r.n_items;
         const int32_t *ids = q->r.item_ids;
@@ -398,6 +411,8 @@ static int embed_stage(hc_csched *s, hc_errbuf *eb) {
         }
         n++;
     }
+    /* the skipped generations, in order, become the new head of the queue */
+    for (int i = 0; i < kept; i++) s->queue[(s->q_head + n + i) % Q] = s->skip[i];
     if (n == 0) return HC_OK;
     s->q_head = (s->q_head + n) % s->p.max_queued;
     s->q_len -= n;

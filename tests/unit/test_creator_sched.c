@@ -533,6 +533,62 @@ static void test_seed_by_cluster(hc_creator *c) {
     hc_csched_free(s);
 }
 
+/* An embed-only request needs no room in the creative scheduler: queued behind generations that
+ * must wait for it, it is embedded in the next step; the generations keep their order. */
+typedef struct orderrun {
+    uint64_t embedded[32];
+    int n_embedded, finished[32];
+} orderrun;
+static void order_sink(void *user, const hc_cevent *ev) {
+    orderrun *R = user;
+    if (ev->kind == HC_CEV_EMBEDDED && R->n_embedded < 32) R->embedded[R->n_embedded++] = ev->id;
+    if ((ev->kind == HC_CEV_FINISHED || ev->kind == HC_CEV_FAILED) && ev->id < 32)
+        R->finished[ev->id] = 1 + (ev->kind == HC_CEV_FAILED);
+}
+static void test_embed_passes_generations(hc_creator *c) {
+    hc_errbuf eb = {{0}};
+    hc_csched_params p = hc_csched_default_params();
+    p.gen.max_running = 2;
+    p.gen.max_queued = 1;
+    p.max_embed = 4;
+    hc_csched *s = NULL;
+    CHECK_OK(hc_csched_create(&s, c, &p, &eb));
+    if (!s) return;
+    enum { NG = 8 };
+    orderrun R = {0};
+    for (int r = 0; r <= NG; r++) { /* 8 generations, then one embed-only request */
+        size_t len = strlen(WORDS[r]);
+        hc_creq q = {.id = (uint64_t)r, .mode = r < NG ? HC_CREQ_PER_USER : HC_CREQ_EMBED,
+                     .sampling = hc_sampler_greedy(), .max_new = MAX_NEW};
+        hc_creq_buf buf;
+        CHECK_OK(hc_creator_tokenize_request(c, c->item_ctx, c->creative_ctx,
+                                             &(hc_history){&WORDS[r], &len, 1},
+                                             r < NG ? ADS[0][0] : NULL, strlen(ADS[0][0]),
+                                             ADS[0][1], strlen(ADS[0][1]), &q, &buf, &eb));
+        CHECK_OK(hc_csched_submit(s, &q, &eb));
+        hc_creq_buf_free(&buf);
+    }
+    CHECK_OK(hc_csched_step(s, order_sink, &R, &eb));
+    int embed_done = 0;
+    for (int i = 0; i < R.n_embedded; i++) embed_done |= R.embedded[i] == NG;
+    CHECKF(embed_done && R.finished[NG] == 1, "the embed-only request waited behind generations "
+                                              "(%d embedded in the first step)", R.n_embedded);
+    CHECKF(R.n_embedded < NG + 1, "the first step embedded all %d: the creative room was ignored",
+           R.n_embedded);
+    while (!hc_csched_idle(s)) CHECK_OK(hc_csched_step(s, order_sink, &R, &eb));
+    CHECK(R.n_embedded == NG + 1);
+    uint64_t last = 0;
+    int in_order = 1;
+    for (int i = 0; i < R.n_embedded; i++) {
+        if (R.embedded[i] == NG) continue;
+        if (i > 0 && R.embedded[i] < last) in_order = 0;
+        last = R.embedded[i];
+    }
+    CHECK(in_order);
+    for (int r = 0; r <= NG; r++) CHECK(R.finished[r] == 1);
+    hc_csched_free(s);
+}
+
 /* Allocations inside steps after warm-up: one per request handed over to the creative scheduler
  * (its copy of the request, lm_sched.h), nothing else. */
 static void test_step_allocations(hc_creator *c) {
@@ -595,6 +651,7 @@ int main(int argc, char **argv) {
     test_cancel_and_queue(c);
     test_stop_ids(c);
     test_seed_by_cluster(c);
+    test_embed_passes_generations(c);
     test_step_allocations(c);
     hc_creator_free(c);
     hc_backend_free(be);
