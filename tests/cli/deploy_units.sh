@@ -64,5 +64,15 @@ done
 n=$(grep -c '^\s*server 127\.0\.0\.1:' "$NGX")
 [ "$n" -ge 2 ] && ok || bad "nginx-lb.conf has $n replicas (want >= 2)"
 
+# docs/SERVICE.md's install step: `cmake --install BUILD --prefix P` puts both binaries in P/bin
+BUILD=$(dirname "$(dirname "$HLLM")")
+if [ -f "$BUILD/cmake_install.cmake" ]; then
+    cmake --install "$BUILD" --prefix "$TMP/inst" >/dev/null 2>"$TMP/inst.err" &&
+        [ -x "$TMP/inst/bin/hllm-creatord" ] && [ -x "$TMP/inst/bin/hllm" ] &&
+        "$TMP/inst/bin/hllm-creatord" --help 2>&1 | grep -q -- '--config' && ok ||
+        bad "cmake --install --prefix: $(cat "$TMP/inst.err")"
+else
+    bad "no cmake_install.cmake in $BUILD (the hllm binary is not in a CMake build tree)"
+fi
 echo "deploy_units: $pass passed, $fail failed"
 [ $fail -eq 0 ]

@@ -354,6 +354,11 @@ class TestHistoryFlags(unittest.TestCase):
         distinct = lambda us: len({i for u in us for i in u["item_id_list"]})
         self.assertLess(distinct(steep), 0.8 * distinct(flat))
 
+    def test_train_ads_per_user(self):
+        d, _, _ = self.gen("a2", "--train-ads-per-user", "2")
+        users = read_jsonl(os.path.join(d, "train.users.jsonl"))
+        self.assertEqual(len(read_jsonl(os.path.join(d, "train.jsonl"))), 2 * len(users))
+
     def test_nextitem_min(self):
         d, users, _ = self.gen("n8", "--nextitem-min", "8")
         test = read_jsonl(os.path.join(d, "nextitem", "test.jsonl"))
