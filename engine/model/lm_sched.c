@@ -6,6 +6,8 @@
  */
 #include "model/lm_sched.h"
 
+#include <stddef.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,6 +24,7 @@ const char *hc_finish_name(hc_finish f) {
 /* A submitted request: one allocation holding the request and copies of its arrays. */
 typedef struct lm_req {
     hc_lm_req r; /* pointers into this allocation */
+    void *block; /* what to free when the request leaves: itself, or the block of submit_in */
     int cancelled;
     int32_t stop[HC_LM_MAX_STOP];
 } lm_req;
@@ -93,11 +96,12 @@ static int blocks_for(const hc_lm_sched *s, int64_t n) {
 void hc_lm_sched_free(hc_lm_sched *s) {
     if (!s) return;
     if (s->queue)
-        for (int i = 0; i < s->q_len; i++) free(s->queue[(s->q_head + i) % s->p.max_queued]);
+        for (int i = 0; i < s->q_len; i++)
+            free(s->queue[(s->q_head + i) % s->p.max_queued]->block);
     if (s->jobs)
         for (int i = 0; i < s->n_jobs_cap; i++) {
             if (s->jobs[i].state != J_FREE && s->kv) hc_kv_seq_free(s->kv, s->jobs[i].seq);
-            free(s->jobs[i].q);
+            if (s->jobs[i].q) free(s->jobs[i].q->block);
         }
     if (s->pfx)
         for (int i = 0; i < s->p.max_prefixes; i++) {
@@ -283,17 +287,16 @@ int hc_lm_sched_check(const hc_lm_sched *s, const hc_lm_req *r, hc_errbuf *eb) {
     return hc_sampler_check(&r->sampling, s->V, eb);
 }
 
-int hc_lm_sched_submit(hc_lm_sched *s, const hc_lm_req *r, hc_errbuf *eb) {
-    const hc_lm_sched_params *p = &s->p;
-    int rc = hc_lm_sched_check(s, r, eb);
-    if (rc) return rc;
-    if (s->q_len == p->max_queued) return HC_ERR_AGAIN;
+size_t hc_lm_sched_req_bytes(const hc_lm_sched *s, int n_prompt, int n_inject) {
+    const size_t n = n_prompt > 0 ? (size_t)n_prompt : 0, ni = n_inject > 0 ? (size_t)n_inject : 0;
+    return sizeof(lm_req) + sizeof(float) * ni * (size_t)s->E + sizeof(int32_t) * (2 * n + ni);
+}
 
+/* Copies r into q (hc_lm_sched_req_bytes of room) and queues it. The caller checked it. */
+static void enqueue(hc_lm_sched *s, const hc_lm_req *r, lm_req *q, void *block) {
     const size_t n = (size_t)r->n_prompt, ni = (size_t)r->n_inject, E = (size_t)s->E;
-    size_t bytes = sizeof(lm_req) + sizeof(float) * ni * E + sizeof(int32_t) * (2 * n + ni);
-    lm_req *q = malloc(bytes);
-    if (!q) return hc_seterr(eb, HC_ERR_NOMEM, "out of memory");
     memset(q, 0, sizeof *q);
+    q->block = block;
     float *inj = (float *)(q + 1);
     int32_t *ids = (int32_t *)(inj + ni * E), *pos = ids + n, *iidx = pos + n;
     memcpy(ids, r->prompt, sizeof(int32_t) * n);
@@ -309,7 +312,27 @@ int hc_lm_sched_submit(hc_lm_sched *s, const hc_lm_req *r, hc_errbuf *eb) {
     q->r.inject_idx = iidx;
     q->r.inject = inj;
     q->r.stop = q->stop;
-    s->queue[(s->q_head + s->q_len++) % p->max_queued] = q;
+    s->queue[(s->q_head + s->q_len++) % s->p.max_queued] = q;
+}
+
+int hc_lm_sched_submit(hc_lm_sched *s, const hc_lm_req *r, hc_errbuf *eb) {
+    int rc = hc_lm_sched_check(s, r, eb);
+    if (rc) return rc;
+    if (s->q_len == s->p.max_queued) return HC_ERR_AGAIN;
+    lm_req *q = malloc(hc_lm_sched_req_bytes(s, r->n_prompt, r->n_inject));
+    if (!q) return hc_seterr(eb, HC_ERR_NOMEM, "out of memory");
+    enqueue(s, r, q, q);
+    return HC_OK;
+}
+
+int hc_lm_sched_submit_in(hc_lm_sched *s, const hc_lm_req *r, void *block, void *mem,
+                          hc_errbuf *eb) {
+    if (!block || !mem || ((uintptr_t)mem % _Alignof(max_align_t)))
+        return hc_seterr(eb, HC_ERR_INVAL, "submit_in: no block or misaligned memory");
+    int rc = hc_lm_sched_check(s, r, eb);
+    if (rc) return rc;
+    if (s->q_len == s->p.max_queued) return HC_ERR_AGAIN;
+    enqueue(s, r, (lm_req *)mem, block);
     return HC_OK;
 }
 
@@ -352,7 +375,7 @@ static void job_end(hc_lm_sched *s, job *j) {
     if (j->state != J_FREE) hc_kv_seq_free(s->kv, j->seq);
     s->blocks_reserved -= j->blocks;
     if (!j->is_prefix) s->n_running--;
-    free(j->q);
+    if (j->q) free(j->q->block);
     memset(j, 0, sizeof *j);
     j->pfx = -1;
 }
@@ -473,7 +496,7 @@ static void apply_cancels(hc_lm_sched *s, hc_lm_sink sink, void *user) {
         lm_req *q = s->queue[(s->q_head + i) % s->p.max_queued];
         if (q->cancelled) {
             emit_finished(sink, user, q, 0, HC_FINISH_CANCELLED);
-            free(q);
+            free(q->block);
         } else {
             s->queue[(s->q_head + kept++) % s->p.max_queued] = q;
         }

@@ -25,7 +25,7 @@
  *
  * Memory: everything the steps use (batch metadata, activations, logits, sampling scratch, the KV
  * pool) is allocated by hc_lm_sched_create; a step allocates nothing. A queued request costs one
- * allocation of its own size, made by submit.
+ * allocation of its own size, made by submit (or none: hc_lm_sched_submit_in uses the caller's).
  *
  * Thread-safety: none; one thread (the engine thread) calls everything.
  */
@@ -121,6 +121,16 @@ void hc_lm_sched_free(hc_lm_sched *s);
  * Other errors: the request itself is invalid (message in eb, about the request's content, not
  * naming its id); it is not queued. */
 int hc_lm_sched_submit(hc_lm_sched *s, const hc_lm_req *r, hc_errbuf *eb);
+/* Bytes of the scheduler's copy of a request with n_prompt tokens and n_inject vectors. */
+size_t hc_lm_sched_req_bytes(const hc_lm_sched *s, int n_prompt, int n_inject);
+/* As submit, but the copy goes into `mem` (at least hc_lm_sched_req_bytes, aligned for
+ * max_align_t), inside the caller's malloc'ed `block`; on success the scheduler owns `block` and
+ * frees it when the request leaves (finished, failed, cancelled, or hc_lm_sched_free). On error
+ * nothing is taken. r's arrays may point into `block` outside [mem, mem + bytes). This is how a
+ * caller that already allocated a request at its own submit hands it over inside a step without
+ * allocating (the creator scheduler). */
+int hc_lm_sched_submit_in(hc_lm_sched *s, const hc_lm_req *r, void *block, void *mem,
+                          hc_errbuf *eb);
 /* The validation of submit alone: HC_OK if submit would accept r when the queue has room. */
 int hc_lm_sched_check(const hc_lm_sched *s, const hc_lm_req *r, hc_errbuf *eb);
 /* Cancels a queued or running request at the next step boundary (a FINISHED event with

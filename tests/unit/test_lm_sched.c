@@ -205,7 +205,9 @@ int main(int argc, char **argv) {
             CHECK_OK(hc_lm_sched_submit(s, &r, &eb));
         }
         long before = n_allocs;
+        alloc_measuring = round == 1;
         while (!hc_lm_sched_idle(s)) CHECK_OK(hc_lm_sched_step(s, sink, NULL, &eb));
+        alloc_measuring = 0;
         if (round == 1) CHECKF(n_allocs == before, "%ld allocations in steps after warm-up",
                                n_allocs - before);
         for (int i = 0; i < 6; i++) CHECK(!memcmp(res[i].out, alone[i].out, sizeof(int32_t) * 4));
@@ -224,11 +226,23 @@ int main(int argc, char **argv) {
     }
     hc_lm_req r3 = mkreq(&defs[3], 3);
     CHECK(hc_lm_sched_submit(sq, &r3, &eb) == HC_ERR_AGAIN);
+    /* submit_in takes nothing on AGAIN or on an error (the test frees the block; ASan/valgrind
+     * would see a double free or a leak otherwise) */
+    const size_t nb3 = hc_lm_sched_req_bytes(sq, r3.n_prompt, r3.n_inject);
+    char *blk = malloc(64 + nb3);
+    CHECK(hc_lm_sched_submit_in(sq, &r3, blk, blk + 64, &eb) == HC_ERR_AGAIN);
+    CHECK(hc_lm_sched_submit_in(sq, &r3, blk, blk + 1, &eb) == HC_ERR_INVAL);
+    free(blk);
     reqdef badd = defs[4];
     badd.prompt[1] = V + 5;
     hc_lm_req rb = mkreq(&badd, 4);
     hc_errbuf eb2 = {{0}};
     CHECK_OK(hc_lm_sched_step(sq, sink, NULL, &eb)); /* two admitted: the queue has room */
+    /* ... and the request handed over in the caller's block (which the scheduler frees) runs
+     * like a copied one */
+    hc_lm_req r6 = mkreq(&defs[3], 6);
+    blk = malloc(64 + nb3);
+    CHECK_OK(hc_lm_sched_submit_in(sq, &r6, blk, blk + 64, &eb));
     CHECK(hc_lm_sched_submit(sq, &rb, &eb2) == HC_ERR_RANGE && strstr(eb2.msg, "vocabulary"));
     reqdef longd = defs[5];
     longd.max_new = 260; /* past max_new of the scheduler (and the model's 256 positions) */
@@ -239,6 +253,8 @@ int main(int argc, char **argv) {
         CHECK(res[i].finished == 1 && res[i].n_out == alone[i].n_out &&
               !memcmp(res[i].out, alone[i].out, sizeof(int32_t) * (size_t)res[i].n_out));
     CHECK(res[3].finished == 0 && res[4].finished == 0 && res[5].finished == 0);
+    CHECK(res[6].finished == 1 && res[6].n_out == alone[3].n_out &&
+          !memcmp(res[6].out, alone[3].out, sizeof(int32_t) * (size_t)res[6].n_out));
     hc_lm_sched_free(sq);
 
     /* --- shared prefixes ---------------------------------------------------------------------- */
