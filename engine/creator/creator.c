@@ -211,7 +211,8 @@ int hc_creator_load(hc_creator **out, hc_backend *be, const char *pkg_dir,
         free(cent);
         if (rc) goto fail;
     }
-    if ((rc = hc_item_cache_create(&c->cache, p->item_cache_entries, c->d_item))) {
+    if ((rc = hc_item_cache_create(&c->cache, p->item_cache_entries, c->d_item,
+                                    c->pkg.max_item_tokens > 0 ? c->pkg.max_item_tokens : 1))) {
         hc_seterr(eb, rc, "item-embedding cache of %zu entries: %s", p->item_cache_entries,
                   hc_strerror(rc));
         goto fail;

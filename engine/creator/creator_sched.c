@@ -1,6 +1,7 @@
 /* creator_sched.c: the pipeline scheduler (see creator_sched.h for the contract). */
 #include "creator/creator_sched.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,7 +10,9 @@
 #include "creator/title_key.h"
 
 /* A request between submit and its hand-over to the creative scheduler (or its end), in one
- * allocation: this struct, then item_lens, item_ids, the creative prompt, U. */
+ * allocation: this struct, then U, item_lens, item_ids, the creative prompt and (generation
+ * modes) room for the creative scheduler's copy, so the hand-over inside a step allocates
+ * nothing: hc_lm_sched_submit_in takes the whole block, which lives until the title ends. */
 typedef struct csreq {
     hc_creq r;          /* pointers into this allocation */
     int32_t *prompt;    /* prompt1 + slot + prompt2 (generation modes) */
@@ -19,6 +22,7 @@ typedef struct csreq {
     int cancelled;
     int32_t stop[HC_LM_MAX_STOP]; /* the package's end-of-sequence ids, then the request's */
     int n_stop;
+    void *lm_mem; /* hc_lm_sched_req_bytes of room for the hand-over (generation modes) */
 } csreq;
 
 struct hc_csched {
@@ -114,6 +118,11 @@ int hc_csched_create(hc_csched **out, hc_creator *c, const hc_csched_params *par
         return hc_seterr(eb, HC_ERR_NOMEM, "scheduler: out of memory");
     }
     int rc0 = hc_creator_scratch_init(&s->scr, c, p.max_embed * c->pkg.max_history, p.max_embed, eb);
+    /* the item and user forwards of the embed stage never exceed the scratch's token bound: their
+     * activations are allocated now, so no step grows them */
+    const int T = s->scr.max_tok, max_items = p.max_embed * c->pkg.max_history;
+    if (!rc0) rc0 = hc_llm_reserve(c->item, T, max_items < T ? max_items : T, NULL, eb);
+    if (!rc0) rc0 = hc_llm_reserve(c->user, T, p.max_embed < T ? p.max_embed : T, NULL, eb);
     if (rc0) {
         hc_csched_free(s);
         return rc0;
@@ -205,9 +214,11 @@ int hc_csched_submit(hc_csched *s, const hc_creq *r, hc_errbuf *eb) {
             return hc_seterr(eb, HC_ERR_RANGE, "the creative prompt has %d tokens, more than "
                              "max_prompt_tokens (%d)", n_prompt, c->pkg.max_prompt_tokens);
     }
-    const size_t Hc = (size_t)c->d_creative;
+    const size_t Hc = (size_t)c->d_creative, A = _Alignof(max_align_t);
     size_t bytes = sizeof(csreq) + sizeof(float) * Hc +
                    sizeof(int32_t) * ((size_t)r->n_items + (size_t)n_ids + (size_t)n_prompt);
+    const size_t lm_off = (bytes + A - 1) / A * A;
+    if (gen) bytes = lm_off + hc_lm_sched_req_bytes(s->gen, n_prompt, 1);
     csreq *q = malloc(bytes);
     if (!q) return hc_seterr(eb, HC_ERR_NOMEM, "out of memory");
     memset(q, 0, sizeof *q);
@@ -235,6 +246,7 @@ int hc_csched_submit(hc_csched *s, const hc_creq *r, hc_errbuf *eb) {
             memcpy(prompt + c->n_prompt1 + 1, r->prompt2, sizeof(int32_t) * (size_t)r->n_prompt2);
         q->prompt = prompt;
         q->n_prompt = n_prompt;
+        q->lm_mem = (char *)q + lm_off;
         q->slot_pos = c->n_prompt1;
         memset(q->U, 0, sizeof(float) * Hc);
         /* everything the creative scheduler will check, now, so a bad request never queues */
@@ -364,10 +376,12 @@ static void hand_over(hc_csched *s) {
             lr.prefix_len = c->n_prompt1;
         }
         hc_errbuf reb = {{0}};
-        int rc = hc_lm_sched_submit(s->gen, &lr, &reb);
+        int rc = hc_lm_sched_submit_in(s->gen, &lr, q, q->lm_mem, &reb);
         if (rc == HC_ERR_AGAIN) break;
-        if (rc) emit_failed(s, q->r.id, rc, reb.msg); /* checked at submit: not expected */
-        free(q);
+        if (rc) { /* checked at submit: not expected */
+            emit_failed(s, q->r.id, rc, reb.msg);
+            free(q);
+        } /* else the creative scheduler owns q now */
     }
     memmove(s->ready, s->ready + done, sizeof *s->ready * (size_t)(s->n_ready - done));
     s->n_ready -= done;

@@ -28,10 +28,10 @@
  * in docs/ARCHITECTURE.md: vectors agree to ~1e-6, clusters and greedy titles are identical in
  * every test).
  *
- * Memory: the creative scheduler's KV pool and scratch are allocated by hc_csched_create; a
- * queued request costs one allocation of its own size (its ids, its prompt and room for U),
- * made by submit and freed when it finishes. The embed stage's scratch is bounded by
- * embed_tokens and max_embed.
+ * Memory: the creative scheduler's KV pool and scratch, the embed stage's scratch and the item
+ * and user LLMs' activations are allocated by hc_csched_create; a step allocates nothing after
+ * warm-up. A queued request costs one allocation of its own size (its ids, its prompt, room for
+ * U and for the creative scheduler's copy), made by submit and freed when it ends.
  *
  * Thread-safety: none; one thread (the engine thread) calls everything except
  * hc_creator_tokenize_request, which any thread may call with its own contexts.

@@ -9,7 +9,6 @@
 
 typedef struct entry {
     uint64_t hash;
-    int32_t *ids;
     int n_ids;
     int32_t next_in_bucket; /* -1 ends the chain */
     int32_t prev, next;     /* LRU list; -1 ends */
@@ -19,9 +18,10 @@ typedef struct entry {
 struct hc_item_cache {
     size_t capacity, size;
     size_t n_alloc;   /* entries allocated so far (<= capacity) */
-    int dim;
+    int dim, max_ids;
     entry *entries;   /* (n_alloc) */
     float *vecs;      /* (n_alloc, dim) */
+    int32_t *keys;    /* (n_alloc, max_ids): entry i's ids at keys + i * max_ids */
     int32_t *buckets; /* (n_buckets) head entry index or -1; NULL until the first insert */
     size_t n_buckets;
     int32_t head, tail; /* most / least recently used */
@@ -39,15 +39,17 @@ static uint64_t hash_ids(const int32_t *ids, int n) {
     return h;
 }
 
-int hc_item_cache_create(hc_item_cache **out, size_t capacity, int dim) {
+int hc_item_cache_create(hc_item_cache **out, size_t capacity, int dim, int max_ids) {
     *out = NULL;
-    if (dim < 1 || capacity > (size_t)INT32_MAX / 2 ||
-        capacity > SIZE_MAX / ((size_t)dim * sizeof(float) + sizeof(entry)))
+    if (dim < 1 || max_ids < 1 || max_ids > (1 << 20) || capacity > (size_t)INT32_MAX / 2 ||
+        capacity > SIZE_MAX / ((size_t)dim * sizeof(float) + (size_t)max_ids * sizeof(int32_t) +
+                               sizeof(entry)))
         return HC_ERR_INVAL;
     hc_item_cache *c = calloc(1, sizeof *c);
     if (!c) return HC_ERR_NOMEM;
     c->capacity = capacity;
     c->dim = dim;
+    c->max_ids = max_ids;
     hc_item_cache_clear(c);
     c->hits = c->misses = c->evictions = 0;
     *out = c;
@@ -57,7 +59,6 @@ int hc_item_cache_create(hc_item_cache **out, size_t capacity, int dim) {
 /* Links every entry of [from, n_alloc) into the free list. */
 static void free_list_add(hc_item_cache *c, size_t from) {
     for (size_t i = c->n_alloc; i-- > from;) {
-        c->entries[i].ids = NULL;
         c->entries[i].used = 0;
         c->entries[i].next = c->free_head;
         c->free_head = (int32_t)i;
@@ -65,7 +66,6 @@ static void free_list_add(hc_item_cache *c, size_t from) {
 }
 
 void hc_item_cache_clear(hc_item_cache *c) {
-    for (size_t i = 0; i < c->n_alloc; i++) free(c->entries[i].ids);
     c->free_head = -1;
     free_list_add(c, 0);
     if (c->buckets)
@@ -76,9 +76,9 @@ void hc_item_cache_clear(hc_item_cache *c) {
 
 void hc_item_cache_free(hc_item_cache *c) {
     if (!c) return;
-    for (size_t i = 0; i < c->n_alloc; i++) free(c->entries[i].ids);
     free(c->entries);
     free(c->vecs);
+    free(c->keys);
     free(c->buckets);
     free(c);
 }
@@ -96,6 +96,9 @@ static int grow(hc_item_cache *c) {
     float *v = realloc(c->vecs, n * (size_t)c->dim * sizeof *v);
     if (!v) return HC_ERR_NOMEM;
     c->vecs = v;
+    int32_t *k = realloc(c->keys, n * (size_t)c->max_ids * sizeof *k);
+    if (!k) return HC_ERR_NOMEM;
+    c->keys = k;
     if (nb != c->n_buckets) {
         int32_t *b = malloc(nb * sizeof *b);
         if (!b) return HC_ERR_NOMEM;
@@ -138,7 +141,8 @@ static int32_t find(const hc_item_cache *c, uint64_t h, const int32_t *ids, int 
     if (!c->buckets) return -1;
     for (int32_t i = c->buckets[h & (c->n_buckets - 1)]; i >= 0; i = c->entries[i].next_in_bucket) {
         const entry *e = &c->entries[i];
-        if (e->hash == h && e->n_ids == n && (n == 0 || !memcmp(e->ids, ids, (size_t)n * 4)))
+        if (e->hash == h && e->n_ids == n &&
+            (n == 0 || !memcmp(c->keys + (size_t)i * (size_t)c->max_ids, ids, (size_t)n * 4)))
             return i;
     }
     return -1;
@@ -167,6 +171,7 @@ const float *hc_item_cache_get(hc_item_cache *c, const int32_t *ids, int n_ids) 
 }
 
 int hc_item_cache_put(hc_item_cache *c, const int32_t *ids, int n_ids, const float *vec) {
+    if (n_ids < 0 || n_ids > c->max_ids) return HC_ERR_RANGE;
     if (!c->capacity) return HC_OK;
     uint64_t h = hash_ids(ids, n_ids);
     int32_t i = find(c, h, ids, n_ids);
@@ -174,9 +179,6 @@ int hc_item_cache_put(hc_item_cache *c, const int32_t *ids, int n_ids, const flo
         /* a full table grows before anything is evicted; if it cannot, evict */
         if (c->free_head < 0 && c->n_alloc < c->capacity && grow(c) != HC_OK && c->size == 0)
             return HC_ERR_NOMEM;
-        int32_t *key = malloc((size_t)(n_ids > 0 ? n_ids : 1) * sizeof *key);
-        if (!key) return HC_ERR_NOMEM;
-        if (n_ids) memcpy(key, ids, (size_t)n_ids * sizeof *key);
         if (c->free_head >= 0) {
             i = c->free_head;
             c->free_head = c->entries[i].next;
@@ -185,12 +187,11 @@ int hc_item_cache_put(hc_item_cache *c, const int32_t *ids, int n_ids, const flo
             i = c->tail;
             lru_unlink(c, i);
             bucket_remove(c, i);
-            free(c->entries[i].ids);
             c->evictions++;
         }
         entry *e = &c->entries[i];
         e->hash = h;
-        e->ids = key;
+        if (n_ids) memcpy(c->keys + (size_t)i * (size_t)c->max_ids, ids, (size_t)n_ids * 4);
         e->n_ids = n_ids;
         e->used = 1;
         size_t b = h & (c->n_buckets - 1);

@@ -208,7 +208,8 @@ static int ensure_act(hc_llm *m, int n_tokens, int n_out) {
         int64_t a[2] = {cap, c->hidden_size}, b[2] = {cap, c->vocab_size};
         int rc = hc_tensor_alloc(&s->out_x, m->be, HC_DTYPE_F32, 2, a);
         if (!rc) rc = hc_tensor_alloc(&s->out_h, m->be, HC_DTYPE_F32, 2, a);
-        if (!rc) rc = hc_tensor_alloc(&s->logits, m->be, HC_DTYPE_F32, 2, b);
+        /* a model without lm_head (skip_lm_head) never computes logits */
+        if (!rc && m->lm_head.data) rc = hc_tensor_alloc(&s->logits, m->be, HC_DTYPE_F32, 2, b);
         if (rc) return rc;
         s->out_cap = cap;
     }

@@ -8,7 +8,7 @@
 int main(void) {
     enum { CAP = 64, DIM = 5, KEYS = 200 };
     hc_item_cache *c = NULL;
-    CHECK_OK(hc_item_cache_create(&c, CAP, DIM));
+    CHECK_OK(hc_item_cache_create(&c, CAP, DIM, 7));
     /* the model: last-use time of each key; the cache must hold exactly the CAP most recent */
     long last[KEYS];
     for (int k = 0; k < KEYS; k++) last[k] = -1;
@@ -48,9 +48,18 @@ int main(void) {
     CHECK(hc_item_cache_get(c, a, 3) && hc_item_cache_get(c, a, 3)[0] == 1.0f);
     CHECK(hc_item_cache_get(c, a, 2) && hc_item_cache_get(c, a, 2)[0] == 2.0f);
     CHECK(hc_item_cache_get(c, a, 1) == NULL);
+    /* a key longer than max_ids is refused, nothing stored; a lookup of one just misses */
+    int32_t longk[8] = {9, 9, 9, 9, 9, 9, 9, 9};
+    const size_t size0 = hc_item_cache_get_stats(c).size;
+    CHECK(hc_item_cache_put(c, longk, 8, va) == HC_ERR_RANGE);
+    CHECK(hc_item_cache_get_stats(c).size == size0 && hc_item_cache_get(c, longk, 8) == NULL);
+    CHECK(hc_item_cache_get(c, a, 3) && hc_item_cache_get(c, a, 3)[0] == 1.0f);
     hc_item_cache_free(c);
+    /* bad max_ids */
+    CHECK(hc_item_cache_create(&c, CAP, DIM, 0) == HC_ERR_INVAL && c == NULL);
+    CHECK(hc_item_cache_create(&c, CAP, DIM, (1 << 20) + 1) == HC_ERR_INVAL && c == NULL);
     /* a disabled cache never hits */
-    CHECK_OK(hc_item_cache_create(&c, 0, DIM));
+    CHECK_OK(hc_item_cache_create(&c, 0, DIM, 7));
     CHECK_OK(hc_item_cache_put(c, a, 3, va));
     CHECK(hc_item_cache_get(c, a, 3) == NULL);
     hc_item_cache_free(c);

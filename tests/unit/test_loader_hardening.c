@@ -404,7 +404,7 @@ static void test_item_cache_lazy(void) {
     enum { DIM = 96 };
     long before = rss_kb();
     hc_item_cache *c = NULL;
-    CHECK_OK(hc_item_cache_create(&c, 268435456, DIM));
+    CHECK_OK(hc_item_cache_create(&c, 268435456, DIM, 1));
     if (!c) return;
     float v[DIM];
     for (int32_t k = 0; k < 3000; k++) {
@@ -423,7 +423,7 @@ static void test_item_cache_lazy(void) {
                after - before);
     hc_item_cache_free(c);
     /* exact LRU across growth: capacity 300 (64 -> 128 -> 256 -> 300), 1000 keys */
-    CHECK_OK(hc_item_cache_create(&c, 300, 2));
+    CHECK_OK(hc_item_cache_create(&c, 300, 2, 1));
     for (int32_t k = 0; k < 1000; k++) {
         float w[2] = {(float)k, 1};
         CHECK_OK(hc_item_cache_put(c, &k, 1, w));
@@ -442,7 +442,7 @@ static void test_item_cache_lazy(void) {
     CHECK_OK(hc_item_cache_put(c, &k0, 1, w));
     CHECK(hc_item_cache_get(c, &k0, 1) != NULL && hc_item_cache_get_stats(c).size == 1);
     hc_item_cache_free(c);
-    CHECK(hc_item_cache_create(&c, (size_t)INT32_MAX, 2) == HC_ERR_INVAL && c == NULL);
+    CHECK(hc_item_cache_create(&c, (size_t)INT32_MAX, 2, 1) == HC_ERR_INVAL && c == NULL);
 }
 
 /* ---- 6. empty prompt1 --------------------------------------------------------------------- */
