@@ -17,6 +17,9 @@ fixed seed) and grads.safetensors:
     loss, loss_ce (1,) f32
     grad.<parameter name>       dloss/dparameter for every parameter (tied: no lm_head)
     grad.inject (1, C) f32      dloss/dinject
+    adamw.<parameter name>      the parameter after 5 AdamW steps (lr 1e-2, betas (0.9, 0.999),
+                                eps 1e-8, weight decay 0.01) on this loss, injected vector fixed
+    adamw.losses (5,) f32       the loss before each of those steps
 
 The loss is CE(lm_head(final hidden) at labelled rows, mean over all labelled rows of both
 segments) + sum(final_hidden * R). Each segment runs as its own sequence (batch 1, its own
@@ -38,6 +41,8 @@ from transformers import LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCau
 SEG_LENS = (7, 6)
 SEG_POS0 = (0, 5)          # first position of each segment (segment 1 starts mid-sequence)
 INJECT = (1, 2)            # (segment, row within it) of the injected vector
+ADAM_STEPS = 5
+ADAM = dict(lr=1e-2, betas=(0.9, 0.999), eps=1e-8, wd=0.01)  # the C test uses the same
 
 MODELS = [
     dict(name="model_llama", cls=(LlamaConfig, LlamaForCausalLM), seed=2101,
@@ -93,24 +98,39 @@ def run(spec, root):
     labels[3] = -100
     labels[T - 2] = -100
 
+    def loss_fn(inj_p):
+        hidden, start = [], 0
+        for s, n in enumerate(SEG_LENS):
+            e = model.model.embed_tokens(ids[start:start + n][None])
+            if s == INJECT[0]:
+                r = INJECT[1]
+                e = torch.cat([e[:, :r], inj_p.view(1, 1, C), e[:, r + 1:]], dim=1)
+            p = torch.tensor(pos[start:start + n], dtype=torch.int64)[None]
+            out = model.model(inputs_embeds=e, position_ids=p, use_cache=False)
+            hidden.append(out.last_hidden_state[0])
+            start += n
+        hidden = torch.cat(hidden, 0)
+        logits = model.lm_head(hidden)
+        ce = F.cross_entropy(logits, labels, ignore_index=-100, reduction="sum") / n_lab
+        return ce + (hidden * R.double()).sum(), ce
+
+    n_lab = int((labels != -100).sum())
     inj_p = inj.double().clone().requires_grad_(True)
     model.zero_grad()
-    hidden, start = [], 0
-    for s, n in enumerate(SEG_LENS):
-        e = model.model.embed_tokens(ids[start:start + n][None])
-        if s == INJECT[0]:
-            r = INJECT[1]
-            e = torch.cat([e[:, :r], inj_p.view(1, 1, C), e[:, r + 1:]], dim=1)
-        p = torch.tensor(pos[start:start + n], dtype=torch.int64)[None]
-        out = model.model(inputs_embeds=e, position_ids=p, use_cache=False)
-        hidden.append(out.last_hidden_state[0])
-        start += n
-    hidden = torch.cat(hidden, 0)
-    logits = model.lm_head(hidden)
-    n_lab = int((labels != -100).sum())
-    ce = F.cross_entropy(logits, labels, ignore_index=-100, reduction="sum") / n_lab
-    loss = ce + (hidden * R.double()).sum()
+    loss, ce = loss_fn(inj_p)
     loss.backward()
+    grads = {name: p.grad.float().contiguous() for name, p in model.named_parameters()}
+
+    # ADAM_STEPS optimizer steps on the same batch (the injected vector stays fixed)
+    opt = torch.optim.AdamW(model.parameters(), lr=ADAM["lr"], betas=ADAM["betas"],
+                            eps=ADAM["eps"], weight_decay=ADAM["wd"], foreach=False)
+    adam_losses = []
+    for _ in range(ADAM_STEPS):
+        opt.zero_grad()
+        l, _ = loss_fn(inj.double())
+        l.backward()
+        opt.step()
+        adam_losses.append(l.item())
 
     ids_c = ids.clone()
     ids_c[inj_row] = -1
@@ -127,7 +147,9 @@ def run(spec, root):
         "grad.inject": inj_p.grad.float(),
     }
     for name, p in model.named_parameters():
-        ref["grad." + name] = p.grad.float().contiguous()
+        ref["grad." + name] = grads[name]
+        ref["adamw." + name] = p.detach().float().contiguous()
+    ref["adamw.losses"] = torch.tensor(adam_losses, dtype=torch.float32)
     save_file(ref, os.path.join(out_dir, "grads.safetensors"),
               metadata={"seed": str(spec["seed"]), "torch": torch.__version__})
     print(f"{spec['name']}: T={T} labelled={n_lab} loss={loss.item():.6f} ce={ce.item():.6f} "

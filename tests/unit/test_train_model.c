@@ -7,7 +7,9 @@
  *     a second forward of the same or a smaller batch allocates no scratch;
  *  2. backward against PyTorch autograd (tests/data/train/model_{llama,qwen3}, written by
  *     tests/reference/make_train_model_fixture.py): loss and the gradient of every parameter and
- *     of the injected vector within 1e-4 relative (norm-wise per tensor);
+ *     of the injected vector within 1e-4 relative (norm-wise per tensor); then 5 AdamW steps
+ *     (optim.h) on that loss: each step's loss within 1e-5 and the weights after them within
+ *     1e-5 relative per tensor;
  *  3. central finite differences on random coordinates (and one random direction) of tiny random
  *     models built here (Llama GQA untied, Qwen3 MQA tied);
  *  4. export: bf16 export loaded by hc_llm_load_from gives the tmodel's hidden states with
@@ -291,6 +293,42 @@ static void test_vs_torch(const char *tests, const char *fx) {
         }
         printf("  %-22s loss %.7f (torch %.7f), worst gradient rel err %.2e (%s)\n", fx, loss,
                (double)loss_ref[0], worst, worst_name);
+        /* 5 AdamW steps on the same batch, as the fixture's torch.optim.AdamW */
+        enum { STEPS = 5 };
+        float *lref = copy_ref(ref, "adamw.losses", HC_DTYPE_F32, STEPS);
+        hc_adamw_cfg ac = {1e-2, 0.9, 0.999, 1e-8, 0.01};
+        double worst_l = 0.0, worst_w = 0.0;
+        for (int step = 1; step <= STEPS; step++) {
+            hc_grad_zero(&x.t);
+            memset(dh, 0, sizeof(float) * (size_t)T * C);
+            if (hc_tmodel_forward(x.m, &b, &eb)) break;
+            double l = hc_tmodel_lm_loss(x.m, lab, 1.0f, dh);
+            h = hc_tmodel_hidden(x.m);
+            for (size_t i = 0; i < (size_t)T * C; i++) {
+                l += (double)h[i] * R[i];
+                dh[i] += R[i];
+            }
+            CHECK_OK(hc_tmodel_backward(x.m, dh, NULL, &eb));
+            double e = fabs(l - lref[step - 1]) / fabs(lref[step - 1]);
+            worst_l = e > worst_l ? e : worst_l;
+            CHECKF(e <= 1e-5, "%s: AdamW step %d loss %.8g, torch %.8g", fx, step, l,
+                   (double)lref[step - 1]);
+            hc_adamw_step_range(&x.t, &ac, ac.lr, step, 0, x.t.total);
+        }
+        for (int p = 0; p < x.t.n; p++) {
+            const hc_param *P = &x.t.params[p];
+            char name[HC_PTAB_NAME_MAX + 8];
+            snprintf(name, sizeof name, "adamw.%s", P->name + plen);
+            float *w = copy_ref(ref, name, HC_DTYPE_F32, P->numel);
+            double e = rel_norm(x.t.w + P->offset, w, P->numel);
+            CHECKF(e <= 1e-5, "%s: %s after %d steps: rel err %.3g", fx, name, STEPS, e);
+            worst_w = e > worst_w ? e : worst_w;
+            free(w);
+        }
+        printf("  %-22s %d AdamW steps: losses %.7g .. %.7g, worst loss rel err %.2e, worst "
+               "weight rel err %.2e\n", fx, STEPS, (double)lref[0], (double)lref[STEPS - 1],
+               worst_l, worst_w);
+        free(lref);
     }
     free(ids), free(pos), free(seg), free(lab), free(rows), free(inj), free(R);
     free(loss_ref), free(ce_ref), free(ginj_ref), free(dh), free(dinj);
