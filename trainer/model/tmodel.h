@@ -110,10 +110,12 @@ const float *hc_tmodel_hidden(const hc_tmodel *m);
 int hc_tmodel_rows(const hc_tmodel *m);
 
 /* Token-mean cross-entropy of the lm_head logits (tied: the embedding matrix) at the rows of the
- * last forward with labels[t] != -100 (labels has T entries). Accumulates dloss * gradient into
- * the lm_head (or embedding) gradient and, if dhidden != NULL, into dhidden (T, C). Returns the
- * loss (0 with no labelled row), or NAN when there is no forward, the model has no lm_head, or a
- * label is outside [0, vocab) (nothing is accumulated then). */
+ * last forward with labels[t] != -100 (labels has T entries), through ops->lmhead_ce in
+ * vocabulary chunks of m->lm_chunk rows. With dhidden != NULL, accumulates dloss * gradient into
+ * dhidden (T, C) and into the lm_head (or, tied, embedding) gradient; dhidden == NULL computes
+ * the loss only and accumulates nothing. Returns the loss (0 with no labelled row), or NAN when
+ * there is no forward, the model has no lm_head (untied, registered with with_lm_head == 0), or
+ * a label is outside [0, vocab) (nothing is accumulated then). */
 double hc_tmodel_lm_loss(hc_tmodel *m, const int32_t *labels, float dloss, float *dhidden);
 
 /* Backward of the last forward from dhidden = dL/d(final hidden) (T, C): accumulates every
