@@ -64,6 +64,8 @@ void request_free(request *r) {
     free(r->resp);
     if (r->results) json_decref(r->results);
     if (r->detok) hc_detok_free(r->detok);
+    hcd_bytes_free(&r->ukey);
+    free_jobs(r->gen_job);
     free(r);
 }
 
@@ -360,6 +362,13 @@ int build_job(server *s, request *r, job **out, char *err, size_t errn) {
     j->id = r->id;
     j->req.id = r->id;
     j->req.mode = mode;
+    r->mode = mode;
+    if (mode == HC_CREQ_CLUSTER) {
+        /* the title of (cluster, ad) is the same whichever user asked (title cache, tables) */
+        r->ad_hash = hc_ad_hash(at, atl, ad, adl);
+        j->req.seed_by_cluster = 1;
+        j->req.ad_hash = r->ad_hash;
+    }
     j->req.sampling = sp;
     j->req.max_new = max_new;
     code = 0;
@@ -370,6 +379,9 @@ out:
 }
 
 /* ---- responses from events -------------------------------------------------------------- */
+
+static void meta_event(request *r);
+static void flight_event(server *s, const event *e);
 
 void add_timings(request *r, json_t *o) {
     double te = r->t_embedded ? r->t_embedded : r->t_finished;
@@ -388,6 +400,7 @@ json_t *title_json(request *r) {
     json_object_set_new(o, "ids", ids);
     json_object_set_new(o, "cluster", r->cluster >= 0 ? json_integer(r->cluster) : json_null());
     json_object_set_new(o, "finish", json_string(hc_finish_name(r->finish)));
+    json_object_set_new(o, "cached", json_boolean(r->tc == TC_HIT));
     if (r->client_id[0]) json_object_set_new(o, "request_id", json_string(r->client_id));
     add_timings(r, o);
     return o;
@@ -422,6 +435,7 @@ void wake(request *r) {
 void complete(server *s, request *r) {
     r->finished = 1;
     unlink_live(s, r);
+    if (r->fl) detach_flight(s, r);
     if (r->parent) {
         request *p = r->parent;
         json_t *o;
@@ -432,6 +446,7 @@ void complete(server *s, request *r) {
             json_object_set_new(o, "cluster",
                                 r->cluster >= 0 ? json_integer(r->cluster) : json_null());
             json_object_set_new(o, "score", r->cluster >= 0 ? json_real(r->score) : json_null());
+            json_object_set_new(o, "cached", json_boolean(r->tc == TC_HIT));
             if (r->want_full && r->u) {
                 json_object_set_new(o, "u", floats(r->u, r->n_u));
                 json_object_set_new(o, "U", floats(r->U, r->n_U));
@@ -497,6 +512,7 @@ void complete(server *s, request *r) {
         json_t *o = json_object();
         json_object_set_new(o, "cluster", r->cluster >= 0 ? json_integer(r->cluster) : json_null());
         json_object_set_new(o, "score", r->cluster >= 0 ? json_real(r->score) : json_null());
+        json_object_set_new(o, "cached", json_boolean(r->tc == TC_HIT));
         if (r->want_full && r->u) {
             json_object_set_new(o, "u", floats(r->u, r->n_u));
             json_object_set_new(o, "U", floats(r->U, r->n_U));
@@ -545,7 +561,10 @@ void handle_event(server *s, event *e) {
         return;
     }
     request *r = find_live(s, e->id);
-    if (!r) return;
+    if (!r) {
+        flight_event(s, e);
+        return;
+    }
     switch (e->kind) {
     case EV_ACCEPTED:
         r->t_accept = e->t;
@@ -569,6 +588,13 @@ void handle_event(server *s, event *e) {
         r->t_embedded = e->t;
         r->cluster = e->cluster;
         r->score = e->score;
+        user_cache_store(s, r, e);
+        if (r->gen_job && !r->title_stage) {
+            /* the embed job of a cluster-mode request: now the title cache or a flight (a
+             * request whose client left just waits for its embed job's end) */
+            if (r->conn) start_title(s, r);
+            break;
+        }
         if (r->want_full && e->u) {
             r->u = e->u;
             r->U = e->U;
@@ -577,9 +603,7 @@ void handle_event(server *s, event *e) {
             e->u = e->U = NULL;
         }
         if (r->stream && r->conn) {
-            sse_event(r, "meta",
-                      json_pack("{s:o}", "cluster",
-                                r->cluster >= 0 ? json_integer(r->cluster) : json_null()));
+            meta_event(r);
             wake(r);
         }
         break;
@@ -602,6 +626,7 @@ void handle_event(server *s, event *e) {
         break;
     }
     case EV_FINISHED: {
+        if (r->title_stage) break; /* the end of its embed job; the title comes from elsewhere */
         r->t_finished = e->t;
         r->finish = e->finish;
         const char *t;
@@ -622,6 +647,423 @@ void handle_event(server *s, event *e) {
         snprintf(r->fail_msg, sizeof r->fail_msg, "%s", e->msg);
         hlog(&s->cfg, 0, r->id, "failed: %s", e->msg);
         complete(s, r);
+        break;
+    default:
+        break;
+    }
+}
+
+/* ---- the caches ------------------------------------------------------------------------- *
+ *
+ * User cache: key = the history window the model sees, as tokenized (n_items, item_lens,
+ * item_ids of the hc_creq), value = cluster, score, u, U. Filled from every EMBEDDED event of a
+ * request with a key; it answers /v1/users:embed (single and batch entries) and gives a
+ * cluster-mode titles request its cluster without the engine. hc_csched has no entry point for a
+ * precomputed user, so a generation (per-user mode, or a cluster-mode title miss) is still
+ * embedded by the engine.
+ *
+ * Title cache (cluster mode, when title-cache-bytes > 0): key = (cluster, hc_ad_hash of the ad,
+ * package digest, sampling parameters (all but `greedy` ignored when greedy), max_new_tokens,
+ * stop ids, the prompt2 ids), value = cluster, finish, token ids and the text pieces the
+ * streaming detokenizer produced. A cluster-mode request first needs its cluster: from the user
+ * cache, or from an embed-only job (EMBED mode: no creative work at all). With the cluster
+ * known (start_title): a hit answers at once (a stream replays the cached pieces); a key with a
+ * flight in progress attaches to it (replaying the pieces so far); otherwise a new flight submits
+ * the generation job (seed_by_cluster, so the title is the same whichever user triggered it).
+ * A request whose client disconnects leaves its flight; a flight left by every request is
+ * cancelled (and no longer attachable). Titles that finished with stop or length are stored;
+ * cancelled or failed ones are not. Per-user titles depend on the user: never title-cached.
+ */
+
+int caches_create(server *s) {
+    if (hcd_cache_create(&s->user_cache, (size_t)s->cfg.user_cache_bytes) ||
+        hcd_cache_create(&s->title_cache, (size_t)s->cfg.title_cache_bytes))
+        return -1;
+    return 0;
+}
+
+static void flight_free(flight *f) {
+    hcd_bytes_free(&f->key);
+    free(f->ids);
+    free(f->text);
+    free(f->piece_end);
+    if (f->detok) hc_detok_free(f->detok);
+    free(f);
+}
+
+void caches_free(server *s) {
+    while (s->flights) {
+        flight *f = s->flights;
+        s->flights = f->next;
+        flight_free(f);
+    }
+    hcd_cache_free(s->user_cache);
+    hcd_cache_free(s->title_cache);
+    s->user_cache = s->title_cache = NULL;
+}
+
+void user_key(request *r, const hc_creq *q) {
+    if (!hcd_cache_enabled(r->srv->user_cache)) return;
+    int n_ids = 0;
+    for (int i = 0; i < q->n_items; i++)
+        n_ids += q->item_lens[i];
+    hcd_bytes_i32(&r->ukey, q->n_items);
+    hcd_bytes_add(&r->ukey, q->item_lens, sizeof(int32_t) * (size_t)q->n_items);
+    hcd_bytes_add(&r->ukey, q->item_ids, sizeof(int32_t) * (size_t)n_ids);
+    r->uhash = hcd_hash(r->ukey.b, r->ukey.len);
+}
+
+/* value: int32 cluster, float score, int32 n_u, int32 n_U, n_u + n_U floats */
+void user_cache_store(server *s, request *r, const event *e) {
+    if (!r->ukey.len || !e->u || !e->U) return;
+    hcd_bytes v = {0};
+    hcd_bytes_i32(&v, e->cluster);
+    hcd_bytes_add(&v, &e->score, sizeof e->score);
+    hcd_bytes_i32(&v, e->n_u);
+    hcd_bytes_i32(&v, e->n_U);
+    hcd_bytes_add(&v, e->u, sizeof(float) * (size_t)e->n_u);
+    hcd_bytes_add(&v, e->U, sizeof(float) * (size_t)e->n_U);
+    if (hcd_cache_put(s->user_cache, r->uhash, r->ukey.b, r->ukey.len, v.b, v.len) < 0)
+        hlog(&s->cfg, 1, r->id, "user cache: out of memory; entry not stored");
+    hcd_bytes_free(&v);
+}
+
+/* A hit fills r's cluster and score (and u, U when it wants them): returns 1. */
+int user_cache_answer(server *s, request *r) {
+    size_t n;
+    const unsigned char *v =
+        r->ukey.len ? hcd_cache_get(s->user_cache, r->uhash, r->ukey.b, r->ukey.len, &n) : NULL;
+    if (!v) return 0;
+    int32_t nu, nU;
+    memcpy(&r->cluster, v, 4);
+    memcpy(&r->score, v + 4, 4);
+    memcpy(&nu, v + 8, 4);
+    memcpy(&nU, v + 12, 4);
+    if (n != 16 + sizeof(float) * ((size_t)nu + (size_t)nU)) abort(); /* written above */
+    if (r->want_full) {
+        r->n_u = nu;
+        r->n_U = nU;
+        r->u = xrealloc(NULL, sizeof(float) * (size_t)nu);
+        r->U = xrealloc(NULL, sizeof(float) * (size_t)nU);
+        memcpy(r->u, v + 16, sizeof(float) * (size_t)nu);
+        memcpy(r->U, v + 16 + sizeof(float) * (size_t)nu, sizeof(float) * (size_t)nU);
+    }
+    if (r->type == RT_EMBED) r->tc = TC_HIT;
+    r->t_accept = r->t_embedded = now_ms();
+    return 1;
+}
+
+/* The embed-only job that finds a cluster-mode request's cluster: a copy of j's history. */
+job *embed_job_of(const job *j) {
+    job *e = calloc(1, sizeof *e);
+    if (!e) abort();
+    e->kind = JOB_SUBMIT;
+    e->id = j->id;
+    e->req = j->req;
+    e->req.mode = HC_CREQ_EMBED;
+    e->req.prompt2 = NULL;
+    e->req.n_prompt2 = 0;
+    e->req.stop = NULL;
+    e->req.n_stop = 0;
+    e->req.seed_by_cluster = 0;
+    int n_ids = 0;
+    for (int i = 0; i < j->req.n_items; i++)
+        n_ids += j->req.item_lens[i];
+    e->buf.item_lens = xrealloc(NULL, sizeof(int32_t) * (size_t)j->req.n_items);
+    e->buf.item_ids = xrealloc(NULL, sizeof(int32_t) * (size_t)n_ids);
+    memcpy(e->buf.item_lens, j->req.item_lens, sizeof(int32_t) * (size_t)j->req.n_items);
+    memcpy(e->buf.item_ids, j->req.item_ids, sizeof(int32_t) * (size_t)n_ids);
+    e->req.item_lens = e->buf.item_lens;
+    e->req.item_ids = e->buf.item_ids;
+    return e;
+}
+
+static void title_key(server *s, int32_t cluster, uint64_t ad_hash, const hc_creq *q,
+                      hcd_bytes *k) {
+    hcd_bytes_i32(k, cluster);
+    hcd_bytes_u64(k, ad_hash);
+    hcd_bytes_u64(k, s->creator->digest);
+    const hc_sampler_params *p = &q->sampling;
+    hcd_bytes_i32(k, p->greedy ? 1 : 0);
+    if (!p->greedy) { /* the sampler ignores the rest when greedy */
+        hcd_bytes_add(k, &p->temperature, sizeof p->temperature);
+        hcd_bytes_i32(k, p->top_k);
+        hcd_bytes_add(k, &p->top_p, sizeof p->top_p);
+        hcd_bytes_u64(k, p->seed);
+    }
+    hcd_bytes_i32(k, q->max_new);
+    hcd_bytes_i32(k, q->n_stop);
+    hcd_bytes_add(k, q->stop, sizeof(int32_t) * (size_t)q->n_stop);
+    hcd_bytes_i32(k, q->n_prompt2);
+    hcd_bytes_add(k, q->prompt2, sizeof(int32_t) * (size_t)q->n_prompt2);
+}
+
+static const char *tc_name(title_cache_state t) {
+    static const char *n[] = {"off", "hit", "miss", "attached"};
+    return n[t];
+}
+
+static void meta_event(request *r) {
+    sse_event(r, "meta",
+              json_pack("{s:o,s:b,s:s}", "cluster",
+                        r->cluster >= 0 ? json_integer(r->cluster) : json_null(), "cached",
+                        r->tc == TC_HIT, "cache", tc_name(r->tc)));
+}
+
+static void piece_event(request *r, const char *t, size_t n) {
+    sse_event(r, "token", json_pack("{s:s%}", "text", t, n));
+}
+
+/* r's result from a finished title: ids, pieces (streamed when r streams), finish. */
+static void fill_title(request *r, const int32_t *ids, int n_ids, const char *text,
+                       const uint32_t *piece_end, int n_pieces, hc_finish finish) {
+    r->n_ids = r->cap_ids = n_ids;
+    r->ids = xrealloc(r->ids, sizeof(int32_t) * (size_t)(n_ids ? n_ids : 1));
+    if (n_ids) memcpy(r->ids, ids, sizeof(int32_t) * (size_t)n_ids);
+    r->text_len = 0;
+    size_t len = n_pieces ? piece_end[n_pieces - 1] : 0;
+    if (len) buf_append(&r->text, &r->text_len, &r->text_cap, text, len);
+    r->finish = finish;
+}
+
+static void title_cache_store(server *s, flight *f, hc_finish finish) {
+    hcd_bytes v = {0};
+    hcd_bytes_i32(&v, f->cluster);
+    hcd_bytes_i32(&v, (int32_t)finish);
+    hcd_bytes_i32(&v, f->n_ids);
+    hcd_bytes_i32(&v, f->n_pieces);
+    hcd_bytes_add(&v, f->ids, sizeof(int32_t) * (size_t)f->n_ids);
+    hcd_bytes_add(&v, f->piece_end, sizeof(uint32_t) * (size_t)f->n_pieces);
+    hcd_bytes_add(&v, f->text, f->n_pieces ? f->piece_end[f->n_pieces - 1] : 0);
+    if (hcd_cache_put(s->title_cache, f->hash, f->key.b, f->key.len, v.b, v.len) < 0)
+        hlog(&s->cfg, 1, f->id, "title cache: out of memory; entry not stored");
+    hcd_bytes_free(&v);
+}
+
+/* A cached title: answers r (replaying the pieces on a stream). */
+static void title_hit(server *s, request *r, const unsigned char *v, size_t n) {
+    int32_t hd[4];
+    memcpy(hd, v, sizeof hd);
+    const int n_ids = hd[2], n_pieces = hd[3];
+    int32_t *ids = xrealloc(NULL, sizeof(int32_t) * (size_t)(n_ids ? n_ids : 1));
+    uint32_t *ends = xrealloc(NULL, sizeof(uint32_t) * (size_t)(n_pieces ? n_pieces : 1));
+    memcpy(ids, v + 16, sizeof(int32_t) * (size_t)n_ids);
+    memcpy(ends, v + 16 + 4 * (size_t)n_ids, sizeof(uint32_t) * (size_t)n_pieces);
+    const char *text = (const char *)v + 16 + 4 * ((size_t)n_ids + (size_t)n_pieces);
+    if (16 + 4 * ((size_t)n_ids + (size_t)n_pieces) + (n_pieces ? ends[n_pieces - 1] : 0) != n)
+        abort(); /* written by title_cache_store */
+    r->tc = TC_HIT;
+    r->cluster = hd[0];
+    fill_title(r, ids, n_ids, text, ends, n_pieces, (hc_finish)hd[1]);
+    if (r->stream) {
+        meta_event(r);
+        for (int i = 0; i < n_pieces; i++) {
+            uint32_t a = i ? ends[i - 1] : 0;
+            piece_event(r, text + a, ends[i] - a);
+        }
+    }
+    free(ids);
+    free(ends);
+    r->t_finished = now_ms();
+    hlog(&s->cfg, 3, r->id, "title cache hit: cluster %d, %d tokens", r->cluster, n_ids);
+    complete(s, r);
+}
+
+static void attach(server *s, flight *f, request *r) {
+    r->fl = f;
+    r->fl_next = f->subs;
+    f->subs = r;
+    f->n_subs++;
+    if (!r->stream) return;
+    meta_event(r);
+    for (int i = 0; i < f->n_pieces; i++) {
+        uint32_t a = i ? f->piece_end[i - 1] : 0;
+        piece_event(r, f->text + a, f->piece_end[i] - a);
+    }
+    wake(r);
+}
+
+void detach_flight(server *s, request *r) {
+    flight *f = r->fl;
+    for (request **p = &f->subs; *p; p = &(*p)->fl_next)
+        if (*p == r) {
+            *p = r->fl_next;
+            f->n_subs--;
+            break;
+        }
+    r->fl = NULL;
+    r->fl_next = NULL;
+    if (f->n_subs == 0 && !f->cancel_sent) {
+        /* nobody waits for it any more: cancel (it is not attachable from now on) */
+        job *j = calloc(1, sizeof *j);
+        if (!j) abort();
+        j->kind = JOB_CANCEL;
+        j->id = f->id;
+        push_job(s, j);
+        f->cancel_sent = 1;
+        hlog(&s->cfg, 2, f->id, "every client of the generation left; cancelling");
+    }
+}
+
+/* r (live, cluster mode, its cluster known, its generation job in r->gen_job): the title from
+ * the cache, from a flight in progress, or from a new flight. Returns 1 when r is complete. */
+int start_title(server *s, request *r) {
+    r->title_stage = 1;
+    hcd_bytes k = {0};
+    title_key(s, r->cluster, r->ad_hash, &r->gen_job->req, &k);
+    uint64_t h = hcd_hash(k.b, k.len);
+    size_t n;
+    const unsigned char *v = hcd_cache_get(s->title_cache, h, k.b, k.len, &n);
+    if (v) {
+        hcd_bytes_free(&k);
+        free_jobs(r->gen_job);
+        r->gen_job = NULL;
+        title_hit(s, r, v, n);
+        return 1;
+    }
+    flight *f = s->flights;
+    for (; f; f = f->next)
+        if (!f->cancel_sent && f->hash == h && f->key.len == k.len && !memcmp(f->key.b, k.b, k.len))
+            break;
+    if (f) {
+        hcd_bytes_free(&k);
+        free_jobs(r->gen_job);
+        r->gen_job = NULL;
+        r->tc = TC_ATTACHED;
+        s->m_attaches++;
+        hlog(&s->cfg, 3, r->id, "attached to generation %" PRIu64 " (cluster %d, %d tokens so far)",
+             f->id, r->cluster, f->n_ids);
+        attach(s, f, r);
+        return 0;
+    }
+    f = calloc(1, sizeof *f);
+    if (!f) abort();
+    f->id = ++s->next_id;
+    f->key = k;
+    f->hash = h;
+    f->cluster = r->cluster;
+    f->detok = hc_detok_new(s->creator->creative_tok, 1);
+    if (!f->detok) abort();
+    f->next = s->flights;
+    s->flights = f;
+    job *j = r->gen_job;
+    r->gen_job = NULL;
+    j->id = j->req.id = f->id;
+    j->next = NULL;
+    push_job(s, j);
+    r->tc = TC_MISS;
+    hlog(&s->cfg, 3, r->id, "title cache miss: generation %" PRIu64 " for cluster %d", f->id,
+         r->cluster);
+    attach(s, f, r);
+    return 0;
+}
+
+static void flight_piece(flight *f, const char *t, size_t n) {
+    buf_append(&f->text, &f->text_len, &f->text_cap, t, n);
+    if (f->n_pieces == f->cap_pieces) {
+        f->cap_pieces = f->cap_pieces ? f->cap_pieces * 2 : 32;
+        f->piece_end = xrealloc(f->piece_end, sizeof(uint32_t) * (size_t)f->cap_pieces);
+    }
+    f->piece_end[f->n_pieces++] = (uint32_t)f->text_len;
+    for (request *r = f->subs; r; r = r->fl_next)
+        if (r->stream && r->conn) {
+            piece_event(r, t, n);
+            wake(r);
+        }
+}
+
+/* The end of a flight: every attached request completes (with the title, or failing alike). */
+static void flight_end(server *s, flight *f, const event *e) {
+    for (flight **p = &s->flights; *p; p = &(*p)->next)
+        if (*p == f) {
+            *p = f->next;
+            break;
+        }
+    int fail = 0, retry = 0;
+    char msg[800] = "";
+    if (e->kind == EV_FINISHED) {
+        if (e->finish == HC_FINISH_STOP || e->finish == HC_FINISH_LENGTH) {
+            if (f->uncacheable)
+                hlog(&s->cfg, 1, f->id, "not cached: the generation embedded to another cluster");
+            else
+                title_cache_store(s, f, e->finish);
+        }
+        if (e->finish == HC_FINISH_CANCELLED) s->m_cancelled++;
+        hlog(&s->cfg, 2, f->id, "generation finished: %s, %d tokens, %d clients",
+             hc_finish_name(e->finish), f->n_ids, f->n_subs);
+    } else if (e->kind == EV_REJECTED && e->status == HC_ERR_AGAIN) {
+        fail = 429;
+        retry = 1;
+        snprintf(msg, sizeof msg, "the queue is full (max-queued %d); retry later",
+                 s->cfg.max_queued);
+    } else {
+        fail = e->kind == EV_REJECTED ? 400 : 500;
+        snprintf(msg, sizeof msg, "%s", e->msg);
+        hlog(&s->cfg, 0, f->id, "generation failed: %s", e->msg);
+    }
+    while (f->subs) {
+        request *r = f->subs;
+        f->subs = r->fl_next;
+        f->n_subs--;
+        r->fl = NULL;
+        r->fl_next = NULL;
+        r->cluster = f->cluster;
+        r->t_finished = e->t;
+        if (!r->t_embedded) r->t_embedded = f->t_accept;
+        if (fail) {
+            r->fail_status = fail;
+            r->retry_after = retry;
+            snprintf(r->fail_msg, sizeof r->fail_msg, "%s", msg);
+            if (fail == 429) s->m_rejected++;
+        } else {
+            fill_title(r, f->ids, f->n_ids, f->text, f->piece_end, f->n_pieces, e->finish);
+        }
+        complete(s, r);
+    }
+    flight_free(f);
+}
+
+static void flight_event(server *s, const event *e) {
+    flight *f = s->flights;
+    while (f && f->id != e->id)
+        f = f->next;
+    if (!f) return; /* the embed job of a request answered already */
+    switch (e->kind) {
+    case EV_ACCEPTED:
+        f->t_accept = e->t;
+        break;
+    case EV_EMBEDDED:
+        if (e->cluster != f->cluster) {
+            /* the same history embedded again (GEMM rounding of another batch) */
+            s->m_cluster_mismatch++;
+            f->uncacheable = 1;
+            hlog(&s->cfg, 1, f->id, "generation for cluster %d embedded to cluster %d",
+                 f->cluster, e->cluster);
+            f->cluster = e->cluster;
+        }
+        break;
+    case EV_TOKEN: {
+        s->m_tokens++;
+        if (f->n_ids == f->cap_ids) {
+            f->cap_ids = f->cap_ids ? f->cap_ids * 2 : 32;
+            f->ids = xrealloc(f->ids, sizeof(int32_t) * (size_t)f->cap_ids);
+        }
+        f->ids[f->n_ids++] = e->token;
+        const char *t;
+        size_t n;
+        if (!hc_detok_feed(f->detok, e->token, &t, &n) && n) flight_piece(f, t, n);
+        break;
+    }
+    case EV_FINISHED: {
+        const char *t;
+        size_t n;
+        if (!hc_detok_finish(f->detok, &t, &n) && n) flight_piece(f, t, n);
+        flight_end(s, f, e);
+        break;
+    }
+    case EV_REJECTED:
+    case EV_FAILED:
+        flight_end(s, f, e);
         break;
     default:
         break;

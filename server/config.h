@@ -14,6 +14,8 @@ typedef struct hcd_config {
     int max_title_bytes;
     int max_connections;
     int drain_timeout_s;
+    long user_cache_bytes;  /* the user cache's bound (0: off) */
+    long title_cache_bytes; /* the title cache's bound (0: off, and no single flight) */
     int log_level;         /* 0 error, 1 warn, 2 info, 3 debug */
     int check_only;        /* -t */
 } hcd_config;

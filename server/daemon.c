@@ -93,6 +93,12 @@ int main(int argc, char **argv) {
         free(s);
         return rc;
     }
+    if (caches_create(s)) {
+        fprintf(stderr, "hllm-creatord: out of memory creating the caches\n");
+        caches_free(s);
+        free(s);
+        return 1;
+    }
     uv_loop_init(&s->loop);
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
@@ -106,6 +112,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "hllm-creatord: cannot listen on %s:%d: %s\n", s->cfg.listen, s->cfg.port,
                 strerror(errno));
         uv_loop_close(&s->loop);
+        caches_free(s);
         free(s);
         return 1;
     }
@@ -176,6 +183,7 @@ int main(int argc, char **argv) {
         free(e->U);
         free(e);
     }
+    caches_free(s); /* after the requests: none is attached to a flight any more */
     if (s->item_ctx) hc_tok_ctx_free(s->item_ctx);
     if (s->creative_ctx) hc_tok_ctx_free(s->creative_ctx);
     hc_csched_free(s->sched);

@@ -63,6 +63,17 @@ enum MHD_Result handle_get(server *s, struct MHD_Connection *c, const char *url)
                                       "max_body_bytes", (json_int_t)s->cfg.max_body_bytes,
                                       "max_history_titles", s->cfg.max_history_titles,
                                       "max_title_bytes", s->cfg.max_title_bytes));
+        json_t *caches = json_object();
+        const char *names[] = {"user", "title"};
+        hcd_cache *cs[] = {s->user_cache, s->title_cache};
+        for (int i = 0; i < 2; i++) {
+            hcd_cache_stats st = hcd_cache_get_stats(cs[i]);
+            json_object_set_new(caches, names[i],
+                                json_pack("{s:I,s:I,s:I}", "max_bytes", (json_int_t)st.max_bytes,
+                                          "bytes", (json_int_t)st.bytes, "entries",
+                                          (json_int_t)st.entries));
+        }
+        json_object_set_new(o, "caches", caches);
         char *t = json_dumps(o, JSON_COMPACT);
         json_decref(o);
         enum MHD_Result r = queue_body(s, c, 200, "application/json", t, 0);
@@ -101,12 +112,44 @@ enum MHD_Result handle_get(server *s, struct MHD_Connection *c, const char *url)
               s->m_cancelled);
         MLINE("# TYPE hllm:rejected_total counter\nhllm:rejected_total %" PRIu64 "\n",
               s->m_rejected);
+        const char *cname[] = {"user", "title"};
+        hcd_cache *cs[] = {s->user_cache, s->title_cache};
+        for (int i = 0; i < 2; i++) {
+            hcd_cache_stats st = hcd_cache_get_stats(cs[i]);
+            const char *k = cname[i];
+            MLINE("# TYPE hllm:%s_cache_hits_total counter\nhllm:%s_cache_hits_total %" PRIu64
+                  "\n", k, k, st.hits);
+            MLINE("# TYPE hllm:%s_cache_misses_total counter\nhllm:%s_cache_misses_total %" PRIu64
+                  "\n", k, k, st.misses);
+            MLINE("# TYPE hllm:%s_cache_evictions_total counter\nhllm:%s_cache_evictions_total "
+                  "%" PRIu64 "\n", k, k, st.evictions);
+            MLINE("# TYPE hllm:%s_cache_bytes gauge\nhllm:%s_cache_bytes %zu\n", k, k, st.bytes);
+            MLINE("# TYPE hllm:%s_cache_max_bytes gauge\nhllm:%s_cache_max_bytes %zu\n", k, k,
+                  st.max_bytes);
+            MLINE("# TYPE hllm:%s_cache_entries gauge\nhllm:%s_cache_entries %zu\n", k, k,
+                  st.entries);
+        }
+        MLINE("# TYPE hllm:title_single_flight_attaches_total counter\n"
+              "hllm:title_single_flight_attaches_total %" PRIu64 "\n", s->m_attaches);
+        int n_fl = 0;
+        for (flight *f = s->flights; f; f = f->next)
+            n_fl++;
+        MLINE("# TYPE hllm:title_generations_in_flight gauge\nhllm:title_generations_in_flight "
+              "%d\n", n_fl);
 #undef MLINE
         enum MHD_Result r = queue_body(s, c, 200, "text/plain; version=0.0.4", b, 0);
         free(b);
         return r;
     }
     return send_error(s, c, 404, "no such path");
+}
+
+/* r's response is ready (r->resp): queue it. */
+static enum MHD_Result respond_now(server *s, struct MHD_Connection *c, request *r) {
+    enum MHD_Result ret = queue_body(s, c, r->code, "application/json", r->resp, r->retry_after);
+    free(r->resp);
+    r->resp = NULL;
+    return ret;
 }
 
 enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char *url, const char *method,
@@ -183,10 +226,15 @@ enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char *url, 
         r->state = RS_WAITING;
         r->submitted = 1;
         if (r->n_children) {
-            /* a batch: the children are live, the parent waits for all of them */
+            /* a batch: the children are live (but those the user cache answers), the parent
+             * waits for all of them */
             r->pending = r->n_children;
             r->results = json_array();
+            for (int i = 0; i < r->n_children; i++)
+                json_array_append_new(r->results, json_null());
             for (int i = 0; i < r->n_children; i++) {
+                job *cj = j;
+                j = j->next;
                 request *ch = calloc(1, sizeof *ch);
                 if (!ch) abort();
                 ch->srv = s;
@@ -199,22 +247,42 @@ enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char *url, 
                 ch->submitted = 1;
                 ch->state = RS_WAITING;
                 ch->t_recv = r->t_recv;
+                cj->id = cj->req.id = ch->id;
+                user_key(ch, &cj->req);
+                if (user_cache_answer(s, ch)) {
+                    cj->next = NULL;
+                    free_jobs(cj);
+                    ch->t_finished = ch->t_embedded;
+                    complete(s, ch); /* frees ch; the last one completes r */
+                    continue;
+                }
                 ch->next = s->live;
                 s->live = ch;
-                json_array_append_new(r->results, json_null());
+                push_job(s, cj);
             }
-            while (j) {
-                job *nx = j->next;
-                push_job(s, j);
-                j = nx;
-            }
+            if (r->state == RS_DONE) return respond_now(s, c, r);
             r->suspended = 1;
             MHD_suspend_connection(c);
             return MHD_YES;
         }
         r->next = s->live;
         s->live = r;
-        push_job(s, j);
+        user_key(r, &j->req);
+        if (r->type == RT_EMBED && user_cache_answer(s, r)) {
+            free_jobs(j);
+            r->t_finished = r->t_embedded;
+            complete(s, r);
+        } else if (r->type == RT_TITLES && r->mode == HC_CREQ_CLUSTER &&
+                   hcd_cache_enabled(s->title_cache) && s->n_clusters > 0) {
+            /* the cluster first (the user cache, or an embed-only job), then the title cache */
+            r->gen_job = j;
+            if (user_cache_answer(s, r))
+                start_title(s, r);
+            else
+                push_job(s, embed_job_of(j));
+        } else {
+            push_job(s, j);
+        }
         if (r->stream) {
             struct MHD_Response *resp =
                 MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_reader, r, NULL);
@@ -225,17 +293,12 @@ enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char *url, 
             s->m_codes[200]++;
             return ret;
         }
+        if (r->state == RS_DONE) return respond_now(s, c, r);
         r->suspended = 1;
         MHD_suspend_connection(c);
         return MHD_YES;
     }
-    if (r->state == RS_DONE && r->resp) {
-        enum MHD_Result ret;
-        ret = queue_body(s, c, r->code, "application/json", r->resp, r->retry_after);
-        free(r->resp);
-        r->resp = NULL;
-        return ret;
-    }
+    if (r->state == RS_DONE && r->resp) return respond_now(s, c, r);
     return MHD_YES;
 }
 
@@ -246,6 +309,15 @@ void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     *con_cls = NULL;
     if (!r) return;
     r->conn = NULL;
+    if (r->fl) {
+        /* waiting on a shared generation: leave it (it goes on for the others, or is cancelled
+         * when nobody is left); r's own embed job, if any, has ended or ends harmlessly */
+        hlog(&s->cfg, 2, r->id, "client disconnected; leaving the shared generation");
+        detach_flight(s, r);
+        unlink_live(s, r);
+        request_free(r);
+        return;
+    }
     if (r->submitted && !r->finished) {
         /* the client went away before the end: cancel; freed on its FINISHED event */
         hlog(&s->cfg, 2, r->id, "client disconnected; cancelling");

@@ -18,9 +18,11 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
+#include "cache.h"
 #include "config.h"
 #include "creator/creator.h"
 #include "creator/creator_sched.h"
+#include "creator/title_key.h"
 #include "core/error.h"
 #include "tokenizer/tokenizer.h"
 
@@ -73,6 +75,31 @@ typedef enum { RS_READING, RS_WAITING, RS_DONE } req_state;
 
 typedef struct request request;
 
+/* One cluster-mode generation that several requests wait for (single flight, api.c): keyed by
+ * the title-cache key, its engine job has its own id; each token becomes one text piece, which
+ * every attached request streams (a late one first replays the pieces it missed). */
+typedef struct flight {
+    struct flight *next; /* in server.flights */
+    uint64_t id;         /* the engine job's */
+    hcd_bytes key;
+    uint64_t hash;
+    int32_t cluster;
+    int32_t *ids;
+    int n_ids, cap_ids;
+    char *text;
+    size_t text_len, text_cap;
+    uint32_t *piece_end; /* end offset in text of each piece */
+    int n_pieces, cap_pieces;
+    hc_detok *detok;
+    request *subs;       /* attached requests (request.fl_next) */
+    int n_subs, cancel_sent;
+    int uncacheable; /* embedded to another cluster than its key's */
+    double t_accept;
+} flight;
+
+/* How a titles request got (or gets) its title: for the response's "cached" and meta's "cache". */
+typedef enum { TC_OFF, TC_HIT, TC_MISS, TC_ATTACHED } title_cache_state;
+
 typedef struct server {
     hcd_config cfg;
     uv_loop_t loop;
@@ -107,6 +134,11 @@ typedef struct server {
     uint64_t m_status[6]; /* 2xx 4xx... by index: 200,400,404,405,413,415 handled in m_by_code */
     uint64_t m_codes[600];
     uint64_t m_tokens, m_cancelled, m_rejected, m_requests_titles, m_requests_embed;
+    /* caches (loop thread, api.c): the user cache (history window -> u, U, cluster, score) and
+     * the title cache ((cluster, ad, package, sampling) -> title); flights in progress */
+    hcd_cache *user_cache, *title_cache;
+    flight *flights;
+    uint64_t m_attaches, m_cluster_mismatch;
 } server;
 
 struct request {
@@ -121,6 +153,16 @@ struct request {
     size_t body_len, body_cap;
     int too_large;
     int stream, submitted, finished, suspended, closed, cancel_sent;
+    /* caches: the user key (the history window as tokenized), the ad, the generation job kept
+     * for after the embed stage (cluster mode with the title cache), the flight attached to */
+    hcd_bytes ukey;
+    uint64_t uhash, ad_hash;
+    hc_creq_mode mode;
+    job *gen_job;
+    int title_stage; /* the cluster is known: the request left its embed job behind */
+    title_cache_state tc;
+    flight *fl;
+    request *fl_next;
     /* results */
     int32_t *ids;
     int n_ids, cap_ids;
@@ -186,6 +228,15 @@ void sse_event(request *r, const char *name, json_t *data);
 void wake(request *r);
 void complete(server *s, request *r);
 void handle_event(server *s, event *e);
+/* api.c, the caches: see the top of api.c's cache section */
+int caches_create(server *s);
+void caches_free(server *s);
+void user_key(request *r, const hc_creq *q);
+int user_cache_answer(server *s, request *r);
+void user_cache_store(server *s, request *r, const event *e);
+int start_title(server *s, request *r);
+void detach_flight(server *s, request *r);
+job *embed_job_of(const job *j);
 
 /* http.c: libmicrohttpd on the libuv loop */
 void on_async(uv_async_t *a);
