@@ -128,12 +128,15 @@ def title_body(hist, title, desc, **kw):
     return b
 
 
-def cli_generate(hist, title, desc):
+def cli_generate(hist, title, desc, max_new=16, per_user=False, sampling=("--greedy",)):
     line = {"history": hist, "ad": {"title": title}}
     if desc is not None:
         line["ad"]["description"] = desc
-    out = subprocess.run([HLLM, "generate", "--model", PKG, "--greedy", "--max-new", "16"],
-                         input=(json.dumps(line) + "\n").encode(), capture_output=True, check=True)
+    args = [HLLM, "generate", "--model", PKG, *sampling, "--max-new", str(max_new)]
+    if per_user:
+        args.append("--per-user")
+    out = subprocess.run(args, input=(json.dumps(line) + "\n").encode(), capture_output=True,
+                         check=True)
     return json.loads(out.stdout)
 
 
@@ -368,6 +371,341 @@ def test_limit_flags():
               "%s %s refused with a message: rc %d %s" % (flag, bad, r.returncode, r.stderr[-300:]))
 
 
+# ---- caches (server/api.c: the user cache, the title cache, single flight) -----------------
+
+def same_cluster_users(d, n=2):
+    """n different histories that the model puts in the same cluster (found with users:embed)."""
+    words = ["The Hobbit", "Dune", "Small Gods", "Emma", "Ulysses", "Kyoto", "war", "peace",
+             "stars", "Night Flight", "a", "b", "c"]
+    by = {}
+    for i in range(len(words)):
+        for j in range(i + 1, len(words)):
+            h = ["cache-%d" % n, words[i], words[j]]
+            st, b, _ = d.req("POST", "/v1/users:embed", {"user": {"history": h}})
+            by.setdefault(b["cluster"], []).append(h)
+            if len(by[b["cluster"]]) == n:
+                return by[b["cluster"]], b["cluster"]
+    raise RuntimeError("no %d users in one cluster" % n)
+
+
+def test_title_cache(d):
+    (u1, u2), k = same_cluster_users(d)
+    # miss, then hit: the same title, "cached" accurate, no generated tokens for the hit
+    tok0, hit0 = d.metric("hllm:generated_tokens_total"), d.metric("hllm:title_cache_hits_total")
+    st, a, _ = d.req("POST", "/v1/titles", title_body(u1, "Cache ad one", "first"))
+    ref = cli_generate(u1, "Cache ad one", "first")
+    check(st == 200 and a["cached"] is False and a["title"] == ref["title"] and
+          a["ids"] == ref["ids"] and a["cluster"] == k, "title cache miss: %r vs CLI %r" % (a, ref))
+    tok1 = d.metric("hllm:generated_tokens_total")
+    check(tok1 - tok0 == len(a["ids"]), "a miss generates its tokens: %s" % (tok1 - tok0))
+    st, b, _ = d.req("POST", "/v1/titles", title_body(u1, "Cache ad one", "first"))
+    check(st == 200 and b["cached"] is True and b["title"] == a["title"] and b["ids"] == a["ids"]
+          and b["finish"] == a["finish"] and b["cluster"] == k, "title cache hit: %r" % (b,))
+    check(d.metric("hllm:generated_tokens_total") == tok1, "a hit generates no token")
+    check(d.metric("hllm:title_cache_hits_total") == hit0 + 1, "title cache hit metric")
+    # a hit streamed: meta says so, the pieces replayed make the title
+    st, raw, _ = d.req("POST", "/v1/titles", title_body(u1, "Cache ad one", "first", stream=True),
+                       raw=True)
+    ev = sse_parse(raw)
+    check(ev[0][0] == "meta" and ev[0][1]["cached"] is True and ev[0][1]["cache"] == "hit" and
+          ev[-1][0] == "done" and ev[-1][1]["cached"] is True and
+          "".join(e["text"] for n, e in ev if n == "token") == a["title"],
+          "streamed hit replays the title: %r" % (ev[:2],))
+    # another user of the same cluster: the same (cached) title, which is also what the CLI
+    # generates for that user
+    st, c, _ = d.req("POST", "/v1/titles", title_body(u2, "Cache ad one", "first"))
+    ref2 = cli_generate(u2, "Cache ad one", "first")
+    check(st == 200 and c["cached"] is True and c["title"] == a["title"] and
+          c["title"] == ref2["title"] and c["cluster"] == k,
+          "same cluster, another user: cached %r, CLI %r" % (c, ref2))
+    check(d.metric("hllm:generated_tokens_total") == tok1, "the other user generates nothing")
+    # another ad (or description, or max_new_tokens) misses
+    for what, body in (("another ad", title_body(u1, "Cache ad two", "first")),
+                       ("another description", title_body(u1, "Cache ad one", "second")),
+                       ("another max_new_tokens", title_body(u1, "Cache ad one", "first",
+                                                             max_new_tokens=12))):
+        st, e, _ = d.req("POST", "/v1/titles", body)
+        ad = body["ad"]
+        ref3 = cli_generate(u1, ad["title"], ad.get("description"), body["max_new_tokens"])
+        check(st == 200 and e["cached"] is False and e["ids"] == ref3["ids"],
+              "%s misses: %r vs CLI %r" % (what, e, ref3))
+    # per-user mode is never cached: each request generates, and equals the CLI's --per-user
+    ref4 = cli_generate(u1, "Cache ad one", "first", per_user=True)
+    for i in range(2):
+        t0 = d.metric("hllm:generated_tokens_total")
+        st, f, _ = d.req("POST", "/v1/titles", title_body(u1, "Cache ad one", "first",
+                                                          mode="per_user"))
+        check(st == 200 and f["cached"] is False and f["ids"] == ref4["ids"] and
+              d.metric("hllm:generated_tokens_total") - t0 == len(f["ids"]),
+              "per-user request %d not cached: %r vs CLI %r" % (i, f, ref4))
+    # sampled cluster-mode titles: seeded by (cluster, ad), the same for both users
+    smp = {"temperature": 1.0, "top_k": 0, "seed": 11}
+    st, g1, _ = d.req("POST", "/v1/titles", title_body(u1, "Sampled ad", None, sampling=smp,
+                                                       max_new_tokens=24))
+    st, g2, _ = d.req("POST", "/v1/titles", title_body(u2, "Sampled ad", None, sampling=smp,
+                                                       max_new_tokens=24))
+    check(g1["cached"] is False and g2["cached"] is True and g1["ids"] == g2["ids"],
+          "sampled title shared in the cluster: %r %r" % (g1, g2))
+    # the seed is derived from (seed, cluster, ad): the cluster-mode title is not the one the
+    # seed itself gives (the CLI, and the daemon's per-user mode, sample with the seed as given)
+    cli_smp = ("--temperature", "1.0", "--top-k", "0", "--seed", "11")
+    plain = cli_generate(u1, "Sampled ad", None, 24, sampling=cli_smp)
+    plain_pu = cli_generate(u1, "Sampled ad", None, 24, per_user=True, sampling=cli_smp)
+    st, pu, _ = d.req("POST", "/v1/titles", title_body(u1, "Sampled ad", None, sampling=smp,
+                                                       max_new_tokens=24, mode="per_user"))
+    check(pu["ids"] == plain_pu["ids"] and g1["ids"] != plain["ids"],
+          "per-user sampled = CLI (%r); cluster-mode sampled uses the (cluster, ad) seed: %r vs "
+          "the plain seed's %r" % (pu["ids"] == plain_pu["ids"], g1["ids"], plain["ids"]))
+    st, g3, _ = d.req("POST", "/v1/titles", title_body(u1, "Sampled ad", None,
+                                                       sampling=dict(smp, seed=12),
+                                                       max_new_tokens=24))
+    check(g3["cached"] is False, "another seed misses: %r" % (g3,))
+    st, m, _ = d.req("GET", "/v1/model")
+    tc = m["caches"]["title"]
+    check(tc["entries"] == d.metric("hllm:title_cache_entries") and tc["entries"] >= 5 and
+          0 < tc["bytes"] <= tc["max_bytes"] and tc["bytes"] == d.metric("hllm:title_cache_bytes"),
+          "v1/model title cache sizes: %r" % (tc,))
+    return g1
+
+
+def test_user_cache(d):
+    h = ["user-cache", "Kyoto", "war", "peace"]
+    hit0, miss0 = d.metric("hllm:user_cache_hits_total"), d.metric("hllm:user_cache_misses_total")
+    st, a, _ = d.req("POST", "/v1/users:embed", {"user": {"history": h}, "full": True})
+    st, b, _ = d.req("POST", "/v1/users:embed", {"user": {"history": h}, "full": True})
+    cli = subprocess.run([HLLM, "embed", "--model", PKG], capture_output=True, check=True,
+                         input=(json.dumps({"history": h}) + "\n").encode())
+    check(a["cached"] is False and b["cached"] is True and b["cluster"] == a["cluster"] ==
+          json.loads(cli.stdout)["cluster"] and b["score"] == a["score"] and b["u"] == a["u"] and
+          b["U"] == a["U"], "users:embed from the user cache: %r / %r" % (a.get("cluster"), b))
+    check(d.metric("hllm:user_cache_hits_total") == hit0 + 1 and
+          d.metric("hllm:user_cache_misses_total") == miss0 + 1, "user cache hit/miss metrics")
+    # a batch: the cached entry answered from the cache, the new one embedded, in order
+    h2 = ["user-cache", "stars"]
+    st, bb, _ = d.req("POST", "/v1/users:embed", {"users": [{"history": h2}, {"history": h}]})
+    r = bb["results"]
+    check(st == 200 and r[0]["cached"] is False and r[1]["cached"] is True and
+          r[1]["cluster"] == a["cluster"], "batch with a cached user: %r" % (bb,))
+    st, bb, _ = d.req("POST", "/v1/users:embed", {"users": [{"history": h2}, {"history": h}]})
+    check(st == 200 and all(x["cached"] for x in bb["results"]), "a batch all from the cache")
+    # a titles request of a cached user takes its cluster from the cache (no embed stage)
+    hit1 = d.metric("hllm:user_cache_hits_total")
+    st, t, _ = d.req("POST", "/v1/titles", title_body(h, "User cache ad", None))
+    ref = cli_generate(h, "User cache ad", None)
+    check(st == 200 and t["ids"] == ref["ids"] and t["cluster"] == a["cluster"] and
+          t["timings"]["embed"] == 0 and d.metric("hllm:user_cache_hits_total") == hit1 + 1,
+          "title of a cached user: %r vs CLI %r" % (t, ref))
+    # the window the model sees is the key: a history longer than max_history shares the entry
+    # of its last max_history titles
+    st, mdl, _ = d.req("GET", "/v1/model")
+    long_h = ["old %d" % i for i in range(5)] + ["w %d" % i for i in range(mdl["max_history"])]
+    st, l1, _ = d.req("POST", "/v1/users:embed", {"user": {"history": long_h}})
+    st, l2, _ = d.req("POST", "/v1/users:embed", {"user": {"history": long_h[5:]}})
+    check(l1["cached"] is False and l2["cached"] is True and l1["cluster"] == l2["cluster"],
+          "the key is the window the model sees: %r %r" % (l1, l2))
+
+
+def raw_stream(port, body):
+    """Starts a streaming request on a raw socket; returns it once a token event arrived."""
+    data = json.dumps(body).encode()
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(b"POST /v1/titles HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              b"Content-Length: %d\r\n\r\n" % len(data) + data)
+    got = b""
+    while b"event: token" not in got:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        got += chunk
+    return s, got
+
+
+def wait_metric(d, name, value, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline and d.metric(name) < value:
+        time.sleep(0.02)
+    return d.metric(name) >= value
+
+
+def run_parallel(fns):
+    out = [None] * len(fns)
+    barrier = threading.Barrier(len(fns))
+
+    def one(i):
+        barrier.wait()
+        out[i] = fns[i]()
+
+    ts = [threading.Thread(target=one, args=(i,)) for i in range(len(fns))]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return out
+
+
+def test_single_flight(d):
+    # N concurrent identical misses: one generation, N complete identical streams
+    N = 6
+    h = ["single-flight", "Emma", "Ulysses"]
+    body = title_body(h, "Single flight ad", "burst", stream=True, max_new_tokens=48)
+    tok0 = d.metric("hllm:generated_tokens_total")
+    att0 = d.metric("hllm:title_single_flight_attaches_total")
+    hit0 = d.metric("hllm:title_cache_hits_total")
+    res = run_parallel([lambda: d.req("POST", "/v1/titles", body, raw=True)] * N)
+    ref = cli_generate(h, "Single flight ad", "burst", 48)
+    streams = [sse_parse(raw) for st, raw, _ in res]
+    texts = ["".join(e["text"] for n, e in ev if n == "token") for ev in streams]
+    check(all(st == 200 for st, _, _ in res) and all(ev[-1][0] == "done" for ev in streams) and
+          all(t == ref["title"] for t in texts) and
+          all(ev[-1][1]["title"] == ref["title"] for ev in streams),
+          "single flight: %d complete identical streams equal to the CLI: %r" % (N, texts))
+    states = sorted(ev[0][1]["cache"] for ev in streams)
+    att = d.metric("hllm:title_single_flight_attaches_total") - att0
+    hits = d.metric("hllm:title_cache_hits_total") - hit0
+    check(d.metric("hllm:generated_tokens_total") - tok0 == len(ref["ids"]),
+          "single flight: one title's tokens generated (%s, title %d)" %
+          (d.metric("hllm:generated_tokens_total") - tok0, len(ref["ids"])))
+    check(states.count("miss") == 1 and att + hits == N - 1 and states.count("attached") == att,
+          "single flight: one miss, the others attached or hit: %r" % states)
+
+    # attach to a long generation, then the first client leaves: it goes on for the others
+    ad = "loop"
+    ref = cli_generate(["sf-long", "a"], ad, None, 2000)
+    check(ref["finish"] == "length" and len(ref["ids"]) == 2000,
+          "fixture: %r runs to 2000 tokens for this user (%s)" % (ad, ref["finish"]))
+    lbody = title_body(["sf-long", "a"], ad, None, stream=True, max_new_tokens=2000)
+    canc0 = d.metric("hllm:cancelled_total")
+    att0 = d.metric("hllm:title_single_flight_attaches_total")
+    tok0 = d.metric("hllm:generated_tokens_total")
+    leader, _ = raw_stream(d.port, lbody)
+    out = [None] * 3
+    jbody = dict(lbody, stream=False)
+
+    def follower(i, b):
+        out[i] = d.req("POST", "/v1/titles", b, raw=True)
+
+    # followers: the same user (its cluster from the user cache), another user of its cluster
+    # (embedded first, attached when its cluster is known), and a JSON request
+    kl = d.req("POST", "/v1/users:embed", {"user": {"history": ["sf-long", "a"]}})[1]["cluster"]
+    other = None
+    for w in ["b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n", "o", "p"]:
+        st, e, _ = d.req("POST", "/v1/users:embed", {"user": {"history": ["sf-other", w]}})
+        if e["cluster"] == kl:
+            other = ["sf-other", w]
+            break
+    check(other is not None, "another user in cluster %s" % kl)
+    obody = dict(lbody, user={"history": other or ["sf-long", "a"]})
+    ts = [threading.Thread(target=follower, args=(0, lbody)),
+          threading.Thread(target=follower, args=(1, obody)),
+          threading.Thread(target=follower, args=(2, jbody))]
+    for t in ts:
+        t.start()
+    ok = wait_metric(d, "hllm:title_single_flight_attaches_total", att0 + 3)
+    check(ok, "3 requests attached to the running generation")
+    leader.close()
+    for t in ts:
+        t.join()
+    evs = [sse_parse(out[i][1]) for i in (0, 1)]
+    for ev in evs:
+        check(ev[0][0] == "meta" and ev[0][1]["cache"] == "attached" and ev[-1][0] == "done" and
+              "".join(e["text"] for n, e in ev if n == "token") == ref["title"] and
+              ev[-1][1]["finish"] == "length",
+              "an attached stream replays what it missed and completes: %r" % (ev[:1] + ev[-1:],))
+    j = json.loads(out[2][1])
+    check(out[2][0] == 200 and j["ids"] == ref["ids"] and j["cached"] is False,
+          "an attached JSON request gets the whole title: %r" % (j.get("finish"),))
+    check(d.metric("hllm:cancelled_total") == canc0, "the leader leaving cancelled nothing")
+    check(d.metric("hllm:generated_tokens_total") - tok0 == 2000, "one generation for all")
+
+    # every client leaves: the generation is cancelled, and nothing is cached
+    ad2 = "zzzz"
+    b2 = title_body(["sf-long", "a"], ad2, None, stream=True, max_new_tokens=2000)
+    att0 = d.metric("hllm:title_single_flight_attaches_total")
+    s1, _ = raw_stream(d.port, b2)
+    s2, _ = raw_stream(d.port, b2)
+    check(d.metric("hllm:title_single_flight_attaches_total") == att0 + 1, "second one attached")
+    s1.close()
+    s2.close()
+    check(wait_metric(d, "hllm:cancelled_total", canc0 + 1), "all clients gone: cancelled")
+    deadline = time.time() + 30
+    while time.time() < deadline and d.metric("hllm:title_generations_in_flight") > 0:
+        time.sleep(0.02)
+    check(d.metric("hllm:title_generations_in_flight") == 0, "no generation left in flight")
+    st, e, _ = d.req("POST", "/v1/titles", dict(b2, stream=False, max_new_tokens=40))
+    ref2 = cli_generate(["sf-long", "a"], ad2, None, 40)
+    check(st == 200 and e["ids"] == ref2["ids"], "after the cancel: %r vs %r" % (e, ref2))
+    st, e, _ = d.req("POST", "/v1/titles", dict(b2, stream=False))
+    check(st == 200 and e["cached"] is False and len(e["ids"]) == 2000,
+          "a cancelled generation is not cached: %r" % (e.get("cached"),))
+
+
+def test_cache_eviction():
+    """Tiny byte limits: entries are evicted (metrics), answers stay right, bytes stay bounded."""
+    d = Daemon("--title-cache-bytes", "1500", "--user-cache-bytes", "1600")
+    try:
+        h = ["evict", "Dune"]
+        ads = ["Evict ad %d" % i for i in range(6)]
+        for ad in ads + ads[:1]:
+            st, b, _ = d.req("POST", "/v1/titles", title_body(h, ad, None))
+            ref = cli_generate(h, ad, None)
+            check(st == 200 and b["ids"] == ref["ids"], "under eviction: %r vs %r" % (b, ref))
+        check(b["cached"] is False, "the first ad was evicted: %r" % (b,))
+        ev = d.metric("hllm:title_cache_evictions_total")
+        check(ev >= 3 and 0 < d.metric("hllm:title_cache_bytes") <= 1500 and
+              d.metric("hllm:title_cache_entries") >= 1, "title evictions %s, bytes %s" %
+              (ev, d.metric("hllm:title_cache_bytes")))
+        st, b2, _ = d.req("POST", "/v1/titles", title_body(h, ads[0], None))
+        check(b2["cached"] is True and b2["ids"] == b["ids"], "the re-added entry is served")
+        users = [["evict-user", str(i)] for i in range(4)]
+        clusters = [d.req("POST", "/v1/users:embed", {"user": {"history": u}})[1]["cluster"]
+                    for u in users]
+        check(d.metric("hllm:user_cache_evictions_total") >= 2 and
+              0 < d.metric("hllm:user_cache_bytes") <= 1600, "user cache evictions")
+        st, last, _ = d.req("POST", "/v1/users:embed", {"user": {"history": users[-1]}})
+        st, first, _ = d.req("POST", "/v1/users:embed", {"user": {"history": users[0]}})
+        check(last["cached"] is True and first["cached"] is False and
+              first["cluster"] == clusters[0], "LRU: the last user kept, the first evicted")
+    finally:
+        rc, log = d.stop()
+        check(rc == 0 and "Sanitizer" not in log, "eviction daemon exit: %s" % rc)
+
+
+def test_caches_disabled(sampled):
+    d = Daemon("--title-cache-bytes", "0", "--user-cache-bytes", "0")
+    try:
+        st, m, _ = d.req("GET", "/v1/model")
+        check(m["caches"]["user"]["max_bytes"] == 0 and m["caches"]["title"]["max_bytes"] == 0,
+              "v1/model: caches off %r" % (m["caches"],))
+        h = ["disabled", "Dune"]
+        for i in range(2):
+            t0 = d.metric("hllm:generated_tokens_total")
+            st, b, _ = d.req("POST", "/v1/titles", title_body(h, "Off ad", None))
+            ref = cli_generate(h, "Off ad", None)
+            check(st == 200 and b["cached"] is False and b["ids"] == ref["ids"] and
+                  d.metric("hllm:generated_tokens_total") - t0 == len(b["ids"]),
+                  "caches off, request %d: generated again %r" % (i, b))
+            st, e, _ = d.req("POST", "/v1/users:embed", {"user": {"history": h}})
+            check(e["cached"] is False, "caches off: embed not cached")
+        check(d.metric("hllm:title_cache_hits_total") == 0 and
+              d.metric("hllm:title_cache_misses_total") == 0 and
+              d.metric("hllm:user_cache_hits_total") == 0 and
+              d.metric("hllm:user_cache_entries") == 0, "caches off: no lookups, no entries")
+        # sampled cluster-mode titles through the engine each time: the same for two users of
+        # one cluster, and the same as the caching daemon's
+        (u1, u2), k = same_cluster_users(d)
+        smp = {"temperature": 1.0, "top_k": 0, "seed": 11}
+        st, g1, _ = d.req("POST", "/v1/titles", title_body(u1, "Sampled ad", None, sampling=smp,
+                                                           max_new_tokens=24))
+        st, g2, _ = d.req("POST", "/v1/titles", title_body(u2, "Sampled ad", None, sampling=smp,
+                                                           max_new_tokens=24))
+        check(g1["cached"] is False and g2["cached"] is False and g1["ids"] == g2["ids"] and
+              g1["ids"] == sampled["ids"], "sampled, engine each time: %r %r %r" %
+              (g1["ids"], g2["ids"], sampled["ids"]))
+    finally:
+        rc, log = d.stop()
+        check(rc == 0 and "Sanitizer" not in log, "caches-off daemon exit: %s" % rc)
+
+
 def main():
     test_check_only()
     test_limit_flags()
@@ -377,11 +715,16 @@ def main():
         test_titles_match_cli(d)
         test_bad_inputs(d)
         test_disconnect_cancels(d)
+        sampled = test_title_cache(d)
+        test_user_cache(d)
+        test_single_flight(d)
     finally:
         rc, log = d.stop()
         check(rc == 0, "exit code 0 on SIGTERM: %s" % rc)
         check("AddressSanitizer" not in log and "LeakSanitizer" not in log,
               "no sanitizer report:\n" + log[-3000:])
+    test_cache_eviction()
+    test_caches_disabled(sampled)
     test_queue_full()
     test_sigterm_drains()
     if FAILS:
