@@ -338,6 +338,73 @@ out:
     hc_st_close(ref);
 }
 
+/* Activation checkpointing gives the same gradients bit for bit with a smaller arena, also for a
+ * second backward of the same checkpointed forward. */
+static void test_checkpoint(const char *tests, const char *fx) {
+    char dir[1200], gp[1300];
+    snprintf(dir, sizeof dir, "%s/data/train/%s", tests, fx);
+    snprintf(gp, sizeof gp, "%s/grads.safetensors", dir);
+    hc_errbuf eb = {{0}};
+    hc_llm_config cfg;
+    hc_safetensors *st = NULL, *ref = NULL;
+    int rc = hc_hfconfig_load(&cfg, dir, &eb);
+    if (!rc) rc = hc_st_open(&st, dir, &eb);
+    if (!rc) rc = hc_st_open(&ref, gp, &eb);
+    CHECKF(rc == 0, "%s: %s", fx, eb.msg);
+    tm x;
+    const hc_st_tensor *ti = rc ? NULL : hc_st_find(ref, "input.ids");
+    if (rc || !ti || tm_make(&x, &cfg, "", 1)) {
+        hc_st_close(st);
+        hc_st_close(ref);
+        return;
+    }
+    CHECK_OK(hc_tmodel_load(x.m, st, "", &eb));
+    const int T = (int)ti->shape[0], C = cfg.hidden_size;
+    int32_t *ids = copy_ref(ref, "input.ids", HC_DTYPE_I32, (size_t)T);
+    int32_t *pos = copy_ref(ref, "input.pos", HC_DTYPE_I32, (size_t)T);
+    int32_t *seg = copy_ref(ref, "input.seg", HC_DTYPE_I32, (size_t)T);
+    int32_t *lab = copy_ref(ref, "input.labels", HC_DTYPE_I32, (size_t)T);
+    int32_t *rows = copy_ref(ref, "input.inject_rows", HC_DTYPE_I32, 1);
+    float *inj = copy_ref(ref, "input.inject", HC_DTYPE_F32, (size_t)C);
+    float *dh = malloc(sizeof(float) * (size_t)T * C), *dinj[2], *g0 = NULL;
+    hc_tbatch b = {T, ids, pos, seg, 1, rows, inj};
+    size_t bytes[2] = {0, 0};
+    /* dh from the lm loss once; then each mode runs forward + backward from it */
+    memset(dh, 0, sizeof(float) * (size_t)T * C);
+    CHECK_OK(hc_tmodel_forward(x.m, &b, &eb));
+    hc_tmodel_lm_loss(x.m, lab, 1.0f, dh);
+    for (int ck = 0; ck < 2; ck++) {
+        x.m->checkpoint = ck;
+        dinj[ck] = calloc((size_t)C, sizeof(float));
+        CHECK_OK(hc_tmodel_forward(x.m, &b, &eb));
+        bytes[ck] = hc_tmodel_scratch_bytes(x.m);
+        hc_grad_zero(&x.t);
+        CHECK_OK(hc_tmodel_backward(x.m, dh, dinj[ck], &eb));
+        if (!ck) {
+            g0 = malloc(sizeof(float) * x.t.total);
+            memcpy(g0, x.t.g, sizeof(float) * x.t.total);
+        }
+    }
+    CHECKF(!memcmp(g0, x.t.g, sizeof(float) * x.t.total) &&
+               !memcmp(dinj[0], dinj[1], sizeof(float) * (size_t)C),
+           "%s: checkpointed gradients differ", fx);
+    CHECKF(bytes[1] < bytes[0], "%s: checkpointed arena %zu bytes, not below %zu", fx, bytes[1],
+           bytes[0]);
+    /* a second backward of the same forward (the shared buffers now hold layer 0: the last
+     * layer must be recomputed too) gives the same gradients again */
+    hc_grad_zero(&x.t);
+    CHECK_OK(hc_tmodel_backward(x.m, dh, NULL, &eb));
+    CHECKF(!memcmp(g0, x.t.g, sizeof(float) * x.t.total),
+           "%s: second checkpointed backward differs", fx);
+    printf("  %-22s checkpointing: same gradients, arena %zu -> %zu bytes\n", fx, bytes[0],
+           bytes[1]);
+    free(ids), free(pos), free(seg), free(lab), free(rows), free(inj), free(dh), free(g0);
+    free(dinj[0]), free(dinj[1]);
+    tm_free(&x);
+    hc_st_close(st);
+    hc_st_close(ref);
+}
+
 /* ---- 3. finite differences on a tiny random model --------------------------------------------- */
 
 typedef struct fd_ctx {
@@ -650,6 +717,8 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < sizeof parity / sizeof parity[0]; i++) test_parity(be, tests, parity[i]);
     test_vs_torch(tests, "model_llama");
     test_vs_torch(tests, "model_qwen3");
+    test_checkpoint(tests, "model_llama");
+    test_checkpoint(tests, "model_qwen3");
     test_fd("{\"architectures\":[\"LlamaForCausalLM\"],\"model_type\":\"llama\","
             "\"vocab_size\":30,\"hidden_size\":16,\"intermediate_size\":24,"
             "\"num_hidden_layers\":2,\"num_attention_heads\":4,\"num_key_value_heads\":2,"

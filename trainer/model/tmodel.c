@@ -40,6 +40,9 @@ struct hc_tmodel_scratch {
     /* backward */
     float *dx, *dxn, *datt, *dq, *dk, *dv, *dqp, *dkp, *dact, *dgate, *dup;
     /* the last forward */
+    int ck;              /* the arena is carved for activation checkpointing */
+    size_t arena_floats;
+    int resident;        /* checkpointed: the layer whose activations the shared buffers hold */
     int T, n_inject, has_seg, done;
     int32_t *ids, *pos, *seg, *rows;
 };
@@ -260,10 +263,21 @@ static size_t carve(hc_tmodel *m, float *base, int T) {
         off += ((size_t)(nfl) + 15) & ~(size_t)15;                                                 \
     } while (0)
     float *dummy = NULL;
+    /* checkpointing: every layer keeps its own input x; the rest is one set of buffers that each
+     * layer overwrites (the backward recomputes the layer into it) */
+    const int ck = m->checkpoint != 0;
     for (int l = 0; l < c->n_layers; l++) {
         tm_layer_act *a = base ? &s->L[l] : NULL;
 #define LT(field, nfl) TAKE(*(a ? &a->field : &dummy), nfl)
         LT(x, R * C);
+        if (ck && l > 0) {
+            if (a) {
+                float *x = a->x;
+                *a = s->L[0];
+                a->x = x;
+            }
+            continue;
+        }
         LT(xn1, R * C);
         LT(rstd1, R);
         if (c->qk_norm) {
@@ -306,7 +320,8 @@ static size_t carve(hc_tmodel *m, float *base, int T) {
 
 static int ensure_scratch(hc_tmodel *m, int T) {
     hc_tmodel_scratch *s = m->s;
-    if (T <= s->cap) return HC_OK;
+    const int ck = m->checkpoint != 0;
+    if (T <= s->cap && ck == s->ck) return HC_OK;
     int cap = s->cap ? s->cap : 16;
     while (cap < T) cap = cap > INT32_MAX / 2 ? T : cap * 2;
     free(s->arena);
@@ -324,11 +339,13 @@ static int ensure_scratch(hc_tmodel *m, int T) {
     s->mark = malloc((size_t)cap);
     if (!s->L || !s->arena || !s->iarena || !s->mark) return HC_ERR_NOMEM;
     carve(m, s->arena, cap);
+    s->arena_floats = n;
     s->ids = s->iarena;
     s->pos = s->iarena + cap;
     s->seg = s->iarena + 2 * (size_t)cap;
     s->rows = s->iarena + 3 * (size_t)cap;
     s->cap = cap;
+    s->ck = ck;
     m->n_grow++;
     return HC_OK;
 }
@@ -380,6 +397,41 @@ static int check_batch(hc_tmodel *m, const hc_tbatch *b, hc_errbuf *eb) {
     return HC_OK;
 }
 
+/* Layer l from its saved input s->L[l].x: fills the layer's activations and writes the layer
+ * output to xnext (the backward of a checkpointed model reruns it with xnext = tmp). */
+static void layer_fwd(hc_tmodel *m, int l, float *xnext) {
+    const hc_llm_config *c = &m->cfg;
+    const hc_train_ops *o = m->ops;
+    hc_tmodel_scratch *s = m->s;
+    const int T = s->T, C = c->hidden_size, F = c->intermediate_size, H = c->n_heads,
+              KVH = c->n_kv_heads, D = c->head_dim, QD = H * D, KD = KVH * D;
+    const float eps = c->rms_norm_eps;
+    const int32_t *seg = s->has_seg ? s->seg : NULL;
+    tm_layer_act *a = &s->L[l];
+    float *const *W = m->w + (size_t)l * HC_TM_LAYER_NP;
+    o->rmsnorm_fwd(a->xn1, a->rstd1, a->x, W[HC_TM_ATTN_NORM], T, C, eps);
+    float *q = c->qk_norm ? a->qp : a->q, *k = c->qk_norm ? a->kp : a->k;
+    o->matmul_fwd(q, a->xn1, W[HC_TM_WQ], NULL, T, C, QD);
+    o->matmul_fwd(k, a->xn1, W[HC_TM_WK], NULL, T, C, KD);
+    o->matmul_fwd(a->v, a->xn1, W[HC_TM_WV], NULL, T, C, KD);
+    if (c->qk_norm) {
+        o->rmsnorm_fwd(a->q, a->qr, a->qp, W[HC_TM_Q_NORM], T * H, D, eps);
+        o->rmsnorm_fwd(a->k, a->kr, a->kp, W[HC_TM_K_NORM], T * KVH, D, eps);
+    }
+    o->rope_fwd(a->q, s->pos, T, H, D, c->rope_theta);
+    o->rope_fwd(a->k, s->pos, T, KVH, D, c->rope_theta);
+    o->attn_fwd(a->att, a->lse, a->q, a->k, a->v, seg, T, H, KVH, D);
+    o->matmul_fwd(s->tmp, a->att, W[HC_TM_WO], NULL, T, QD, C);
+    for (size_t i = 0; i < (size_t)T * C; i++) a->h[i] = a->x[i] + s->tmp[i];
+    o->rmsnorm_fwd(a->xn2, a->rstd2, a->h, W[HC_TM_MLP_NORM], T, C, eps);
+    o->matmul_fwd(a->gate, a->xn2, W[HC_TM_W_GATE], NULL, T, C, F);
+    o->matmul_fwd(a->up, a->xn2, W[HC_TM_W_UP], NULL, T, C, F);
+    o->swiglu_fwd(a->act, a->gate, a->up, (int64_t)T * F);
+    o->matmul_fwd(s->tmp, a->act, W[HC_TM_W_DOWN], NULL, T, F, C);
+    for (size_t i = 0; i < (size_t)T * C; i++) xnext[i] = a->h[i] + s->tmp[i];
+    s->resident = l;
+}
+
 int hc_tmodel_forward(hc_tmodel *m, const hc_tbatch *b, hc_errbuf *eb) {
     if (!m->t) return hc_seterr(eb, HC_ERR_INVAL, "forward: model not bound to a parameter table");
     const int T = b->T;
@@ -393,10 +445,7 @@ int hc_tmodel_forward(hc_tmodel *m, const hc_tbatch *b, hc_errbuf *eb) {
     if (rc) return rc;
     const hc_llm_config *c = &m->cfg;
     const hc_train_ops *o = m->ops;
-    const int C = c->hidden_size, F = c->intermediate_size, H = c->n_heads, KVH = c->n_kv_heads,
-              D = c->head_dim, QD = H * D, KD = KVH * D;
-    const float eps = c->rms_norm_eps;
-    const int nl = c->n_layers * HC_TM_LAYER_NP;
+    const int C = c->hidden_size, nl = c->n_layers * HC_TM_LAYER_NP;
     memcpy(s->ids, b->ids, sizeof(int32_t) * (size_t)T);
     memcpy(s->pos, b->pos, sizeof(int32_t) * (size_t)T);
     if (b->seg) memcpy(s->seg, b->seg, sizeof(int32_t) * (size_t)T);
@@ -404,37 +453,13 @@ int hc_tmodel_forward(hc_tmodel *m, const hc_tbatch *b, hc_errbuf *eb) {
     s->T = T;
     s->n_inject = b->n_inject;
     s->has_seg = b->seg != NULL;
-    const int32_t *seg = s->has_seg ? s->seg : NULL;
 
     float *x0 = s->L[0].x;
     o->embed_fwd(x0, m->w[nl + HC_TM_EMBED], s->ids, T, C);
     if (b->n_inject) o->inject_fwd(x0, b->inject, s->rows, b->n_inject, C);
-    for (int l = 0; l < c->n_layers; l++) {
-        tm_layer_act *a = &s->L[l];
-        float *const *W = m->w + (size_t)l * HC_TM_LAYER_NP;
-        float *xnext = l + 1 < c->n_layers ? s->L[l + 1].x : s->xf;
-        o->rmsnorm_fwd(a->xn1, a->rstd1, a->x, W[HC_TM_ATTN_NORM], T, C, eps);
-        float *q = c->qk_norm ? a->qp : a->q, *k = c->qk_norm ? a->kp : a->k;
-        o->matmul_fwd(q, a->xn1, W[HC_TM_WQ], NULL, T, C, QD);
-        o->matmul_fwd(k, a->xn1, W[HC_TM_WK], NULL, T, C, KD);
-        o->matmul_fwd(a->v, a->xn1, W[HC_TM_WV], NULL, T, C, KD);
-        if (c->qk_norm) {
-            o->rmsnorm_fwd(a->q, a->qr, a->qp, W[HC_TM_Q_NORM], T * H, D, eps);
-            o->rmsnorm_fwd(a->k, a->kr, a->kp, W[HC_TM_K_NORM], T * KVH, D, eps);
-        }
-        o->rope_fwd(a->q, s->pos, T, H, D, c->rope_theta);
-        o->rope_fwd(a->k, s->pos, T, KVH, D, c->rope_theta);
-        o->attn_fwd(a->att, a->lse, a->q, a->k, a->v, seg, T, H, KVH, D);
-        o->matmul_fwd(s->tmp, a->att, W[HC_TM_WO], NULL, T, QD, C);
-        for (size_t i = 0; i < (size_t)T * C; i++) a->h[i] = a->x[i] + s->tmp[i];
-        o->rmsnorm_fwd(a->xn2, a->rstd2, a->h, W[HC_TM_MLP_NORM], T, C, eps);
-        o->matmul_fwd(a->gate, a->xn2, W[HC_TM_W_GATE], NULL, T, C, F);
-        o->matmul_fwd(a->up, a->xn2, W[HC_TM_W_UP], NULL, T, C, F);
-        o->swiglu_fwd(a->act, a->gate, a->up, (int64_t)T * F);
-        o->matmul_fwd(s->tmp, a->act, W[HC_TM_W_DOWN], NULL, T, F, C);
-        for (size_t i = 0; i < (size_t)T * C; i++) xnext[i] = a->h[i] + s->tmp[i];
-    }
-    o->rmsnorm_fwd(s->hidden, s->rstdf, s->xf, m->w[nl + HC_TM_NORM], T, C, eps);
+    for (int l = 0; l < c->n_layers; l++)
+        layer_fwd(m, l, l + 1 < c->n_layers ? s->L[l + 1].x : s->xf);
+    o->rmsnorm_fwd(s->hidden, s->rstdf, s->xf, m->w[nl + HC_TM_NORM], T, C, c->rms_norm_eps);
     s->done = 1;
     return HC_OK;
 }
@@ -442,6 +467,10 @@ int hc_tmodel_forward(hc_tmodel *m, const hc_tbatch *b, hc_errbuf *eb) {
 const float *hc_tmodel_hidden(const hc_tmodel *m) { return m->s->done ? m->s->hidden : NULL; }
 
 int hc_tmodel_rows(const hc_tmodel *m) { return m->s->done ? m->s->T : 0; }
+
+size_t hc_tmodel_scratch_bytes(const hc_tmodel *m) {
+    return m->s->arena ? m->s->arena_floats * sizeof(float) : 0;
+}
 
 double hc_tmodel_lm_loss(hc_tmodel *m, const int32_t *labels, float dloss, float *dhidden) {
     hc_tmodel_scratch *s = m->s;
@@ -475,6 +504,10 @@ int hc_tmodel_backward(hc_tmodel *m, const float *dhidden, float *dinject, hc_er
     o->rmsnorm_bwd(dx, m->g[nl + HC_TM_NORM], dhidden, s->xf, m->w[nl + HC_TM_NORM], s->rstdf, T,
                    C);
     for (int l = c->n_layers - 1; l >= 0; l--) {
+        /* checkpointed: rerun the layer into the shared buffers (the output goes to tmp;
+         * the recomputation is the same arithmetic, so the gradients are bit for bit those of
+         * the stored activations) */
+        if (s->ck && s->resident != l) layer_fwd(m, l, s->tmp);
         const tm_layer_act *a = &s->L[l];
         float *const *W = m->w + (size_t)l * HC_TM_LAYER_NP;
         float *const *G = m->g + (size_t)l * HC_TM_LAYER_NP;

@@ -11,12 +11,15 @@
  * hc_tmodel_backward. Gradients accumulate (+=) into t->g as the ops do; the caller zeroes them
  * once per optimizer step.
  *
- * Saved activations (no activation checkpointing): per layer the layer input, both normed inputs
- * and their rstd, q/k before the Qwen3 q/k norm and their rstd, q, k (after RoPE), v, the
- * attention output and its log-sum-exp, the mid-layer residual, gate, up and silu(gate)*up; plus
- * the final residual, its rstd and the final-norm hidden. All in one scratch arena owned by the
- * model, grown on demand: a forward of a batch no larger than an earlier one allocates nothing
- * (the op table's attention may use its own temporary buffer).
+ * Saved activations: per layer the layer input, both normed inputs and their rstd, q/k before the
+ * Qwen3 q/k norm and their rstd, q, k (after RoPE), v, the attention output and its log-sum-exp,
+ * the mid-layer residual, gate, up and silu(gate)*up; plus the final residual, its rstd and the
+ * final-norm hidden. With m->checkpoint set (activation checkpointing), only each layer's input
+ * is kept per layer and one layer's worth of the rest is shared: the backward recomputes each
+ * layer's forward from its input first (one more forward's compute; the gradients are bit for
+ * bit the same). All in one scratch arena owned by the model, grown on demand: a forward of a
+ * batch no larger than an earlier one, in the same checkpoint mode, allocates nothing (the op
+ * table's attention may use its own temporary buffer).
  *
  * Thread-safety: one thread at a time per model. */
 #ifndef HC_TRAIN_TMODEL_H
@@ -77,6 +80,7 @@ typedef struct hc_tmodel {
     float **w, **g;           /* (n_slots) bound pointers into t->w / t->g (NULL = none) */
     hc_ptab *t;               /* the bound table (not owned) */
     int lm_chunk;             /* vocabulary chunk of the fused lm_head + CE (default 4096) */
+    int checkpoint;           /* activation checkpointing (default 0); read by each forward */
     int64_t n_grow;           /* times the scratch arena was (re)allocated */
     hc_tmodel_scratch *s;
 } hc_tmodel;
@@ -108,6 +112,8 @@ int hc_tmodel_forward(hc_tmodel *m, const hc_tbatch *b, hc_errbuf *eb);
 const float *hc_tmodel_hidden(const hc_tmodel *m);
 /* Rows of the last forward (0 before any). */
 int hc_tmodel_rows(const hc_tmodel *m);
+/* Bytes of the activation arena now allocated (saved activations and backward workspace). */
+size_t hc_tmodel_scratch_bytes(const hc_tmodel *m);
 
 /* Token-mean cross-entropy of the lm_head logits (tied: the embedding matrix) at the rows of the
  * last forward with labels[t] != -100 (labels has T entries), through ops->lmhead_ce in
