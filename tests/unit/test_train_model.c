@@ -14,7 +14,8 @@
  *     models built here (Llama GQA untied, Qwen3 MQA tied);
  *  4. export: bf16 export loaded by hc_llm_load_from gives the tmodel's hidden states with
  *     bf16-rounded weights; f32 export reloads bit for bit; missing, misshaped and integer
- *     tensors and malformed batches are clear errors.
+ *     tensors and malformed batches are clear errors;
+ *  5. activation checkpointing: the same gradients bit for bit, a smaller arena.
  * HC_UNDER_VALGRIND=1 checks fewer finite-difference coordinates. */
 #include "model/tmodel.h"
 
