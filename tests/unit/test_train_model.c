@@ -522,6 +522,17 @@ static void test_export(hc_backend *be, const char *tests, const char *fx) {
         return;
     }
     CHECK_OK(hc_tmodel_load(x.m, st, "", &eb));
+    /* as stored: every item in its checkpoint tensor's dtype */
+    hc_st_write_item *it = NULL;
+    size_t n_it = 0;
+    CHECK_OK(hc_tmodel_export(x.m, &x.t, HC_DTYPE_AS_STORED, &it, &n_it, &eb));
+    int same_dt = n_it == (size_t)x.t.n;
+    for (size_t i = 0; same_dt && i < n_it; i++) {
+        const hc_st_tensor *src = hc_st_find(st, it[i].name + strlen("creative_llm."));
+        same_dt = src && src->dtype == it[i].dtype;
+    }
+    CHECKF(same_dt, "%s: as-stored export changed a dtype", fx);
+    hc_tmodel_export_free(it, n_it);
     /* f32 export reloads bit for bit, under the package prefix */
     rc = hc_tmodel_save(x.m, &x.t, HC_DTYPE_F32, path, &eb);
     CHECKF(rc == 0, "%s: save f32: %s", fx, eb.msg);
