@@ -304,6 +304,18 @@ static void test_limits(hc_creator *c, const char *path) {
     CHECK(strstr(lim->first, "MAX_GEN_TEXT_LENGTH") != NULL);
     hc_data_free(d2);
 
+    /* a MAX_GEN_TEXT_LENGTH no row fits: the reader says so instead of spinning */
+    p.max_gen_text_length = 3;
+    CHECK_OK(hc_data_open(&d2, c, path, &p, &eb));
+    if (d2) {
+        hc_data_sample s;
+        int rc = hc_data_next(d2, &s, &eb);
+        CHECKF(rc == HC_ERR_FORMAT && strstr(eb.msg, "every row was dropped"), "%d %s", rc,
+               eb.msg);
+        CHECK(hc_data_bad_stat(d2, HC_DATA_BAD_LIMIT)->count == (uint64_t)n);
+        hc_data_free(d2);
+    }
+
     /* limits above the package's, a line limit */
     p = hc_data_default_params();
     p.max_item_list_length = c->pkg.max_history + 1;
