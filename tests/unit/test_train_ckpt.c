@@ -10,7 +10,7 @@
  *
  * Helper modes for tests/cli/train_ckpt_kill.sh (not run by ctest itself):
  *   test_train_ckpt TESTS --loop DIR    resumes from DIR's newest checkpoint (checking it) and
- *                                       saves step after step, forever, with keep 2;
+ *                                       saves step after step with keep 2 (for at most 2 min);
  *   test_train_ckpt TESTS --check DIR   loads the newest checkpoint and checks that w, m, v, the
  *                                       state and model.safetensors are those of its step;
  *                                       prints "step N"; exit 0 if consistent.
@@ -22,6 +22,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <dirent.h>
 
@@ -501,7 +502,8 @@ static int loop_mode(const char *dir) {
     hc_ckpt_params cp = hc_ckpt_default_params();
     cp.keep = 2;
     hc_errbuf eb = {{0}};
-    for (int64_t s = rc == 2 ? 1 : step + 1;; s++) {
+    const time_t t0 = time(NULL);
+    for (int64_t s = rc == 2 ? 1 : step + 1; time(NULL) - t0 < 120; s++) { /* killed long before */
         fill(&t, (uint64_t)s);
         hc_ckpt_state st = state_of(s);
         if (hc_ckpt_save(dir, &t, &st, &cp, NULL, 0, &eb)) {
@@ -510,6 +512,8 @@ static int loop_mode(const char *dir) {
             return 4;
         }
     }
+    hc_ptab_free(&t);
+    return 0;
 }
 
 int main(int argc, char **argv) {
