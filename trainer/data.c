@@ -738,8 +738,7 @@ static int open_common(hc_data **out, hc_creator *c, const char *path, data_kind
 /* eos and the profile prompt (creator rows). */
 static int prepare_creative(hc_data *d, hc_errbuf *eb) {
     const hc_creator *c = d->c;
-    d->eos = hc_tokenizer_eos_id(c->creative_tok);
-    if (d->eos < 0 && c->n_eos > 0) d->eos = c->eos[0];
+    d->eos = c->n_eos > 0 ? c->eos[0] : hc_tokenizer_eos_id(c->creative_tok);
     if (d->eos < 0)
         return hc_seterr(eb, HC_ERR_FORMAT, "%s: the creative tokenizer has no eos_token and the "
                          "package no creative_eos_ids", d->path);

@@ -12,7 +12,8 @@
  *   - the creative sequence prompt1 + [slot] + prompt2 + response[: R - 1] + [eos] (MODEL_SPEC
  *     §5.2, unpadded), R = MAX_GEN_TEXT_LENGTH - prompt part; prompt1 and prompt2 are the
  *     package's (prompt2 rendered from original_title/original_description, as the engine serves)
- *     or, with row_prompts, the row's own strings; eos = the creative tokenizer's eos_token;
+ *     or, with row_prompts, the row's own strings; eos = the package's first end-of-sequence id
+ *     (creative_eos_ids, else the creative tokenizer's eos_token first), as hc_ctrain uses;
  *   - the ad title for the match loss: item-tokenizer ids of original_title cut to
  *     MAX_TEXT_LENGTH (§6.1 L_cls);
  *   - profile_json = json.dumps(json.loads(user_profile), ensure_ascii=False) (compact, ", " and
@@ -95,6 +96,9 @@ typedef struct hc_data_sample {
     int32_t *item_tok;      /* (sum of item_lens) item-tokenizer ids, concatenated */
     int64_t *item_id_list;  /* (n_items) the items' ids */
     /* creator rows only (zero / NULL for next-item rows) */
+    /* An hc_ctrain_row (creator_train.h) is a view of this: prompt2 = ids + slot_pos + 1,
+     * n_prompt2 = n_prompt - slot_pos - 1, response = ids + n_prompt, n_response =
+     * n_ids - n_prompt - 1 (its prompt1 is the package's: row_prompts 0). */
     int32_t *ids;           /* (n_ids) prompt1 + slot + prompt2 + response + eos */
     int n_ids;
     int slot_pos;           /* index of the slot in ids */

@@ -72,6 +72,11 @@ static const char *jstr(json_t *o, const char *k, size_t *n) {
     return json_string_value(v);
 }
 
+/* The package's first end-of-sequence id, else the creative tokenizer's eos (data.h). */
+static int32_t want_eos(const hc_creator *c) {
+    return c->n_eos > 0 ? c->eos[0] : hc_tokenizer_eos_id(c->creative_tok);
+}
+
 /* Checks a creator sample against the row's strings tokenized directly. */
 static void check_sample(hc_creator *c, const hc_data_params *p, const char *path,
                          const hc_data_sample *s) {
@@ -142,7 +147,7 @@ static void check_sample(hc_creator *c, const hc_data_params *p, const char *pat
         CHECK(s->ids[k1] == c->pkg.slot_token_id);
         CHECK(ids_eq(s->ids + k1 + 1, k2, e2, k2));
         CHECK(ids_eq(s->ids + np, kr, er, kr));
-        CHECK(s->ids[s->n_ids - 1] == hc_tokenizer_eos_id(c->creative_tok));
+        CHECK(s->ids[s->n_ids - 1] == want_eos(c));
     }
     free(e1);
     free(e2);
@@ -163,7 +168,7 @@ static void check_sample(hc_creator *c, const hc_data_params *p, const char *pat
         CHECK(s->recon_ids[0] == c->pkg.slot_token_id);
         CHECK(ids_eq(s->recon_ids + 1, kq, eq, kq));
         CHECK(ids_eq(s->recon_ids + pre, keep_p, ep, keep_p));
-        CHECK(s->recon_ids[s->n_recon - 1] == hc_tokenizer_eos_id(c->creative_tok));
+        CHECK(s->recon_ids[s->n_recon - 1] == want_eos(c));
     }
     free(ep);
     free(eq);
