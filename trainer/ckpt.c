@@ -316,12 +316,17 @@ static int write_trainer_json(const char *path, const hc_ptab *t, const hc_ckpt_
     return rc;
 }
 
+static const char *kind_of(unsigned mode) {
+    const char *k = hc_file_kind(mode);
+    return k ? k : "a regular file";
+}
+
 static int ensure_dir(const char *dir, hc_errbuf *eb) {
     struct stat sb;
     if (stat(dir, &sb) == 0) {
         if (!S_ISDIR(sb.st_mode))
             return hc_seterr(eb, HC_ERR_INVAL, "%s: checkpoint directory: exists and is %s, not "
-                             "a directory", dir, hc_file_kind((unsigned)sb.st_mode));
+                             "a directory", dir, kind_of((unsigned)sb.st_mode));
         return HC_OK;
     }
     if (errno != ENOENT) return sys_err(eb, dir, "use as checkpoint directory", errno);
@@ -687,7 +692,7 @@ int hc_ckpt_load_latest(const char *dir, hc_ptab *t, hc_ckpt_state *st, hc_ckpt_
     }
     if (!S_ISDIR(sb.st_mode))
         return hc_seterr(eb, HC_ERR_INVAL, "%s: checkpoint directory: is %s, not a directory",
-                         dir, hc_file_kind((unsigned)sb.st_mode));
+                         dir, kind_of((unsigned)sb.st_mode));
     cand *v = NULL;
     int n = 0;
     int rc = list_cands(dir, 1, &v, &n, eb);

@@ -372,9 +372,11 @@ static json_t *parse_line(const char *text, size_t len, hc_data_bad *why, char *
     json_t *root = json_loadb(text, len, JSON_ALLOW_NUL, &je);
     if (!root) {
         hc_errbuf e;
-        hc_json_seterr(&e, HC_ERR_FORMAT, "row", &je);
+        hc_json_seterr(&e, HC_ERR_FORMAT, "row", &je); /* its reason never quotes the input */
         *why = HC_DATA_BAD_JSON;
-        snprintf(msg, n, "%s", e.msg);
+        const char *col = strstr(e.msg, " column ");
+        if (je.line == 1 && col) snprintf(msg, n, "invalid JSON at%s", col);
+        else snprintf(msg, n, "%s", e.msg);
         return NULL;
     }
     if (!json_is_object(root)) {

@@ -408,7 +408,7 @@ static void test_errors(const char *root) {
     snprintf(p, sizeof p, "%s/afile", root);
     CHECK(write_text(p, "x") == 0);
     CHECK(hc_ckpt_save(p, &t, &st, NULL, NULL, 0, &eb) == HC_ERR_INVAL &&
-          strstr(eb.msg, "not a directory") && strstr(eb.msg, p));
+          strstr(eb.msg, "is a regular file, not a directory") && strstr(eb.msg, p));
     CHECK(hc_ckpt_load_latest(p, &u, &back, NULL, &eb) == HC_ERR_INVAL &&
           strstr(eb.msg, "not a directory"));
     snprintf(q, sizeof q, "%s/afile/sub", root);

@@ -225,6 +225,7 @@ static void test_rows(hc_creator *c, const char *path) {
     check_bad(d, HC_DATA_BAD_UTF8, "utf8");
     CHECK(hc_data_bad_stat(d, HC_DATA_BAD_LIMIT)->count == 0);
     CHECK(strstr(hc_data_bad_stat(d, HC_DATA_BAD_FIELD)->first, "field response: missing"));
+    CHECK(strstr(hc_data_bad_stat(d, HC_DATA_BAD_JSON)->first, "line 3: invalid JSON at column"));
     char sum[2048];
     hc_data_summary(d, sum, sizeof sum);
     CHECKF(strstr(sum, "lines 6, 8, 12, 13, 14") && strstr(sum, path), "summary: %s", sum);
