@@ -176,7 +176,8 @@ static hc_dtype saved_dtype(const hc_param *p, hc_dtype want) {
 
 static void set_shape(hc_st_write_item *it, const hc_param *p) {
     it->n_dims = p->ndim;
-    for (int d = 0; d < p->ndim && d < HC_MAX_DIMS; d++) it->shape[d] = p->shape[d];
+    for (int d = 0; d < p->ndim && d < HC_MAX_DIMS; d++)
+        it->shape[d] = p->shape[d];
 }
 
 static int write_model(const char *path, const hc_ptab *t, hc_dtype want, hc_errbuf *eb) {
@@ -255,48 +256,49 @@ static int write_trainer_json(const char *path, const hc_ptab *t, const hc_ckpt_
                               hc_dtype want, int64_t model_size, int64_t optim_size,
                               hc_errbuf *eb) {
     char tmp[32];
-    const double reals[8] = {st->adamw.lr, st->adamw.beta1, st->adamw.beta2, st->adamw.eps,
-                             st->adamw.weight_decay, st->peak_lr, st->warmup, 0};
+    const double reals[8] = {
+        st->adamw.lr,           st->adamw.beta1, st->adamw.beta2, st->adamw.eps,
+        st->adamw.weight_decay, st->peak_lr,     st->warmup,      0};
     for (int i = 0; i < 7; i++)
         if (!(reals[i] == reals[i]) || reals[i] > 1e308 || reals[i] < -1e308)
-            return hc_seterr(eb, HC_ERR_INVAL, "%s: the AdamW config or schedule has a "
-                             "non-finite value", path);
+            return hc_seterr(eb, HC_ERR_INVAL,
+                             "%s: the AdamW config or schedule has a "
+                             "non-finite value",
+                             path);
     json_t *root = json_object(), *rng = json_array(), *params = json_array();
     int bad = !root || !rng || !params;
     bad |= json_object_set_new(root, "format", json_string(CKPT_FORMAT));
     bad |= json_object_set_new(root, "version", json_integer(HC_CKPT_VERSION));
     bad |= json_object_set_new(root, "step", json_integer(st->step));
     bad |= json_object_set_new(root, "epoch", json_integer(st->epoch));
-    bad |= json_object_set_new(root, "cursor", json_pack("{s:I, s:I}", "epoch",
-                                                         (json_int_t)st->cursor.epoch, "pos",
-                                                         (json_int_t)st->cursor.pos));
+    bad |= json_object_set_new(root, "cursor",
+                               json_pack("{s:I, s:I}", "epoch", (json_int_t)st->cursor.epoch, "pos",
+                                         (json_int_t)st->cursor.pos));
     for (int i = 0; i < st->n_rng; i++)
         bad |= json_array_append_new(rng, json_string(u64_str(tmp, sizeof tmp, st->rng[i])));
     bad |= json_object_set(root, "rng", rng);
     bad |= json_object_set_new(root, "fingerprint",
                                json_string(u64_str(tmp, sizeof tmp, hc_ptab_fingerprint(t))));
-    bad |= json_object_set_new(root, "adamw", json_pack("{s:f, s:f, s:f, s:f, s:f}", "lr",
-                                                        st->adamw.lr, "beta1", st->adamw.beta1,
-                                                        "beta2", st->adamw.beta2, "eps",
-                                                        st->adamw.eps, "weight_decay",
-                                                        st->adamw.weight_decay));
-    bad |= json_object_set_new(root, "schedule", json_pack("{s:f, s:f, s:I}", "peak_lr",
-                                                           st->peak_lr, "warmup", st->warmup,
-                                                           "total_steps",
-                                                           (json_int_t)st->total_steps));
+    bad |= json_object_set_new(root, "adamw",
+                               json_pack("{s:f, s:f, s:f, s:f, s:f}", "lr", st->adamw.lr, "beta1",
+                                         st->adamw.beta1, "beta2", st->adamw.beta2, "eps",
+                                         st->adamw.eps, "weight_decay", st->adamw.weight_decay));
+    bad |= json_object_set_new(root, "schedule",
+                               json_pack("{s:f, s:f, s:I}", "peak_lr", st->peak_lr, "warmup",
+                                         st->warmup, "total_steps", (json_int_t)st->total_steps));
     for (int i = 0; i < t->n && !bad; i++) {
         const hc_param *p = &t->params[i];
         json_t *shape = json_array();
-        for (int d = 0; d < p->ndim; d++) json_array_append_new(shape, json_integer(p->shape[d]));
-        bad |= json_array_append_new(params, json_pack("{s:s, s:o, s:s}", "name", p->name,
-                                                       "shape", shape, "dtype",
-                                                       hc_dtype_name(saved_dtype(p, want))));
+        for (int d = 0; d < p->ndim; d++)
+            json_array_append_new(shape, json_integer(p->shape[d]));
+        bad |= json_array_append_new(params,
+                                     json_pack("{s:s, s:o, s:s}", "name", p->name, "shape", shape,
+                                               "dtype", hc_dtype_name(saved_dtype(p, want))));
     }
     bad |= json_object_set(root, "params", params);
-    bad |= json_object_set_new(root, "files", json_pack("{s:I, s:I}", "model.safetensors",
-                                                        (json_int_t)model_size,
-                                                        "optim.safetensors",
-                                                        (json_int_t)optim_size));
+    bad |= json_object_set_new(root, "files",
+                               json_pack("{s:I, s:I}", "model.safetensors", (json_int_t)model_size,
+                                         "optim.safetensors", (json_int_t)optim_size));
     char *text = bad ? NULL : json_dumps(root, JSON_INDENT(1) | JSON_REAL_PRECISION(17));
     json_decref(rng);
     json_decref(params);
@@ -325,8 +327,10 @@ static int ensure_dir(const char *dir, hc_errbuf *eb) {
     struct stat sb;
     if (stat(dir, &sb) == 0) {
         if (!S_ISDIR(sb.st_mode))
-            return hc_seterr(eb, HC_ERR_INVAL, "%s: checkpoint directory: exists and is %s, not "
-                             "a directory", dir, kind_of((unsigned)sb.st_mode));
+            return hc_seterr(eb, HC_ERR_INVAL,
+                             "%s: checkpoint directory: exists and is %s, not "
+                             "a directory",
+                             dir, kind_of((unsigned)sb.st_mode));
         return HC_OK;
     }
     if (errno != ENOENT) return sys_err(eb, dir, "use as checkpoint directory", errno);
@@ -334,9 +338,12 @@ static int ensure_dir(const char *dir, hc_errbuf *eb) {
     char parent[PATH_N];
     snprintf(parent, sizeof parent, "%s", dir);
     char *slash = strrchr(parent, '/');
-    if (slash == parent) parent[1] = 0;
-    else if (slash) *slash = 0;
-    else snprintf(parent, sizeof parent, ".");
+    if (slash == parent)
+        parent[1] = 0;
+    else if (slash)
+        *slash = 0;
+    else
+        snprintf(parent, sizeof parent, ".");
     return fsync_path(parent, 1, eb);
 }
 
@@ -376,12 +383,16 @@ int hc_ckpt_save(const char *dir, const hc_ptab *t, const hc_ckpt_state *st,
     if (!t->w || !t->m || !t->v)
         return hc_seterr(eb, HC_ERR_INVAL, "hc_ckpt_save: the parameter table is not allocated");
     if (st->step < 0 || st->n_rng < 0 || st->n_rng > HC_CKPT_MAX_RNG || p.keep < 0)
-        return hc_seterr(eb, HC_ERR_INVAL, "hc_ckpt_save: step %lld, %d RNG words or keep %d out "
-                         "of range", (long long)st->step, st->n_rng, p.keep);
+        return hc_seterr(eb, HC_ERR_INVAL,
+                         "hc_ckpt_save: step %lld, %d RNG words or keep %d out "
+                         "of range",
+                         (long long)st->step, st->n_rng, p.keep);
     if (p.weights_dtype != HC_DTYPE_AS_STORED && p.weights_dtype != HC_DTYPE_F32 &&
         p.weights_dtype != HC_DTYPE_BF16 && p.weights_dtype != HC_DTYPE_F16)
-        return hc_seterr(eb, HC_ERR_INVAL, "hc_ckpt_save: weights dtype %d is not F32, BF16, F16 "
-                         "or as stored", (int)p.weights_dtype);
+        return hc_seterr(eb, HC_ERR_INVAL,
+                         "hc_ckpt_save: weights dtype %d is not F32, BF16, F16 "
+                         "or as stored",
+                         (int)p.weights_dtype);
     int rc = ensure_dir(dir, eb);
     if (rc) return rc;
     char name[40], tmpname[56], oldname[56];
@@ -390,17 +401,16 @@ int hc_ckpt_save(const char *dir, const hc_ptab *t, const hc_ckpt_state *st,
     snprintf(oldname, sizeof oldname, ".old-%s", name);
     char fin[PATH_N], tmp[PATH_N], old[PATH_N], f_model[PATH_N], f_optim[PATH_N], f_json[PATH_N];
     if (join(fin, sizeof fin, dir, name) || join(tmp, sizeof tmp, dir, tmpname) ||
-        join(old, sizeof old, dir, oldname) || join(f_model, sizeof f_model, tmp,
-                                                     "model.safetensors") ||
+        join(old, sizeof old, dir, oldname) ||
+        join(f_model, sizeof f_model, tmp, "model.safetensors") ||
         join(f_optim, sizeof f_optim, tmp, "optim.safetensors") ||
         join(f_json, sizeof f_json, tmp, "trainer.json"))
         return hc_seterr(eb, HC_ERR_INVAL, "%s: path too long", dir);
     if (rm_tree(tmp, 0) != 0) return sys_err(eb, tmp, "remove the leftover", errno);
     if (mkdir(tmp, 0755) != 0) return sys_err(eb, tmp, "create", errno);
     int64_t ms = 0, os = 0;
-    if ((rc = write_model(f_model, t, p.weights_dtype, eb)) ||
-        (rc = write_optim(f_optim, t, eb)) || (rc = file_size(f_model, &ms, eb)) ||
-        (rc = file_size(f_optim, &os, eb)) ||
+    if ((rc = write_model(f_model, t, p.weights_dtype, eb)) || (rc = write_optim(f_optim, t, eb)) ||
+        (rc = file_size(f_model, &ms, eb)) || (rc = file_size(f_optim, &os, eb)) ||
         (rc = write_trainer_json(f_json, t, st, p.weights_dtype, ms, os, eb)) ||
         (rc = fsync_path(tmp, 1, eb)))
         goto fail;
@@ -448,8 +458,7 @@ typedef struct jctx {
 } jctx;
 
 static int jfield_err(const jctx *j, const char *field, const char *want) {
-    return hc_seterr(j->eb, HC_ERR_FORMAT, "%s: field %s: missing or not %s", j->path, field,
-                     want);
+    return hc_seterr(j->eb, HC_ERR_FORMAT, "%s: field %s: missing or not %s", j->path, field, want);
 }
 
 static int j_int(const jctx *j, json_t *o, const char *k, const char *field, int64_t *out) {
@@ -495,8 +504,10 @@ static int check_layout(const jctx *j, json_t *root, const hc_ptab *t) {
         json_t *e = json_array_get(ps, (size_t)i), *sh = json_object_get(e, "shape");
         const char *nm = json_string_value(json_object_get(e, "name"));
         if (!nm || !json_is_array(sh) || json_array_size(sh) > HC_PTAB_MAX_DIMS)
-            return hc_seterr(j->eb, HC_ERR_FORMAT, "%s: field params[%d]: needs a name and a "
-                             "shape of 1..%d dimensions", j->path, i, HC_PTAB_MAX_DIMS);
+            return hc_seterr(j->eb, HC_ERR_FORMAT,
+                             "%s: field params[%d]: needs a name and a "
+                             "shape of 1..%d dimensions",
+                             j->path, i, HC_PTAB_MAX_DIMS);
         int64_t shape[HC_PTAB_MAX_DIMS] = {0};
         int nd = (int)json_array_size(sh);
         for (int d = 0; d < nd; d++)
@@ -506,26 +517,30 @@ static int check_layout(const jctx *j, json_t *root, const hc_ptab *t) {
             memcmp(shape, p->shape, sizeof(int64_t) * (size_t)nd)) {
             shape_str(a, sizeof a, nd, shape);
             shape_str(b, sizeof b, p->ndim, p->shape);
-            return hc_seterr(j->eb, HC_ERR_MISMATCH, "%s: another model layout: parameter %d is "
-                             "'%s' %s in the checkpoint but '%s' %s in the model", j->path, i, nm,
-                             a, p->name, b);
+            return hc_seterr(j->eb, HC_ERR_MISMATCH,
+                             "%s: another model layout: parameter %d is "
+                             "'%s' %s in the checkpoint but '%s' %s in the model",
+                             j->path, i, nm, a, p->name, b);
         }
     }
     if (n != t->n) {
-        const char *extra = n > t->n ? json_string_value(json_object_get(
-                                           json_array_get(ps, (size_t)t->n), "name"))
-                                     : t->params[n].name;
-        return hc_seterr(j->eb, HC_ERR_MISMATCH, "%s: another model layout: the checkpoint has %d "
-                         "parameters, the model %d (first extra: '%s')", j->path, n, t->n,
-                         extra ? extra : "?");
+        const char *extra =
+            n > t->n ? json_string_value(json_object_get(json_array_get(ps, (size_t)t->n), "name"))
+                     : t->params[n].name;
+        return hc_seterr(j->eb, HC_ERR_MISMATCH,
+                         "%s: another model layout: the checkpoint has %d "
+                         "parameters, the model %d (first extra: '%s')",
+                         j->path, n, t->n, extra ? extra : "?");
     }
     uint64_t fp = 0;
     int rc = j_u64(j, json_object_get(root, "fingerprint"), "fingerprint", &fp);
     if (rc) return rc;
     if (fp != hc_ptab_fingerprint(t))
-        return hc_seterr(j->eb, HC_ERR_MISMATCH, "%s: fingerprint %llu differs from the model's "
-                         "%llu though the parameter list matches (edited file?)", j->path,
-                         (unsigned long long)fp, (unsigned long long)hc_ptab_fingerprint(t));
+        return hc_seterr(j->eb, HC_ERR_MISMATCH,
+                         "%s: fingerprint %llu differs from the model's "
+                         "%llu though the parameter list matches (edited file?)",
+                         j->path, (unsigned long long)fp,
+                         (unsigned long long)hc_ptab_fingerprint(t));
     return HC_OK;
 }
 
@@ -561,12 +576,12 @@ static int parse_state(const jctx *j, json_t *root, hc_ckpt_state *st) {
 }
 
 static int check_tensor(const hc_safetensors *st, const char *file, const char *name,
-                        const hc_param *p, int need_f32, const hc_st_tensor **out,
-                        hc_errbuf *eb) {
+                        const hc_param *p, int need_f32, const hc_st_tensor **out, hc_errbuf *eb) {
     const hc_st_tensor *x = hc_st_find(st, name);
     if (!x) return hc_seterr(eb, HC_ERR_FORMAT, "%s: tensor '%s' is missing", file, name);
     int ok = x->n_dims == p->ndim;
-    for (int d = 0; ok && d < p->ndim; d++) ok = x->shape[d] == p->shape[d];
+    for (int d = 0; ok && d < p->ndim; d++)
+        ok = x->shape[d] == p->shape[d];
     if (!ok) {
         char a[200], b[200];
         shape_str(a, sizeof a, x->n_dims, x->shape);
@@ -622,8 +637,10 @@ static int load_dir(const char *cdir, hc_ptab *t, hc_ckpt_state *out, int *incom
     }
     if ((rc = j_int(&j, root, "version", "version", &ver))) goto done;
     if (ver != HC_CKPT_VERSION) {
-        rc = hc_seterr(eb, HC_ERR_UNSUPPORTED, "%s: checkpoint format version %lld; this build "
-                       "reads version %d", fj, (long long)ver, HC_CKPT_VERSION);
+        rc = hc_seterr(eb, HC_ERR_UNSUPPORTED,
+                       "%s: checkpoint format version %lld; this build "
+                       "reads version %d",
+                       fj, (long long)ver, HC_CKPT_VERSION);
         goto done;
     }
     if ((rc = check_layout(&j, root, t)) || (rc = parse_state(&j, root, &st)) ||
@@ -636,10 +653,11 @@ static int load_dir(const char *cdir, hc_ptab *t, hc_ckpt_state *out, int *incom
     }
     if (have_m != want_m || have_o != want_o) {
         *incomplete = 1;
-        rc = hc_seterr(eb, HC_ERR_FORMAT, "%s: incomplete: %s is %lld bytes and %s %lld, "
-                       "trainer.json records %lld and %lld", cdir, "model.safetensors",
-                       (long long)have_m, "optim.safetensors", (long long)have_o,
-                       (long long)want_m, (long long)want_o);
+        rc = hc_seterr(eb, HC_ERR_FORMAT,
+                       "%s: incomplete: %s is %lld bytes and %s %lld, "
+                       "trainer.json records %lld and %lld",
+                       cdir, "model.safetensors", (long long)have_m, "optim.safetensors",
+                       (long long)have_o, (long long)want_m, (long long)want_o);
         goto done;
     }
     if ((rc = hc_st_open(&so, fo, eb)) || (rc = hc_st_open(&sm, fm, eb))) goto done;
@@ -691,8 +709,8 @@ int hc_ckpt_load_latest(const char *dir, hc_ptab *t, hc_ckpt_state *st, hc_ckpt_
         return sys_err(eb, dir, "use as checkpoint directory", e);
     }
     if (!S_ISDIR(sb.st_mode))
-        return hc_seterr(eb, HC_ERR_INVAL, "%s: checkpoint directory: is %s, not a directory",
-                         dir, kind_of((unsigned)sb.st_mode));
+        return hc_seterr(eb, HC_ERR_INVAL, "%s: checkpoint directory: is %s, not a directory", dir,
+                         kind_of((unsigned)sb.st_mode));
     cand *v = NULL;
     int n = 0;
     int rc = list_cands(dir, 1, &v, &n, eb);

@@ -49,30 +49,30 @@
 #define HC_CKPT_MAX_RNG 8
 
 typedef struct hc_ckpt_state {
-    int64_t step;               /* optimizer steps taken */
+    int64_t step; /* optimizer steps taken */
     int64_t epoch;
-    hc_data_cursor cursor;      /* the data reader's next row */
-    int n_rng;                  /* 0..HC_CKPT_MAX_RNG words used */
+    hc_data_cursor cursor; /* the data reader's next row */
+    int n_rng;             /* 0..HC_CKPT_MAX_RNG words used */
     uint64_t rng[HC_CKPT_MAX_RNG];
     hc_adamw_cfg adamw;
-    double peak_lr;             /* schedule: hc_cosine_lr(peak_lr, step, warmup, total_steps) */
+    double peak_lr; /* schedule: hc_cosine_lr(peak_lr, step, warmup, total_steps) */
     double warmup;
     int64_t total_steps;
 } hc_ckpt_state;
 
 typedef struct hc_ckpt_params {
-    int keep;                   /* keep the newest `keep` checkpoints, delete older (0: all) */
-    hc_dtype weights_dtype;     /* model.safetensors dtype: HC_DTYPE_AS_STORED (each parameter's
-                                   stored dtype), HC_DTYPE_F32, HC_DTYPE_BF16 or HC_DTYPE_F16 */
+    int keep;               /* keep the newest `keep` checkpoints, delete older (0: all) */
+    hc_dtype weights_dtype; /* model.safetensors dtype: HC_DTYPE_AS_STORED (each parameter's
+                               stored dtype), HC_DTYPE_F32, HC_DTYPE_BF16 or HC_DTYPE_F16 */
 } hc_ckpt_params;
 
 hc_ckpt_params hc_ckpt_default_params(void); /* keep 3, as stored */
 
 /* What a load found. */
 typedef struct hc_ckpt_info {
-    char path[1200];            /* the checkpoint directory loaded */
-    int skipped;                /* newer incomplete directories passed over */
-    char skipped_why[512];      /* the first one's reason */
+    char path[1200];       /* the checkpoint directory loaded */
+    int skipped;           /* newer incomplete directories passed over */
+    char skipped_why[512]; /* the first one's reason */
 } hc_ckpt_info;
 
 /* Saves table t (w, m, v allocated) and st as DIR/step-<st->step>. DIR is created if missing

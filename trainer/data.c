@@ -16,17 +16,17 @@
 typedef enum { KIND_CREATOR, KIND_NEXTITEM } data_kind;
 
 typedef struct data_row {
-    uint64_t off;    /* byte offset of the line in the file */
-    uint64_t line;   /* 1-based line number */
-    uint32_t len;    /* bytes, without the newline (and a trailing '\r') */
-    uint32_t flags;  /* ROW_DROP_COUNTED */
+    uint64_t off;   /* byte offset of the line in the file */
+    uint64_t line;  /* 1-based line number */
+    uint32_t len;   /* bytes, without the newline (and a trailing '\r') */
+    uint32_t flags; /* ROW_DROP_COUNTED */
 } data_row;
 
 #define ROW_DROP_COUNTED 1u
 
 typedef struct item_ent {
     int64_t id;
-    size_t off, len;     /* title bytes in items_blob */
+    size_t off, len; /* title bytes in items_blob */
     uint64_t line;
 } item_ent;
 
@@ -38,20 +38,20 @@ struct hc_data {
     int fd;
     data_row *rows;
     int64_t n, cap;
-    uint32_t *perm;          /* (n) order of epoch perm_epoch */
-    int64_t perm_epoch;      /* -1: none computed */
+    uint32_t *perm;     /* (n) order of epoch perm_epoch */
+    int64_t perm_epoch; /* -1: none computed */
     hc_data_cursor cur;
     hc_data_badstat bad[HC_DATA_BAD_COUNT];
     hc_tok_ctx *item_ctx, *cre_ctx;
     int32_t eos;
-    int32_t *pp_ids;         /* (n_pp) the package's profile_prompt, creative ids */
+    int32_t *pp_ids; /* (n_pp) the package's profile_prompt, creative ids */
     int n_pp, have_pp;
-    char *buf;               /* line buffer */
+    char *buf; /* line buffer */
     size_t bufcap;
-    item_ent *items;         /* next-item split: sorted by id */
+    item_ent *items; /* next-item split: sorted by id */
     size_t n_items;
     char *items_blob;
-    struct items_acc *acc;   /* while items.jsonl is read */
+    struct items_acc *acc; /* while items.jsonl is read */
 };
 
 hc_data_params hc_data_default_params(void) {
@@ -70,13 +70,20 @@ hc_data_params hc_data_default_params(void) {
 
 const char *hc_data_bad_name(hc_data_bad r) {
     switch (r) {
-    case HC_DATA_BAD_JSON: return "not a JSON object";
-    case HC_DATA_BAD_UTF8: return "invalid UTF-8";
-    case HC_DATA_BAD_FIELD: return "missing or mistyped field";
-    case HC_DATA_BAD_EMPTY: return "empty";
-    case HC_DATA_BAD_LIMIT: return "over a length limit";
-    case HC_DATA_BAD_TOKENS: return "refused by the tokenizer";
-    default: return "?";
+    case HC_DATA_BAD_JSON:
+        return "not a JSON object";
+    case HC_DATA_BAD_UTF8:
+        return "invalid UTF-8";
+    case HC_DATA_BAD_FIELD:
+        return "missing or mistyped field";
+    case HC_DATA_BAD_EMPTY:
+        return "empty";
+    case HC_DATA_BAD_LIMIT:
+        return "over a length limit";
+    case HC_DATA_BAD_TOKENS:
+        return "refused by the tokenizer";
+    default:
+        return "?";
     }
 }
 
@@ -93,10 +100,14 @@ int hc_data_utf8_valid(const char *str, size_t n) {
         }
         int k;
         unsigned cp, min;
-        if (c >= 0xc2 && c <= 0xdf) k = 1, cp = c & 0x1f, min = 0x80;
-        else if (c >= 0xe0 && c <= 0xef) k = 2, cp = c & 0x0f, min = 0x800;
-        else if (c >= 0xf0 && c <= 0xf4) k = 3, cp = c & 0x07, min = 0x10000;
-        else return 0;
+        if (c >= 0xc2 && c <= 0xdf)
+            k = 1, cp = c & 0x1f, min = 0x80;
+        else if (c >= 0xe0 && c <= 0xef)
+            k = 2, cp = c & 0x0f, min = 0x800;
+        else if (c >= 0xf0 && c <= 0xf4)
+            k = 3, cp = c & 0x07, min = 0x10000;
+        else
+            return 0;
         if (n - i <= (size_t)k) return 0;
         for (int j = 1; j <= k; j++) {
             if ((s[i + j] & 0xc0) != 0x80) return 0;
@@ -118,7 +129,8 @@ static void sb_put(sbuf *b, const char *s, size_t n) {
     if (b->oom) return;
     if (b->n + n + 1 > b->cap) {
         size_t nc = b->cap ? b->cap : 256;
-        while (nc < b->n + n + 1) nc *= 2;
+        while (nc < b->n + n + 1)
+            nc *= 2;
         char *q = realloc(b->p, nc);
         if (!q) {
             b->oom = 1;
@@ -131,7 +143,9 @@ static void sb_put(sbuf *b, const char *s, size_t n) {
     b->n += n;
     b->p[b->n] = 0;
 }
-static void sb_str(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
+static void sb_str(sbuf *b, const char *s) {
+    sb_put(b, s, strlen(s));
+}
 
 /* Python's json.dumps string escaping with ensure_ascii=False. */
 static void py_string(sbuf *b, const char *s, size_t n) {
@@ -142,13 +156,27 @@ static void py_string(sbuf *b, const char *s, size_t n) {
         const char *esc = NULL;
         char tmp[8];
         switch (c) {
-        case '"': esc = "\\\""; break;
-        case '\\': esc = "\\\\"; break;
-        case '\n': esc = "\\n"; break;
-        case '\r': esc = "\\r"; break;
-        case '\t': esc = "\\t"; break;
-        case '\b': esc = "\\b"; break;
-        case '\f': esc = "\\f"; break;
+        case '"':
+            esc = "\\\"";
+            break;
+        case '\\':
+            esc = "\\\\";
+            break;
+        case '\n':
+            esc = "\\n";
+            break;
+        case '\r':
+            esc = "\\r";
+            break;
+        case '\t':
+            esc = "\\t";
+            break;
+        case '\b':
+            esc = "\\b";
+            break;
+        case '\f':
+            esc = "\\f";
+            break;
         default:
             if (c < 0x20) {
                 snprintf(tmp, sizeof tmp, "\\u%04x", c);
@@ -191,18 +219,23 @@ static void py_float(sbuf *b, double x) {
     int nd = 0;
     for (; *p && *p != 'e'; p++)
         if (*p != '.' && nd < (int)sizeof dig - 1) dig[nd++] = *p;
-    while (nd > 1 && dig[nd - 1] == '0') nd--;
+    while (nd > 1 && dig[nd - 1] == '0')
+        nd--;
     dig[nd] = 0;
     int e = *p == 'e' ? atoi(p + 1) : 0;
     if (e >= -4 && e < 16) {
         if (e >= 0) {
-            for (int i = 0; i <= e; i++) sb_put(b, i < nd ? &dig[i] : "0", 1);
+            for (int i = 0; i <= e; i++)
+                sb_put(b, i < nd ? &dig[i] : "0", 1);
             sb_put(b, ".", 1);
-            if (nd > e + 1) sb_put(b, dig + e + 1, (size_t)(nd - e - 1));
-            else sb_put(b, "0", 1);
+            if (nd > e + 1)
+                sb_put(b, dig + e + 1, (size_t)(nd - e - 1));
+            else
+                sb_put(b, "0", 1);
         } else {
             sb_str(b, "0.");
-            for (int i = 0; i < -e - 1; i++) sb_put(b, "0", 1);
+            for (int i = 0; i < -e - 1; i++)
+                sb_put(b, "0", 1);
             sb_put(b, dig, (size_t)nd);
         }
     } else {
@@ -247,15 +280,25 @@ static void py_dump(sbuf *b, json_t *v, int depth) {
         sb_put(b, "]", 1);
         break;
     }
-    case JSON_STRING: py_string(b, json_string_value(v), json_string_length(v)); break;
+    case JSON_STRING:
+        py_string(b, json_string_value(v), json_string_length(v));
+        break;
     case JSON_INTEGER:
         snprintf(tmp, sizeof tmp, "%lld", (long long)json_integer_value(v));
         sb_str(b, tmp);
         break;
-    case JSON_REAL: py_float(b, json_real_value(v)); break;
-    case JSON_TRUE: sb_str(b, "true"); break;
-    case JSON_FALSE: sb_str(b, "false"); break;
-    default: sb_str(b, "null"); break;
+    case JSON_REAL:
+        py_float(b, json_real_value(v));
+        break;
+    case JSON_TRUE:
+        sb_str(b, "true");
+        break;
+    case JSON_FALSE:
+        sb_str(b, "false");
+        break;
+    default:
+        sb_str(b, "null");
+        break;
     }
 }
 
@@ -309,7 +352,8 @@ const hc_data_badstat *hc_data_bad_stat(const hc_data *d, hc_data_bad r) {
 
 uint64_t hc_data_bad_total(const hc_data *d) {
     uint64_t t = 0;
-    for (int r = 0; r < HC_DATA_BAD_COUNT; r++) t += d->bad[r].count;
+    for (int r = 0; r < HC_DATA_BAD_COUNT; r++)
+        t += d->bad[r].count;
     return t;
 }
 
@@ -350,14 +394,21 @@ int hc_data_summary(const hc_data *d, char *buf, size_t n) {
 
 static const char *json_kind(const json_t *v) {
     switch (json_typeof(v)) {
-    case JSON_OBJECT: return "an object";
-    case JSON_ARRAY: return "an array";
-    case JSON_STRING: return "a string";
-    case JSON_INTEGER: return "an integer";
-    case JSON_REAL: return "a real";
+    case JSON_OBJECT:
+        return "an object";
+    case JSON_ARRAY:
+        return "an array";
+    case JSON_STRING:
+        return "a string";
+    case JSON_INTEGER:
+        return "an integer";
+    case JSON_REAL:
+        return "a real";
     case JSON_TRUE:
-    case JSON_FALSE: return "a boolean";
-    default: return "null";
+    case JSON_FALSE:
+        return "a boolean";
+    default:
+        return "null";
     }
 }
 
@@ -375,8 +426,10 @@ static json_t *parse_line(const char *text, size_t len, hc_data_bad *why, char *
         hc_json_seterr(&e, HC_ERR_FORMAT, "row", &je); /* its reason never quotes the input */
         *why = HC_DATA_BAD_JSON;
         const char *col = strstr(e.msg, " column ");
-        if (je.line == 1 && col) snprintf(msg, n, "invalid JSON at%s", col);
-        else snprintf(msg, n, "%s", e.msg);
+        if (je.line == 1 && col)
+            snprintf(msg, n, "invalid JSON at%s", col);
+        else
+            snprintf(msg, n, "%s", e.msg);
         return NULL;
     }
     if (!json_is_object(root)) {
@@ -399,7 +452,9 @@ static int want_type(json_t *o, const char *key, json_type t, int nullable, hc_d
     if (json_typeof(v) == t || (nullable && json_is_null(v))) return 1;
     *why = HC_DATA_BAD_FIELD;
     snprintf(msg, n, "field %s: %s, not %s", key, json_kind(v),
-             t == JSON_STRING ? "a string" : t == JSON_ARRAY ? "an array" : "an integer");
+             t == JSON_STRING  ? "a string"
+             : t == JSON_ARRAY ? "an array"
+                               : "an integer");
     return 0;
 }
 
@@ -457,8 +512,10 @@ static const item_ent *find_item(const hc_data *d, int64_t id) {
     size_t lo = 0, hi = d->n_items;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        if (d->items[mid].id < id) lo = mid + 1;
-        else hi = mid;
+        if (d->items[mid].id < id)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     return lo < d->n_items && d->items[lo].id == id ? &d->items[lo] : NULL;
 }
@@ -482,8 +539,7 @@ static int check_nextitem(const hc_data *d, json_t *o, hc_data_bad *why, char *m
     }
     if (json_array_size(a) < 2) {
         *why = HC_DATA_BAD_EMPTY;
-        snprintf(msg, n, "field item_ids: %zu item(s), at least 2 are needed",
-                 json_array_size(a));
+        snprintf(msg, n, "field item_ids: %zu item(s), at least 2 are needed", json_array_size(a));
         return 0;
     }
     return 1;
@@ -494,8 +550,8 @@ static json_t *check_line(const hc_data *d, const char *text, size_t len, hc_dat
                           char *msg, size_t n) {
     json_t *o = parse_line(text, len, why, msg, n);
     if (!o) return NULL;
-    int ok = d->kind == KIND_CREATOR ? check_creator(o, why, msg, n)
-                                     : check_nextitem(d, o, why, msg, n);
+    int ok =
+        d->kind == KIND_CREATOR ? check_creator(o, why, msg, n) : check_nextitem(d, o, why, msg, n);
     if (!ok) {
         json_decref(o);
         return NULL;
@@ -517,7 +573,8 @@ static int blank(const char *s, size_t n) {
 static int buf_reserve(hc_data *d, size_t need) {
     if (need <= d->bufcap) return HC_OK;
     size_t nc = d->bufcap ? d->bufcap : 4096;
-    while (nc < need) nc *= 2;
+    while (nc < need)
+        nc *= 2;
     char *q = realloc(d->buf, nc);
     if (!q) return HC_ERR_NOMEM;
     d->buf = q;
@@ -602,8 +659,8 @@ static int index_line(hc_data *d, const char *text, size_t len, uint64_t off, ui
     if (d->n == d->cap) {
         int64_t nc = d->cap ? d->cap * 2 : 1024;
         if (nc > (int64_t)UINT32_MAX) nc = (int64_t)UINT32_MAX;
-        if (d->n >= nc) return hc_seterr(eb, HC_ERR_RANGE, "%s: more than %u rows", d->path,
-                                         UINT32_MAX - 1);
+        if (d->n >= nc)
+            return hc_seterr(eb, HC_ERR_RANGE, "%s: more than %u rows", d->path, UINT32_MAX - 1);
         data_row *q = realloc(d->rows, sizeof *q * (size_t)nc);
         if (!q) return hc_seterr(eb, HC_ERR_NOMEM, "%s: out of memory", d->path);
         d->rows = q;
@@ -637,8 +694,7 @@ static int items_line(hc_data *d, const char *text, size_t len, uint64_t off, ui
     char msg[600];
     json_t *o = parse_line(text, len, &why, msg, sizeof msg);
     if (!o)
-        return hc_seterr(eb, HC_ERR_FORMAT, "%s:%llu: %s", a->path, (unsigned long long)line,
-                         msg);
+        return hc_seterr(eb, HC_ERR_FORMAT, "%s:%llu: %s", a->path, (unsigned long long)line, msg);
     if (!want_type(o, "item_id", JSON_INTEGER, 0, &why, msg, sizeof msg) ||
         !want_type(o, "title", JSON_STRING, 0, &why, msg, sizeof msg)) {
         json_decref(o);
@@ -693,19 +749,22 @@ static int check_params(const hc_creator *c, const hc_data_params *p, hc_errbuf 
     if (p->max_item_list_length < 0 || p->max_text_length < 0 || p->max_gen_text_length < 3 ||
         p->max_user_profile_text_length < 1 || p->max_line_bytes < 2 ||
         p->max_line_bytes > UINT32_MAX)
-        return hc_seterr(eb, HC_ERR_INVAL, "data params: MAX_ITEM_LIST_LENGTH %d, "
+        return hc_seterr(eb, HC_ERR_INVAL,
+                         "data params: MAX_ITEM_LIST_LENGTH %d, "
                          "MAX_TEXT_LENGTH %d, MAX_GEN_TEXT_LENGTH %d, "
                          "MAX_USER_PROFILE_TEXT_LENGTH %d or max_line_bytes %zu out of range",
                          p->max_item_list_length, p->max_text_length, p->max_gen_text_length,
                          p->max_user_profile_text_length, p->max_line_bytes);
     if (p->max_item_list_length > c->pkg.max_history)
-        return hc_seterr(eb, HC_ERR_INVAL, "data params: MAX_ITEM_LIST_LENGTH %d is more than the "
-                         "model package's max_history %d", p->max_item_list_length,
-                         c->pkg.max_history);
+        return hc_seterr(eb, HC_ERR_INVAL,
+                         "data params: MAX_ITEM_LIST_LENGTH %d is more than the "
+                         "model package's max_history %d",
+                         p->max_item_list_length, c->pkg.max_history);
     if (p->max_text_length > c->pkg.max_item_tokens)
-        return hc_seterr(eb, HC_ERR_INVAL, "data params: MAX_TEXT_LENGTH %d is more than the "
-                         "model package's max_item_tokens %d", p->max_text_length,
-                         c->pkg.max_item_tokens);
+        return hc_seterr(eb, HC_ERR_INVAL,
+                         "data params: MAX_TEXT_LENGTH %d is more than the "
+                         "model package's max_item_tokens %d",
+                         p->max_text_length, c->pkg.max_item_tokens);
     return HC_OK;
 }
 
@@ -717,8 +776,10 @@ static int open_common(hc_data **out, hc_creator *c, const char *path, data_kind
     int rc = check_params(c, &pp, eb);
     if (rc) return rc;
     if (kind == KIND_CREATOR && !c->creative)
-        return hc_seterr(eb, HC_ERR_INVAL, "%s: creator rows need the creative LLM, which is not "
-                         "loaded", path);
+        return hc_seterr(eb, HC_ERR_INVAL,
+                         "%s: creator rows need the creative LLM, which is not "
+                         "loaded",
+                         path);
     hc_data *d = calloc(1, sizeof *d);
     if (!d) return hc_seterr(eb, HC_ERR_NOMEM, "out of memory");
     d->fd = -1;
@@ -742,8 +803,10 @@ static int prepare_creative(hc_data *d, hc_errbuf *eb) {
     const hc_creator *c = d->c;
     d->eos = c->n_eos > 0 ? c->eos[0] : hc_tokenizer_eos_id(c->creative_tok);
     if (d->eos < 0)
-        return hc_seterr(eb, HC_ERR_FORMAT, "%s: the creative tokenizer has no eos_token and the "
-                         "package no creative_eos_ids", d->path);
+        return hc_seterr(eb, HC_ERR_FORMAT,
+                         "%s: the creative tokenizer has no eos_token and the "
+                         "package no creative_eos_ids",
+                         d->path);
     if (c->pkg.profile_prompt) {
         size_t n = 0;
         int rc = hc_tokenizer_encode(c->creative_tok, d->cre_ctx, c->pkg.profile_prompt,
@@ -752,7 +815,8 @@ static int prepare_creative(hc_data *d, hc_errbuf *eb) {
         d->n_pp = (int)n;
         d->have_pp = 1;
         if (1 + d->n_pp + 2 > d->p.max_user_profile_text_length)
-            return hc_seterr(eb, HC_ERR_RANGE, "the package's profile_prompt has %d tokens: no "
+            return hc_seterr(eb, HC_ERR_RANGE,
+                             "the package's profile_prompt has %d tokens: no "
                              "room for the profile under MAX_USER_PROFILE_TEXT_LENGTH %d",
                              d->n_pp, d->p.max_user_profile_text_length);
     }
@@ -809,14 +873,15 @@ int hc_data_open_nextitem(hc_data **out, hc_creator *c, const char *items_path,
         d->acc = NULL;
     }
     if (fd >= 0) close(fd);
-    if (rc == HC_OK && acc.n == 0)
-        rc = hc_seterr(eb, HC_ERR_FORMAT, "%s: no items", items_path);
+    if (rc == HC_OK && acc.n == 0) rc = hc_seterr(eb, HC_ERR_FORMAT, "%s: no items", items_path);
     if (rc == HC_OK) {
         qsort(acc.v, acc.n, sizeof *acc.v, item_cmp);
         for (size_t i = 1; i < acc.n && rc == HC_OK; i++)
             if (acc.v[i].id == acc.v[i - 1].id)
-                rc = hc_seterr(eb, HC_ERR_FORMAT, "%s:%llu: item_id %lld already given on line "
-                               "%llu", items_path, (unsigned long long)acc.v[i].line,
+                rc = hc_seterr(eb, HC_ERR_FORMAT,
+                               "%s:%llu: item_id %lld already given on line "
+                               "%llu",
+                               items_path, (unsigned long long)acc.v[i].line,
                                (long long)acc.v[i].id, (unsigned long long)acc.v[i - 1].line);
     }
     if (rc) {
@@ -836,7 +901,9 @@ int hc_data_open_nextitem(hc_data **out, hc_creator *c, const char *items_path,
     return HC_OK;
 }
 
-int64_t hc_data_rows(const hc_data *d) { return d->n; }
+int64_t hc_data_rows(const hc_data *d) {
+    return d->n;
+}
 
 /* ---- order ---------------------------------------------------------------------------------- */
 
@@ -857,7 +924,8 @@ static uint64_t below(uint64_t *s, uint64_t n) {
 }
 
 static void make_perm(hc_data *d, int64_t epoch) {
-    for (int64_t i = 0; i < d->n; i++) d->perm[i] = (uint32_t)i;
+    for (int64_t i = 0; i < d->n; i++)
+        d->perm[i] = (uint32_t)i;
     if (d->p.shuffle) {
         uint64_t s = d->p.seed;
         uint64_t e = (uint64_t)epoch;
@@ -878,13 +946,16 @@ int64_t hc_data_order_at(hc_data *d, int64_t epoch, int64_t pos) {
     return d->perm[pos];
 }
 
-hc_data_cursor hc_data_tell(const hc_data *d) { return d->cur; }
+hc_data_cursor hc_data_tell(const hc_data *d) {
+    return d->cur;
+}
 
 int hc_data_seek(hc_data *d, hc_data_cursor cur, hc_errbuf *eb) {
     if (cur.epoch < 0 || cur.pos < 0 || cur.pos >= d->n)
-        return hc_seterr(eb, HC_ERR_RANGE, "%s: data cursor (epoch %lld, position %lld) outside "
-                         "the %lld rows of the file", d->path, (long long)cur.epoch,
-                         (long long)cur.pos, (long long)d->n);
+        return hc_seterr(eb, HC_ERR_RANGE,
+                         "%s: data cursor (epoch %lld, position %lld) outside "
+                         "the %lld rows of the file",
+                         d->path, (long long)cur.epoch, (long long)cur.pos, (long long)d->n);
     d->cur = cur;
     return HC_OK;
 }
@@ -928,9 +999,8 @@ static load_result drop(hc_data *d, data_row *r, hc_data_bad why, const char *ms
 }
 
 /* The history of a sample from its titles (the last max_item_list_length). */
-static int tokenize_history(hc_data *d, data_row *r, const char *const *titles,
-                            const size_t *lens, int n, hc_data_sample *s, load_result *res,
-                            hc_errbuf *eb) {
+static int tokenize_history(hc_data *d, data_row *r, const char *const *titles, const size_t *lens,
+                            int n, hc_data_sample *s, load_result *res, hc_errbuf *eb) {
     hc_history h = {titles, lens, n};
     hc_creq q;
     memset(&q, 0, sizeof q);
@@ -975,8 +1045,10 @@ static int encode_cre(hc_data *d, const char *text, size_t len, int32_t **ids, i
     for (size_t i = 0; i < nn; i++)
         if ((*ids)[i] < 0 || (*ids)[i] >= V) {
             char msg[600];
-            snprintf(msg, sizeof msg, "%s: creative tokenizer id %d outside the creative LLM's "
-                     "vocabulary (%d)", what, (*ids)[i], V);
+            snprintf(msg, sizeof msg,
+                     "%s: creative tokenizer id %d outside the creative LLM's "
+                     "vocabulary (%d)",
+                     what, (*ids)[i], V);
             free(*ids);
             *ids = NULL;
             *n = 0;
@@ -998,8 +1070,8 @@ static int32_t *cat_ids(const int32_t *a, int na, int32_t mid, int has_mid, cons
 }
 
 /* A creator row's sample (o: the parsed row). */
-static int load_creator(hc_data *d, data_row *r, json_t *o, hc_data_sample *s,
-                        load_result *res, hc_errbuf *eb) {
+static int load_creator(hc_data *d, data_row *r, json_t *o, hc_data_sample *s, load_result *res,
+                        hc_errbuf *eb) {
     const hc_creator *c = d->c;
     const int32_t slot = c->pkg.slot_token_id;
     json_t *tl = json_object_get(o, "title_list"), *il = json_object_get(o, "item_id_list");
@@ -1069,8 +1141,9 @@ static int load_creator(hc_data *d, data_row *r, json_t *o, hc_data_sample *s,
         if (rc) {
             char msg[600];
             snprintf(msg, sizeof msg, "prompt2: %s", e.msg[0] ? e.msg : hc_strerror(rc));
-            *res = drop(d, r, strstr(e.msg, "max_prompt_tokens") ? HC_DATA_BAD_LIMIT
-                                                                 : HC_DATA_BAD_TOKENS, msg);
+            *res = drop(d, r,
+                        strstr(e.msg, "max_prompt_tokens") ? HC_DATA_BAD_LIMIT : HC_DATA_BAD_TOKENS,
+                        msg);
             rc = HC_OK;
             goto done;
         }
@@ -1088,8 +1161,10 @@ static int load_creator(hc_data *d, data_row *r, json_t *o, hc_data_sample *s,
     const int n_prompt = n1 + 1 + n2;
     if (n_prompt + 2 > d->p.max_gen_text_length) {
         char msg[600];
-        snprintf(msg, sizeof msg, "the creative prompt has %d tokens: no room for the response "
-                 "under MAX_GEN_TEXT_LENGTH %d", n_prompt, d->p.max_gen_text_length);
+        snprintf(msg, sizeof msg,
+                 "the creative prompt has %d tokens: no room for the response "
+                 "under MAX_GEN_TEXT_LENGTH %d",
+                 n_prompt, d->p.max_gen_text_length);
         *res = drop(d, r, HC_DATA_BAD_LIMIT, msg);
         goto done;
     }
@@ -1122,19 +1197,21 @@ static int load_creator(hc_data *d, data_row *r, json_t *o, hc_data_sample *s,
         rc = hc_data_py_compact_json(json_string_value(up), json_string_length(up),
                                      &s->profile_json, &s->profile_json_len, &e);
         if (rc == HC_ERR_NOMEM) {
-            rc = hc_seterr(eb, rc, "%s: line %llu: %s", d->path, (unsigned long long)r->line,
-                           e.msg);
+            rc =
+                hc_seterr(eb, rc, "%s: line %llu: %s", d->path, (unsigned long long)r->line, e.msg);
             goto done;
         }
         if (rc) { /* checked when indexed: the file changed */
-            rc = hc_seterr(eb, HC_ERR_FORMAT, "%s: line %llu changed since the file was "
-                           "indexed: %s", d->path, (unsigned long long)r->line, e.msg);
+            rc = hc_seterr(eb, HC_ERR_FORMAT,
+                           "%s: line %llu changed since the file was "
+                           "indexed: %s",
+                           d->path, (unsigned long long)r->line, e.msg);
             goto done;
         }
         int32_t *pt = NULL;
         int np = 0;
-        rc = encode_cre(d, s->profile_json, s->profile_json_len, &pt, &np, "user_profile", r,
-                        res, eb);
+        rc = encode_cre(d, s->profile_json, s->profile_json_len, &pt, &np, "user_profile", r, res,
+                        eb);
         if (rc || *res != LOAD_OK) goto done;
         const int U = d->p.max_user_profile_text_length;
         s->profile_tok = pt;
@@ -1162,8 +1239,8 @@ done:
     return rc;
 }
 
-static int load_nextitem(hc_data *d, data_row *r, json_t *o, hc_data_sample *s,
-                         load_result *res, hc_errbuf *eb) {
+static int load_nextitem(hc_data *d, data_row *r, json_t *o, hc_data_sample *s, load_result *res,
+                         hc_errbuf *eb) {
     json_t *a = json_object_get(o, "item_ids");
     const int n_all = (int)json_array_size(a);
     const int keep = n_all < d->p.max_item_list_length ? n_all : d->p.max_item_list_length;
@@ -1178,9 +1255,10 @@ static int load_nextitem(hc_data *d, data_row *r, json_t *o, hc_data_sample *s,
             int64_t id = (int64_t)json_integer_value(json_array_get(a, (size_t)(n_all - keep + i)));
             const item_ent *e = find_item(d, id);
             if (!e) { /* checked when indexed */
-                rc = hc_seterr(eb, HC_ERR_FORMAT, "%s: line %llu changed since the file was "
-                               "indexed (item %lld)", d->path, (unsigned long long)r->line,
-                               (long long)id);
+                rc = hc_seterr(eb, HC_ERR_FORMAT,
+                               "%s: line %llu changed since the file was "
+                               "indexed (item %lld)",
+                               d->path, (unsigned long long)r->line, (long long)id);
                 break;
             }
             titles[i] = d->items_blob + e->off;
@@ -1195,8 +1273,7 @@ static int load_nextitem(hc_data *d, data_row *r, json_t *o, hc_data_sample *s,
 }
 
 /* Reads row idx and fills s; *res tells a drop. */
-static int load_row(hc_data *d, int64_t idx, hc_data_sample *s, load_result *res,
-                    hc_errbuf *eb) {
+static int load_row(hc_data *d, int64_t idx, hc_data_sample *s, load_result *res, hc_errbuf *eb) {
     data_row *r = &d->rows[idx];
     *res = LOAD_OK;
     if (buf_reserve(d, (size_t)r->len + 1)) return hc_seterr(eb, HC_ERR_NOMEM, "out of memory");
@@ -1208,8 +1285,10 @@ static int load_row(hc_data *d, int64_t idx, hc_data_sample *s, load_result *res
             return hc_seterr(eb, HC_ERR_IO, "%s: line %llu: read failed: %s", d->path,
                              (unsigned long long)r->line, strerror(errno));
         if (k == 0)
-            return hc_seterr(eb, HC_ERR_IO, "%s: line %llu: the file is shorter than when it "
-                             "was indexed", d->path, (unsigned long long)r->line);
+            return hc_seterr(eb, HC_ERR_IO,
+                             "%s: line %llu: the file is shorter than when it "
+                             "was indexed",
+                             d->path, (unsigned long long)r->line);
         got += (size_t)k;
     }
     d->buf[r->len] = 0;
@@ -1217,8 +1296,10 @@ static int load_row(hc_data *d, int64_t idx, hc_data_sample *s, load_result *res
     char msg[600];
     json_t *o = check_line(d, d->buf, r->len, &why, msg, sizeof msg);
     if (!o)
-        return hc_seterr(eb, HC_ERR_FORMAT, "%s: line %llu changed since the file was indexed: "
-                         "%s", d->path, (unsigned long long)r->line, msg);
+        return hc_seterr(eb, HC_ERR_FORMAT,
+                         "%s: line %llu changed since the file was indexed: "
+                         "%s",
+                         d->path, (unsigned long long)r->line, msg);
     s->line = r->line;
     int rc = d->kind == KIND_CREATOR ? load_creator(d, r, o, s, res, eb)
                                      : load_nextitem(d, r, o, s, res, eb);

@@ -52,25 +52,25 @@
 #include "creator/creator.h"
 
 typedef struct hc_data_params {
-    int max_item_list_length;          /* MAX_ITEM_LIST_LENGTH (50): history titles kept */
-    int max_text_length;               /* MAX_TEXT_LENGTH (64): item tokens per title */
-    int max_gen_text_length;           /* MAX_GEN_TEXT_LENGTH (4096): creative sequence */
-    int max_user_profile_text_length;  /* MAX_USER_PROFILE_TEXT_LENGTH (1024): profile sequences */
-    int row_prompts;                   /* 1: the row's prompt1/prompt2; 0: the package's (0) */
-    int shuffle;                       /* 1: a permutation per epoch (1) */
-    uint64_t seed;                     /* shuffle seed (2020, the reference's) */
-    size_t max_line_bytes;             /* longer lines are bad rows (64 MiB) */
+    int max_item_list_length;         /* MAX_ITEM_LIST_LENGTH (50): history titles kept */
+    int max_text_length;              /* MAX_TEXT_LENGTH (64): item tokens per title */
+    int max_gen_text_length;          /* MAX_GEN_TEXT_LENGTH (4096): creative sequence */
+    int max_user_profile_text_length; /* MAX_USER_PROFILE_TEXT_LENGTH (1024): profile sequences */
+    int row_prompts;                  /* 1: the row's prompt1/prompt2; 0: the package's (0) */
+    int shuffle;                      /* 1: a permutation per epoch (1) */
+    uint64_t seed;                    /* shuffle seed (2020, the reference's) */
+    size_t max_line_bytes;            /* longer lines are bad rows (64 MiB) */
 } hc_data_params;
 
 hc_data_params hc_data_default_params(void);
 
 typedef enum hc_data_bad {
-    HC_DATA_BAD_JSON = 0,   /* not a JSON object */
-    HC_DATA_BAD_UTF8,       /* invalid UTF-8 */
-    HC_DATA_BAD_FIELD,      /* missing or mistyped field (or user_profile not JSON, unknown item) */
-    HC_DATA_BAD_EMPTY,      /* empty response / fewer than 2 items */
-    HC_DATA_BAD_LIMIT,      /* over a limit that is not truncated (line bytes, prompt tokens) */
-    HC_DATA_BAD_TOKENS,     /* the tokenizer refused it (an id outside the model's vocabulary) */
+    HC_DATA_BAD_JSON = 0, /* not a JSON object */
+    HC_DATA_BAD_UTF8,     /* invalid UTF-8 */
+    HC_DATA_BAD_FIELD,    /* missing or mistyped field (or user_profile not JSON, unknown item) */
+    HC_DATA_BAD_EMPTY,    /* empty response / fewer than 2 items */
+    HC_DATA_BAD_LIMIT,    /* over a limit that is not truncated (line bytes, prompt tokens) */
+    HC_DATA_BAD_TOKENS,   /* the tokenizer refused it (an id outside the model's vocabulary) */
     HC_DATA_BAD_COUNT
 } hc_data_bad;
 
@@ -84,35 +84,35 @@ typedef struct hc_data_badstat {
 } hc_data_badstat;
 
 typedef struct hc_data_cursor {
-    int64_t epoch;  /* 0-based */
-    int64_t pos;    /* next position in the epoch's order, 0..rows-1 */
+    int64_t epoch; /* 0-based */
+    int64_t pos;   /* next position in the epoch's order, 0..rows-1 */
 } hc_data_cursor;
 
 typedef struct hc_data_sample {
-    uint64_t line;          /* 1-based line of the row in its file */
+    uint64_t line; /* 1-based line of the row in its file */
     /* history (both kinds), oldest first */
     int n_items;
-    int32_t *item_lens;     /* (n_items) */
-    int32_t *item_tok;      /* (sum of item_lens) item-tokenizer ids, concatenated */
-    int64_t *item_id_list;  /* (n_items) the items' ids */
+    int32_t *item_lens;    /* (n_items) */
+    int32_t *item_tok;     /* (sum of item_lens) item-tokenizer ids, concatenated */
+    int64_t *item_id_list; /* (n_items) the items' ids */
     /* creator rows only (zero / NULL for next-item rows) */
     /* An hc_ctrain_row (creator_train.h) is a view of this: prompt2 = ids + slot_pos + 1,
      * n_prompt2 = n_prompt - slot_pos - 1, response = ids + n_prompt, n_response =
      * n_ids - n_prompt - 1 (its prompt1 is the package's: row_prompts 0). */
-    int32_t *ids;           /* (n_ids) prompt1 + slot + prompt2 + response + eos */
+    int32_t *ids; /* (n_ids) prompt1 + slot + prompt2 + response + eos */
     int n_ids;
-    int slot_pos;           /* index of the slot in ids */
-    int n_prompt;           /* labels are ids[n_prompt .. n_ids) */
-    int32_t *ad_tok;        /* (n_ad_tok) item-tokenizer ids of original_title */
+    int slot_pos;    /* index of the slot in ids */
+    int n_prompt;    /* labels are ids[n_prompt .. n_ids) */
+    int32_t *ad_tok; /* (n_ad_tok) item-tokenizer ids of original_title */
     int n_ad_tok;
-    char *profile_json;     /* NUL-terminated, profile_json_len bytes */
+    char *profile_json; /* NUL-terminated, profile_json_len bytes */
     size_t profile_json_len;
-    int32_t *profile_tok;   /* (n_profile_tok) creative ids of profile_json, cut */
+    int32_t *profile_tok; /* (n_profile_tok) creative ids of profile_json, cut */
     int n_profile_tok;
-    int32_t *recon_ids;     /* (n_recon) slot + profile prompt + profile + eos; NULL without a
-                               package profile_prompt */
+    int32_t *recon_ids; /* (n_recon) slot + profile prompt + profile + eos; NULL without a
+                           package profile_prompt */
     int n_recon;
-    int recon_n_prompt;     /* labels are recon_ids[recon_n_prompt .. n_recon) */
+    int recon_n_prompt; /* labels are recon_ids[recon_n_prompt .. n_recon) */
 } hc_data_sample;
 
 typedef struct hc_data hc_data;

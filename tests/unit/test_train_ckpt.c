@@ -232,7 +232,8 @@ static void test_round_trip(const char *root) {
     fill(&t, 7);
     /* rounding ties in the embedding's first row: even and odd bf16 mantissas */
     const uint32_t ties[4] = {0x3f808000u, 0x3f818000u, 0xbf808000u, 0x3f80ffffu};
-    for (int i = 0; i < 4; i++) memcpy(&t.w[i], &ties[i], 4);
+    for (int i = 0; i < 4; i++)
+        memcpy(&t.w[i], &ties[i], 4);
     hc_ckpt_state st = state_of(7), back;
     hc_errbuf eb = {{0}};
     hc_ckpt_params cp = hc_ckpt_default_params();
@@ -275,12 +276,14 @@ static void test_round_trip(const char *root) {
         CHECKF(rc == HC_ERR_MISMATCH, "variant %d: %d %s", variant, rc, eb.msg);
         if (variant == 1)
             CHECKF(strstr(eb.msg, "lm_head.weight") && strstr(eb.msg, "[5, 8]") &&
-                   strstr(eb.msg, "[6, 8]"), "%s", eb.msg);
+                       strstr(eb.msg, "[6, 8]"),
+                   "%s", eb.msg);
         else
             CHECKF(strstr(eb.msg, "4 parameters, the model 5") && strstr(eb.msg, "extra.bias"),
                    "%s", eb.msg);
         int zero = 1;
-        for (size_t i = 0; i < x.total; i++) zero &= x.w[i] == 0 && x.m[i] == 0;
+        for (size_t i = 0; i < x.total; i++)
+            zero &= x.w[i] == 0 && x.m[i] == 0;
         CHECK(zero); /* nothing loaded */
         hc_ptab_free(&x);
     }
@@ -476,16 +479,18 @@ static int check_consistent(const char *dir, int64_t *step_out, int quiet) {
     } else {
         fill(&want, (uint64_t)st.step);
         hc_ckpt_state ws = state_of(st.step);
-        if (!tables_eq(&t, &want)) bad = 1, fprintf(stderr, "%s: w/m/v are not step %lld's\n",
-                                                    info.path, (long long)st.step);
-        if (!state_eq(&st, &ws)) bad = 1, fprintf(stderr, "%s: state is not step %lld's\n",
-                                                  info.path, (long long)st.step);
+        if (!tables_eq(&t, &want))
+            bad = 1,
+            fprintf(stderr, "%s: w/m/v are not step %lld's\n", info.path, (long long)st.step);
+        if (!state_eq(&st, &ws))
+            bad = 1,
+            fprintf(stderr, "%s: state is not step %lld's\n", info.path, (long long)st.step);
         if (!check_model_file(info.path, &want, 0))
             bad = 1, fprintf(stderr, "%s: model.safetensors is not step %lld's\n", info.path,
                              (long long)st.step);
         if (info.skipped)
-            bad = 1, fprintf(stderr, "%s: skipped an incomplete checkpoint: %s\n", dir,
-                             info.skipped_why);
+            bad = 1,
+            fprintf(stderr, "%s: skipped an incomplete checkpoint: %s\n", dir, info.skipped_why);
         *step_out = st.step;
     }
     hc_ptab_free(&t);

@@ -88,8 +88,8 @@ static void check_sample(hc_creator *c, const hc_data_params *p, const char *pat
     CHECKF(o != NULL, "line %llu: %s", (unsigned long long)s->line, je.text);
     free(text);
     if (!o) return;
-    const int item_max = p->max_text_length < c->pkg.max_item_tokens ? p->max_text_length
-                                                                      : c->pkg.max_item_tokens;
+    const int item_max =
+        p->max_text_length < c->pkg.max_item_tokens ? p->max_text_length : c->pkg.max_item_tokens;
     /* history */
     json_t *tl = json_object_get(o, "title_list"), *il = json_object_get(o, "item_id_list");
     int n_all = (int)json_array_size(tl);
@@ -295,12 +295,14 @@ static void test_limits(hc_creator *c, const char *path) {
         CHECKF(rc == 0, "next: %s", eb.msg);
         if (rc) break;
         CHECK(s.n_ids <= p.max_gen_text_length && s.n_items <= 3);
-        for (int k = 0; k < s.n_items; k++) CHECK(s.item_lens[k] <= 2);
+        for (int k = 0; k < s.n_items; k++)
+            CHECK(s.item_lens[k] <= 2);
         CHECK(s.n_profile_tok <= 40 && s.n_recon <= 40);
         check_sample(c, &p, path, &s);
         if (s.n_prompt == minp) CHECK(s.n_ids == p.max_gen_text_length);
         int k = 0;
-        while (k < got && lines_seen[k] != s.line) k++;
+        while (k < got && lines_seen[k] != s.line)
+            k++;
         if (k == got && got < 64) lines_seen[got++] = s.line;
         hc_data_sample_free(&s);
     }
@@ -316,8 +318,7 @@ static void test_limits(hc_creator *c, const char *path) {
     if (d2) {
         hc_data_sample s;
         int rc = hc_data_next(d2, &s, &eb);
-        CHECKF(rc == HC_ERR_FORMAT && strstr(eb.msg, "every row was dropped"), "%d %s", rc,
-               eb.msg);
+        CHECKF(rc == HC_ERR_FORMAT && strstr(eb.msg, "every row was dropped"), "%d %s", rc, eb.msg);
         CHECK(hc_data_bad_stat(d2, HC_DATA_BAD_LIMIT)->count == (uint64_t)n);
         hc_data_free(d2);
     }
@@ -352,7 +353,8 @@ static int write_repeated(hc_creator *c, const char *src, const char *dst, int t
         free(text);
         return -1;
     }
-    for (int t = 0; t < times; t++) fputs(text, f);
+    for (int t = 0; t < times; t++)
+        fputs(text, f);
     free(text);
     (void)c;
     return fclose(f);
@@ -396,8 +398,10 @@ static void test_order(hc_creator *c, const char *path) {
     int perm1 = 1;
     for (int64_t i = 0; i < n; i++) {
         int64_t r = hc_data_order_at(a, 1, i);
-        if (r < 0 || r >= n || seen[r]) perm1 = 0;
-        else seen[r] = 1;
+        if (r < 0 || r >= n || seen[r])
+            perm1 = 0;
+        else
+            seen[r] = 1;
     }
     CHECK(perm1);
     free(seen);
@@ -482,10 +486,10 @@ static void test_errors(hc_creator *c, const char *path) {
     /* UTF-8 rules */
     const char good[] = "caf\xc3\xa9 \xe4\xb9\xa6 \xf0\x9f\x93\x9a";
     CHECK(hc_data_utf8_valid(good, sizeof good - 1));
-    CHECK(!hc_data_utf8_valid("\xc0\xaf", 2));          /* overlong */
-    CHECK(!hc_data_utf8_valid("\xed\xa0\x80", 3));      /* surrogate */
-    CHECK(!hc_data_utf8_valid("\xf4\x90\x80\x80", 4));  /* above U+10FFFF */
-    CHECK(!hc_data_utf8_valid("\xe4\xb9", 2));          /* truncated */
+    CHECK(!hc_data_utf8_valid("\xc0\xaf", 2));         /* overlong */
+    CHECK(!hc_data_utf8_valid("\xed\xa0\x80", 3));     /* surrogate */
+    CHECK(!hc_data_utf8_valid("\xf4\x90\x80\x80", 4)); /* above U+10FFFF */
+    CHECK(!hc_data_utf8_valid("\xe4\xb9", 2));         /* truncated */
     char *js = NULL;
     size_t jn = 0;
     CHECK(hc_data_py_compact_json("{\"a\": [1,", 9, &js, &jn, &eb) == HC_ERR_FORMAT &&
