@@ -579,7 +579,7 @@ int hc_st_write(const char *path, const hc_st_write_item *items, size_t n, hc_er
     st_witem *order = malloc((n ? n : 1) * sizeof *order);
     json_t *root = json_object();
     json_t *meta = json_object();
-    char *hdr = NULL;
+    char *hdr = NULL, *tmp = NULL;
     FILE *f = NULL;
     int rc = HC_OK;
     if (!order || !root || !meta || json_object_set_new(root, "__metadata__", meta) != 0) {
@@ -651,9 +651,26 @@ int hc_st_write(const char *path, const hc_st_write_item *items, size_t n, hc_er
     unsigned char lenbuf[8];
     for (int i = 0; i < 8; i++) lenbuf[i] = (unsigned char)((uint64_t)padded >> (8 * i));
 
-    f = fopen(path, "wb");
+    /* never replace something that is not a regular file (a device, a FIFO, a directory); write
+     * a temporary file beside path, fsync it and rename it over path, so a failure (full disk,
+     * a killed process) leaves the old file as it was and nothing half-written */
+    struct stat sb;
+    if (!stat(path, &sb) && !S_ISREG(sb.st_mode)) {
+        rc = hc_seterr(eb, HC_ERR_INVAL, "%s: not a regular file (%s); not replacing it", path,
+                       hc_file_kind(sb.st_mode) ? hc_file_kind(sb.st_mode) : "special file");
+        goto done;
+    }
+    tmp = malloc(strlen(path) + 32);
+    if (!tmp) {
+        rc = hc_seterr(eb, HC_ERR_NOMEM, "%s: out of memory", path);
+        goto done;
+    }
+    sprintf(tmp, "%s.tmp-%ld", path, (long)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    f = fd >= 0 ? fdopen(fd, "wb") : NULL;
     if (!f) {
         int e = errno;
+        if (fd >= 0) close(fd);
         rc = hc_seterr(eb, st_errno_code(e), "%s: cannot create: %s", path, strerror(e));
         goto done;
     }
@@ -661,14 +678,23 @@ int hc_st_write(const char *path, const hc_st_write_item *items, size_t n, hc_er
     for (size_t i = hlen; ok && i < padded; i++) ok = fputc(' ', f) != EOF;
     for (size_t k = 0; ok && k < n; k++)
         ok = st_write_all(f, items[order[k].idx].data, (size_t)order[k].nbytes);
-    if (fclose(f) != 0) ok = 0;
+    if (ok && (fflush(f) != 0 || fsync(fileno(f)) != 0)) ok = 0;
+    int e = errno;
+    if (fclose(f) != 0 && ok) {
+        ok = 0;
+        e = errno;
+    }
     f = NULL;
+    if (ok && rename(tmp, path) != 0) {
+        ok = 0;
+        e = errno;
+    }
     if (!ok) {
-        int e = errno;
-        remove(path);
+        unlink(tmp);
         rc = hc_seterr(eb, HC_ERR_IO, "%s: write failed: %s", path, strerror(e));
     }
 done:
+    free(tmp);
     free(hdr);
     free(order);
     json_decref(root);

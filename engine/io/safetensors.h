@@ -49,8 +49,10 @@ const hc_st_tensor *hc_st_find(const hc_safetensors *st, const char *name); /* N
 size_t hc_st_n_shards(const hc_safetensors *st);
 const char *hc_st_shard_path(const hc_safetensors *st, size_t i);
 
-/* Writes a single-file safetensors (used by tests and tools): tensors are given as host arrays.
- * metadata may be NULL. */
+/* Writes a single-file safetensors (used by tests, tools and the trainer): tensors are given as
+ * host arrays. The file is written as path.tmp-PID, fsynced and renamed over path, so a failure
+ * (full disk, a killed process) leaves an existing path as it was; a path that exists and is not
+ * a regular file (a device such as /dev/full, a FIFO, a directory) is refused (HC_ERR_INVAL). */
 typedef struct hc_st_write_item {
     const char *name;
     hc_dtype dtype;

@@ -5,6 +5,8 @@
 #include "testutil.h"
 
 #include <ftw.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -198,6 +200,43 @@ static void test_writer_errors(void) {
     it[1].name = "__metadata__";
     CHECK(hc_st_write(path, it, 2, &eb) == HC_ERR_INVAL);
     CHECK(hc_st_write("/nonexistent-dir/x.safetensors", it, 1, &eb) == HC_ERR_NOTFOUND);
+    /* a device, a FIFO or a directory where the file belongs: refused, left alone (a failed
+     * write once removed the path it could not write: /dev/full itself, as root) */
+    struct stat sb;
+    CHECK(hc_st_write("/dev/full", it, 1, &eb) == HC_ERR_INVAL && strstr(eb.msg, "not a regular"));
+    CHECK(stat("/dev/full", &sb) == 0 && S_ISCHR(sb.st_mode));
+    char fifo[256], dir[256];
+    path_in(fifo, sizeof fifo, "fifo.safetensors");
+    CHECK(mkfifo(fifo, 0644) == 0);
+    CHECK(hc_st_write(fifo, it, 1, &eb) == HC_ERR_INVAL && strstr(eb.msg, "FIFO"));
+    CHECK(stat(fifo, &sb) == 0 && S_ISFIFO(sb.st_mode));
+    unlink(fifo);
+    path_in(dir, sizeof dir, "adir.safetensors");
+    CHECK(mkdir(dir, 0755) == 0);
+    CHECK(hc_st_write(dir, it, 1, &eb) == HC_ERR_INVAL);
+    rmdir(dir);
+    /* a write that fails (here: past a file-size limit, as a full disk) keeps the old file and
+     * leaves no temporary beside it */
+    path_in(path, sizeof path, "keep.safetensors");
+    CHECK_OK(hc_st_write(path, it, 1, &eb));
+    static float big[1 << 16];
+    hc_st_write_item bi = {"big", HC_DTYPE_F32, 1, {1 << 16}, big};
+    struct rlimit old_lim, lim;
+    void (*old_sig)(int) = signal(SIGXFSZ, SIG_IGN);
+    CHECK(getrlimit(RLIMIT_FSIZE, &old_lim) == 0);
+    lim = old_lim;
+    lim.rlim_cur = 4096; /* the soft limit only, so it can be raised back */
+    CHECK(setrlimit(RLIMIT_FSIZE, &lim) == 0);
+    CHECK(hc_st_write(path, &bi, 1, &eb) == HC_ERR_IO && strstr(eb.msg, "write failed"));
+    CHECK(setrlimit(RLIMIT_FSIZE, &old_lim) == 0);
+    signal(SIGXFSZ, old_sig);
+    hc_safetensors *st = NULL;
+    CHECK_OK(hc_st_open(&st, path, &eb));
+    CHECK(st && hc_st_count(st) == 1 && hc_st_find(st, "a") != NULL);
+    hc_st_close(st);
+    char tmp[300];
+    snprintf(tmp, sizeof tmp, "%s.tmp-%ld", path, (long)getpid());
+    CHECK(access(tmp, F_OK) != 0);
 }
 
 /* ---- sharded ------------------------------------------------------------------------------- */
