@@ -11,6 +11,8 @@ int hc_cmd_inspect(int argc, char **argv);
 int hc_cmd_tokenize(int argc, char **argv);
 int hc_cmd_embed(int argc, char **argv);
 int hc_cmd_cluster(int argc, char **argv);
+/* `hllm titles`: the pre-generated title table (proto/title-table.md). */
+int hc_cmd_titles(int argc, char **argv);
 /* Package mode of `hllm generate` (the model directory holds creator.json). */
 int hc_cmd_generate_package(int argc, char **argv);
 /* What --model names: 1 a model package (dir/creator.json exists), 0 a directory without

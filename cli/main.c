@@ -15,6 +15,7 @@ static const struct {
                                   "Hugging Face model"},
     {"embed", hc_cmd_embed, "user histories -> cluster (and user vectors) with a model package"},
     {"cluster", hc_cmd_cluster, "k-means centroids of users' projected vectors"},
+    {"titles", hc_cmd_titles, "the title table of every (cluster, ad) pair, for hllm-creatord"},
     {"bench", hc_cmd_bench, "measure prefill and decode tokens/s"},
     {"inspect", hc_cmd_inspect, "print a model's config and tensor table"},
     {"tokenize", hc_cmd_tokenize, "encode/decode JSON lines with a Hugging Face tokenizer"},
