@@ -37,11 +37,12 @@ static int grow(void **p, size_t *cap, size_t n, size_t elem) {
 
 static void scratch_free(hc_ctrain_scratch *s) {
     if (!s) return;
-    void *ps[] = {s->i_ids, s->i_pos, s->i_seg, s->i_rows, s->i_inj, s->e,     s->de,
-                  s->dh_i,  s->dinj_i, s->u_ids, s->u_pos, s->u_seg, s->u_rows, s->u_out,
-                  s->u_inj, s->u,     s->du,    s->dh_u,  s->dinj_u, s->U,    s->dU,
-                  s->c_ids, s->c_pos, s->c_seg, s->c_rows, s->c_lab, s->dh_c};
-    for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++) free(ps[i]);
+    void *ps[] = {s->i_ids, s->i_pos,  s->i_seg, s->i_rows, s->i_inj,  s->e,      s->de,
+                  s->dh_i,  s->dinj_i, s->u_ids, s->u_pos,  s->u_seg,  s->u_rows, s->u_out,
+                  s->u_inj, s->u,      s->du,    s->dh_u,   s->dinj_u, s->U,      s->dU,
+                  s->c_ids, s->c_pos,  s->c_seg, s->c_rows, s->c_lab,  s->dh_c};
+    for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++)
+        free(ps[i]);
     free(s);
 }
 
@@ -90,8 +91,7 @@ int hc_ctrain_create(hc_ctrain **out, const char *pkg_dir, int n_threads, hc_err
         goto fail;
     }
     if (c->n_eos < 1) {
-        rc = hc_seterr(eb, HC_ERR_INVAL, "%s: no end-of-sequence id for the creative LLM",
-                       pkg_dir);
+        rc = hc_seterr(eb, HC_ERR_INVAL, "%s: no end-of-sequence id for the creative LLM", pkg_dir);
         goto fail;
     }
     tr->eos = c->eos[0];
@@ -108,8 +108,10 @@ int hc_ctrain_create(hc_ctrain **out, const char *pkg_dir, int n_threads, hc_err
         const hc_st_tensor *x = hc_st_get(st, i);
         if (is_llm_tensor(x->name)) continue;
         if (!hc_dtype_is_float(x->dtype)) {
-            rc = hc_seterr(eb, HC_ERR_UNSUPPORTED, "%s: tensor '%s' has dtype %s, not a float "
-                           "type", c->pkg.weights, x->name, hc_dtype_name(x->dtype));
+            rc = hc_seterr(eb, HC_ERR_UNSUPPORTED,
+                           "%s: tensor '%s' has dtype %s, not a float "
+                           "type",
+                           c->pkg.weights, x->name, hc_dtype_name(x->dtype));
             goto fail;
         }
         int64_t one = 1;
@@ -123,7 +125,8 @@ int hc_ctrain_create(hc_ctrain **out, const char *pkg_dir, int n_threads, hc_err
         rc = hc_seterr(eb, HC_ERR_NOMEM, "out of memory");
         goto fail;
     }
-    if ((rc = hc_tmodel_bind(tr->item, &tr->t, eb)) || (rc = hc_tmodel_bind(tr->user, &tr->t, eb)) ||
+    if ((rc = hc_tmodel_bind(tr->item, &tr->t, eb)) ||
+        (rc = hc_tmodel_bind(tr->user, &tr->t, eb)) ||
         (rc = hc_tmodel_bind(tr->creative, &tr->t, eb)) ||
         (rc = hc_tmodel_load(tr->item, st, "item_llm.", eb)) ||
         (rc = hc_tmodel_load(tr->user, st, "user_llm.", eb)) ||
@@ -143,8 +146,10 @@ int hc_ctrain_create(hc_ctrain **out, const char *pkg_dir, int n_threads, hc_err
     tr->p_proj = hc_ptab_find(&tr->t, "user_projector.weight");
     /* the creator checked their shapes when it loaded the same file */
     if (tr->p_item_slot < 0 || tr->p_user_slot < 0 || tr->p_proj < 0) {
-        rc = hc_seterr(eb, HC_ERR_NOTFOUND, "%s: item_emb_tokens, emb_tokens or "
-                       "user_projector.weight missing", c->pkg.weights);
+        rc = hc_seterr(eb, HC_ERR_NOTFOUND,
+                       "%s: item_emb_tokens, emb_tokens or "
+                       "user_projector.weight missing",
+                       c->pkg.weights);
         goto fail;
     }
     hc_st_close(st);
@@ -172,34 +177,43 @@ int hc_ctrain_check_row(const hc_ctrain *tr, const hc_ctrain_row *r, hc_errbuf *
     int k = 0;
     for (int i = 0; i < r->n_items; i++) {
         if (r->item_lens[i] < 0 || r->item_lens[i] > c->pkg.max_item_tokens)
-            return hc_seterr(eb, HC_ERR_RANGE, "history title %d has %d tokens, outside "
-                             "0..max_item_tokens (%d)", i, r->item_lens[i],
-                             c->pkg.max_item_tokens);
+            return hc_seterr(eb, HC_ERR_RANGE,
+                             "history title %d has %d tokens, outside "
+                             "0..max_item_tokens (%d)",
+                             i, r->item_lens[i], c->pkg.max_item_tokens);
         for (int j = 0; j < r->item_lens[i]; j++, k++)
             if (r->item_ids[k] < 0 || r->item_ids[k] >= Vi)
-                return hc_seterr(eb, HC_ERR_RANGE, "history title %d: id %d outside the item "
-                                 "vocabulary (0..%d)", i, r->item_ids[k], Vi - 1);
+                return hc_seterr(eb, HC_ERR_RANGE,
+                                 "history title %d: id %d outside the item "
+                                 "vocabulary (0..%d)",
+                                 i, r->item_ids[k], Vi - 1);
     }
     if (r->n_prompt2 < 0 || r->n_response < 0)
         return hc_seterr(eb, HC_ERR_INVAL, "negative prompt2 or response length");
     for (int i = 0; i < r->n_prompt2; i++)
         if (r->prompt2[i] < 0 || r->prompt2[i] >= Vc)
-            return hc_seterr(eb, HC_ERR_RANGE, "prompt2 id %d outside the creative vocabulary "
-                             "(0..%d)", r->prompt2[i], Vc - 1);
+            return hc_seterr(eb, HC_ERR_RANGE,
+                             "prompt2 id %d outside the creative vocabulary "
+                             "(0..%d)",
+                             r->prompt2[i], Vc - 1);
     for (int i = 0; i < r->n_response; i++)
         if (r->response[i] < 0 || r->response[i] >= Vc)
-            return hc_seterr(eb, HC_ERR_RANGE, "response id %d outside the creative vocabulary "
-                             "(0..%d)", r->response[i], Vc - 1);
+            return hc_seterr(eb, HC_ERR_RANGE,
+                             "response id %d outside the creative vocabulary "
+                             "(0..%d)",
+                             r->response[i], Vc - 1);
     const int n_prompt = c->n_prompt1 + 1 + r->n_prompt2;
     if (n_prompt + 1 > tr->max_gen)
-        return hc_seterr(eb, HC_ERR_RANGE, "the creative prompt has %d tokens: no room for a "
-                         "response within MAX_GEN_TEXT_LENGTH (%d)", n_prompt, tr->max_gen);
+        return hc_seterr(eb, HC_ERR_RANGE,
+                         "the creative prompt has %d tokens: no room for a "
+                         "response within MAX_GEN_TEXT_LENGTH (%d)",
+                         n_prompt, tr->max_gen);
     return HC_OK;
 }
 
-#define G(field, n, T)                                                                       \
-    do {                                                                                     \
-        if ((rc = grow((void **)&s->field, &s->cap[k_++], (size_t)(n), sizeof(T)))) goto oom; \
+#define G(field, n, T)                                                                             \
+    do {                                                                                           \
+        if ((rc = grow((void **)&s->field, &s->cap[k_++], (size_t)(n), sizeof(T)))) goto oom;      \
     } while (0)
 
 /* Forward of items and users for rows: fills s->e, s->u (and the tmodels' activations). */
@@ -211,7 +225,8 @@ static int embed_forward(hc_ctrain *tr, const hc_ctrain_row *rows, int n, hc_err
     int Ni = 0, Ti = 0;
     for (int r = 0; r < n; r++) {
         Ni += rows[r].n_items;
-        for (int i = 0; i < rows[r].n_items; i++) Ti += rows[r].item_lens[i] + 1;
+        for (int i = 0; i < rows[r].n_items; i++)
+            Ti += rows[r].item_lens[i] + 1;
     }
     const int Tu = Ni + n * (Lp + 1);
     int rc, k_ = 0;
@@ -260,7 +275,8 @@ static int embed_forward(hc_ctrain *tr, const hc_ctrain_row *rows, int n, hc_err
         if ((rc = hc_tmodel_forward(tr->item, &b, eb))) return rc;
         const float *h = hc_tmodel_hidden(tr->item);
         for (int i = 0; i < Ni; i++)
-            memcpy(s->e + (size_t)i * Hi, h + (size_t)s->i_rows[i] * Hi, sizeof(float) * (size_t)Hi);
+            memcpy(s->e + (size_t)i * Hi, h + (size_t)s->i_rows[i] * Hi,
+                   sizeof(float) * (size_t)Hi);
     }
     /* users: the kept items' vectors, the user prompt, the [user] slot */
     T = 0;
@@ -321,13 +337,13 @@ int hc_ctrain_embed(hc_ctrain *tr, const hc_ctrain_row *rows, int n, float *u, f
     const int Hu = tr->c->d_user, Hc = tr->c->d_creative;
     if (u) memcpy(u, tr->s->u, sizeof(float) * (size_t)n * (size_t)Hu);
     if (U)
-        tr->creative->ops->matmul_fwd(U, tr->s->u, tr->t.w + tr->t.params[tr->p_proj].offset,
-                                      NULL, n, Hu, Hc);
+        tr->creative->ops->matmul_fwd(U, tr->s->u, tr->t.w + tr->t.params[tr->p_proj].offset, NULL,
+                                      n, Hu, Hc);
     return HC_OK;
 }
 
-int hc_ctrain_creative(hc_ctrain *tr, const hc_ctrain_row *rows, int n, float scale,
-                       int backward, double *loss, int *n_tokens, hc_errbuf *eb) {
+int hc_ctrain_creative(hc_ctrain *tr, const hc_ctrain_row *rows, int n, float scale, int backward,
+                       double *loss, int *n_tokens, hc_errbuf *eb) {
     *loss = 0;
     *n_tokens = 0;
     int rc = check_rows(tr, rows, n, eb);
@@ -358,12 +374,15 @@ int hc_ctrain_creative(hc_ctrain *tr, const hc_ctrain_row *rows, int n, float sc
     for (int r = 0; r < n; r++) {
         int nr;
         const int len = creative_len(tr, &rows[r], &nr), t0 = T;
-        for (int j = 0; j < P1; j++) s->c_ids[T++] = c->prompt1_ids[j];
+        for (int j = 0; j < P1; j++)
+            s->c_ids[T++] = c->prompt1_ids[j];
         s->c_rows[r] = T;
         s->c_ids[T++] = -1;
-        for (int j = 0; j < rows[r].n_prompt2; j++) s->c_ids[T++] = rows[r].prompt2[j];
+        for (int j = 0; j < rows[r].n_prompt2; j++)
+            s->c_ids[T++] = rows[r].prompt2[j];
         const int first_resp = T;
-        for (int j = 0; j < nr; j++) s->c_ids[T++] = rows[r].response[j];
+        for (int j = 0; j < nr; j++)
+            s->c_ids[T++] = rows[r].response[j];
         s->c_ids[T++] = tr->eos;
         for (int j = 0; j < len; j++) {
             s->c_pos[t0 + j] = j;
@@ -379,8 +398,10 @@ int hc_ctrain_creative(hc_ctrain *tr, const hc_ctrain_row *rows, int n, float sc
     *n_tokens = labelled;
     if (!backward) {
         *loss = hc_tmodel_lm_loss(tr->creative, s->c_lab, 1.0f, NULL);
-        return isnan(*loss) ? hc_seterr(eb, HC_ERR_INVAL, "creative loss: no lm_head or bad "
-                                        "label") : HC_OK;
+        return isnan(*loss) ? hc_seterr(eb, HC_ERR_INVAL,
+                                        "creative loss: no lm_head or bad "
+                                        "label")
+                            : HC_OK;
     }
     memset(s->dh_c, 0, sizeof(float) * (size_t)T * (size_t)Hc);
     *loss = hc_tmodel_lm_loss(tr->creative, s->c_lab, scale, s->dh_c);
@@ -389,15 +410,17 @@ int hc_ctrain_creative(hc_ctrain *tr, const hc_ctrain_row *rows, int n, float sc
     if ((rc = hc_tmodel_backward(tr->creative, s->dh_c, s->dU, eb))) return rc;
     /* U = u Wp^T: du and dWp */
     memset(s->du, 0, sizeof(float) * (size_t)n * (size_t)Hu);
-    ops->matmul_bwd(s->du, tr->t.g + tr->t.params[tr->p_proj].offset, NULL, s->dU, s->u, Wp, n,
-                    Hu, Hc);
+    ops->matmul_bwd(s->du, tr->t.g + tr->t.params[tr->p_proj].offset, NULL, s->dU, s->u, Wp, n, Hu,
+                    Hc);
     /* the user LLM: d(hidden) only at the [user] slots */
     const int Tu = hc_tmodel_rows(tr->user);
     memset(s->dh_u, 0, sizeof(float) * (size_t)Tu * (size_t)Hu);
     for (int r = 0; r < n; r++)
-        memcpy(s->dh_u + (size_t)s->u_out[r] * Hu, s->du + (size_t)r * Hu, sizeof(float) * (size_t)Hu);
+        memcpy(s->dh_u + (size_t)s->u_out[r] * Hu, s->du + (size_t)r * Hu,
+               sizeof(float) * (size_t)Hu);
     int Ni = 0;
-    for (int r = 0; r < n; r++) Ni += rows[r].n_items;
+    for (int r = 0; r < n; r++)
+        Ni += rows[r].n_items;
     memset(s->dinj_u, 0, sizeof(float) * (size_t)(Ni + n) * (size_t)Hu);
     if ((rc = hc_tmodel_backward(tr->user, s->dh_u, s->dinj_u, eb))) return rc;
     /* injected rows in order: each row's items, then its [user] slot */
@@ -405,12 +428,15 @@ int hc_ctrain_creative(hc_ctrain *tr, const hc_ctrain_row *rows, int n, float sc
     int inj = 0, item = 0;
     for (int r = 0; r < n; r++) {
         for (int j = 0; j < rows[r].n_items; j++, inj++, item++)
-            memcpy(s->de + (size_t)item * Hi, s->dinj_u + (size_t)inj * Hu, sizeof(float) * (size_t)Hi);
-        for (int d = 0; d < Hu; d++) g_uslot[d] += s->dinj_u[(size_t)inj * Hu + d];
+            memcpy(s->de + (size_t)item * Hi, s->dinj_u + (size_t)inj * Hu,
+                   sizeof(float) * (size_t)Hi);
+        for (int d = 0; d < Hu; d++)
+            g_uslot[d] += s->dinj_u[(size_t)inj * Hu + d];
         inj++;
     }
     if (Ni > 0) {
-        /* the item LLM: d(hidden) at each [item] slot; the slot vector's gradient sums over items */
+        /* the item LLM: d(hidden) at each [item] slot; the slot vector's gradient sums over items
+         */
         const int Ti = hc_tmodel_rows(tr->item);
         memset(s->dh_i, 0, sizeof(float) * (size_t)Ti * (size_t)Hi);
         for (int i = 0; i < Ni; i++)
@@ -420,7 +446,8 @@ int hc_ctrain_creative(hc_ctrain *tr, const hc_ctrain_row *rows, int n, float sc
         if ((rc = hc_tmodel_backward(tr->item, s->dh_i, s->dinj_i, eb))) return rc;
         float *g_islot = tr->t.g + tr->t.params[tr->p_item_slot].offset;
         for (int i = 0; i < Ni; i++)
-            for (int d = 0; d < Hi; d++) g_islot[d] += s->dinj_i[(size_t)i * Hi + d];
+            for (int d = 0; d < Hi; d++)
+                g_islot[d] += s->dinj_i[(size_t)i * Hi + d];
     }
     return HC_OK;
 oom:
@@ -453,11 +480,15 @@ int hc_ctrain_save_weights(const hc_ctrain *tr, const char *path, hc_dtype dtype
         items[i].name = P->name;
         items[i].dtype = dt;
         items[i].n_dims = tr->scalar[i] ? 0 : P->ndim;
-        for (int d = 0; d < P->ndim && d < HC_MAX_DIMS; d++) items[i].shape[d] = P->shape[d];
+        for (int d = 0; d < P->ndim && d < HC_MAX_DIMS; d++)
+            items[i].shape[d] = P->shape[d];
     }
-    if (rc) hc_seterr(eb, rc, "out of memory writing %s", path);
-    else rc = hc_st_write(path, items, (size_t)t->n, eb);
-    for (int i = 0; bufs && i < t->n; i++) free(bufs[i]);
+    if (rc)
+        hc_seterr(eb, rc, "out of memory writing %s", path);
+    else
+        rc = hc_st_write(path, items, (size_t)t->n, eb);
+    for (int i = 0; bufs && i < t->n; i++)
+        free(bufs[i]);
     free(bufs);
     free(items);
     return rc;

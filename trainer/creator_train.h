@@ -34,26 +34,26 @@
 
 /* One tokenized training row (the data reader makes these). */
 typedef struct hc_ctrain_row {
-    int n_items;               /* history titles kept, oldest first, 0..max_history */
-    const int32_t *item_lens;  /* (n_items) item-tokenizer ids per title, 0..max_item_tokens */
-    const int32_t *item_ids;   /* concatenated */
-    const int32_t *prompt2;    /* creative ids of the rendered prompt2 */
+    int n_items;              /* history titles kept, oldest first, 0..max_history */
+    const int32_t *item_lens; /* (n_items) item-tokenizer ids per title, 0..max_item_tokens */
+    const int32_t *item_ids;  /* concatenated */
+    const int32_t *prompt2;   /* creative ids of the rendered prompt2 */
     int n_prompt2;
-    const int32_t *response;   /* creative ids of the target title (the eos is appended) */
+    const int32_t *response; /* creative ids of the target title (the eos is appended) */
     int n_response;
 } hc_ctrain_row;
 
 typedef struct hc_ctrain_scratch hc_ctrain_scratch;
 
 typedef struct hc_ctrain {
-    hc_creator *c;        /* config, tokenizers, prompt ids; its own weights are not trained */
-    hc_backend *be;       /* the creator's CPU backend */
-    hc_ptab t;            /* every parameter of the package */
+    hc_creator *c;  /* config, tokenizers, prompt ids; its own weights are not trained */
+    hc_backend *be; /* the creator's CPU backend */
+    hc_ptab t;      /* every parameter of the package */
     hc_tmodel *item, *user, *creative;
     int p_item_slot, p_user_slot, p_proj; /* table indices of item_emb_tokens, emb_tokens,
                                              user_projector.weight */
-    int32_t eos;          /* appended to every response: the package's first end-of-sequence id */
-    int max_gen;          /* MAX_GEN_TEXT_LENGTH: longest creative sequence (default 4096) */
+    int32_t eos;           /* appended to every response: the package's first end-of-sequence id */
+    int max_gen;           /* MAX_GEN_TEXT_LENGTH: longest creative sequence (default 4096) */
     unsigned char *scalar; /* (t.n) 1: the package stores this parameter as a 0-dim tensor */
     hc_ctrain_scratch *s;
 } hc_ctrain;
@@ -78,8 +78,8 @@ int hc_ctrain_embed(hc_ctrain *tr, const hc_ctrain_row *rows, int n, float *u, f
  * and returns the token-mean loss in *loss and the labelled token count in *n_tokens.
  * backward == 0: loss only, nothing accumulated. Rows are checked first (nothing is computed if
  * one is bad; the message names its index). */
-int hc_ctrain_creative(hc_ctrain *tr, const hc_ctrain_row *rows, int n, float scale,
-                       int backward, double *loss, int *n_tokens, hc_errbuf *eb);
+int hc_ctrain_creative(hc_ctrain *tr, const hc_ctrain_row *rows, int n, float scale, int backward,
+                       double *loss, int *n_tokens, hc_errbuf *eb);
 
 /* Writes every parameter as a single safetensors file at path, each in the dtype it was stored
  * in (bf16/f16 rounded to nearest even) unless dtype is HC_DTYPE_F32 / HC_DTYPE_BF16 /

@@ -25,24 +25,34 @@ typedef struct trow {
     size_t n_resp;
 } trow;
 
-static double engine_loss_row(hc_creator *c, const float *U, const hc_ctrain_row *row,
-                              int32_t eos, int *n_lab) {
+static double engine_loss_row(hc_creator *c, const float *U, const hc_ctrain_row *row, int32_t eos,
+                              int *n_lab) {
     const int P1 = c->n_prompt1, T = P1 + 1 + row->n_prompt2 + row->n_response + 1;
     int32_t *tok = malloc(sizeof(int32_t) * (size_t)T), *pos = malloc(sizeof(int32_t) * (size_t)T),
             *outi = malloc(sizeof(int32_t) * (size_t)T);
     const int V = c->creative->cfg.vocab_size;
     float *logits = malloc(sizeof(float) * (size_t)T * (size_t)V);
     int t = 0;
-    for (int j = 0; j < P1; j++) tok[t++] = c->prompt1_ids[j];
+    for (int j = 0; j < P1; j++)
+        tok[t++] = c->prompt1_ids[j];
     const int32_t slot = t;
     tok[t++] = c->pkg.slot_token_id;
-    for (int j = 0; j < row->n_prompt2; j++) tok[t++] = row->prompt2[j];
+    for (int j = 0; j < row->n_prompt2; j++)
+        tok[t++] = row->prompt2[j];
     const int first = t;
-    for (int j = 0; j < row->n_response; j++) tok[t++] = row->response[j];
+    for (int j = 0; j < row->n_response; j++)
+        tok[t++] = row->response[j];
     tok[t++] = eos;
-    for (int j = 0; j < T; j++) pos[j] = outi[j] = j;
-    hc_batch b = {.n_tokens = T, .token = tok, .n_inject = 1, .inject_idx = &slot, .inject = U,
-                  .pos = pos, .n_out = T, .out_idx = outi};
+    for (int j = 0; j < T; j++)
+        pos[j] = outi[j] = j;
+    hc_batch b = {.n_tokens = T,
+                  .token = tok,
+                  .n_inject = 1,
+                  .inject_idx = &slot,
+                  .inject = U,
+                  .pos = pos,
+                  .n_out = T,
+                  .out_idx = outi};
     hc_errbuf eb = {{0}};
     CHECK_OK(hc_llm_forward(c->creative, &b, NULL, NULL, NULL, logits, &eb));
     double sum = 0;
@@ -50,8 +60,10 @@ static double engine_loss_row(hc_creator *c, const float *U, const hc_ctrain_row
     for (int j = first - 1; j < T - 1; j++) { /* row j predicts row j + 1 */
         const float *l = logits + (size_t)j * V;
         double mx = l[0], z = 0;
-        for (int v = 1; v < V; v++) mx = l[v] > mx ? l[v] : mx;
-        for (int v = 0; v < V; v++) z += exp(l[v] - mx);
+        for (int v = 1; v < V; v++)
+            mx = l[v] > mx ? l[v] : mx;
+        for (int v = 0; v < V; v++)
+            z += exp(l[v] - mx);
         sum += log(z) + mx - l[tok[j + 1]];
         (*n_lab)++;
     }
@@ -69,8 +81,8 @@ static int rows_from_cases(hc_creator *c, user_case *cs, int n, trow *tr, hc_ctr
         memset(&tr[i], 0, sizeof tr[i]);
         hc_history h = {cs[i].titles, cs[i].lens, cs[i].n};
         CHECK_OK(hc_creator_tokenize_request(c, ic, cc, &h, cs[i].ad_title, cs[i].ad_title_len,
-                                             cs[i].ad_desc, cs[i].ad_desc_len, &tr[i].r,
-                                             &tr[i].buf, &eb));
+                                             cs[i].ad_desc, cs[i].ad_desc_len, &tr[i].r, &tr[i].buf,
+                                             &eb));
         /* a target title: the ad's title with the newest history title in front */
         char resp[512];
         if (cs[i].n > 0)
@@ -80,9 +92,9 @@ static int rows_from_cases(hc_creator *c, user_case *cs, int n, trow *tr, hc_ctr
             snprintf(resp, sizeof resp, "New: %s", cs[i].ad_title ? cs[i].ad_title : "");
         CHECK_OK(hc_tokenizer_encode(c->creative_tok, cc, resp, strlen(resp), 0, &tr[i].resp,
                                      &tr[i].n_resp, &eb));
-        rows[i] = (hc_ctrain_row){tr[i].r.n_items, tr[i].r.item_lens, tr[i].r.item_ids,
-                                  tr[i].r.prompt2, tr[i].r.n_prompt2, tr[i].resp,
-                                  (int)tr[i].n_resp};
+        rows[i] =
+            (hc_ctrain_row){tr[i].r.n_items,   tr[i].r.item_lens, tr[i].r.item_ids, tr[i].r.prompt2,
+                            tr[i].r.n_prompt2, tr[i].resp,        (int)tr[i].n_resp};
     }
     hc_tok_ctx_free(ic);
     hc_tok_ctx_free(cc);
@@ -127,8 +139,10 @@ static void fd_check(hc_ctrain *t, const hc_ctrain_row *rows, int n, const char 
         double lm = loss_of(t, rows, n);
         w[best] = w0;
         double fd = (lp - lm) / (2.0 * (double)eps), err = fabs(fd - gi) / (fabs(gi) + 1e-3);
-        CHECKF(fabs(fd - gi) <= 2e-3 + 3e-2 * fabs(gi), "%s[%zu]: backward %.6g, finite "
-               "differences %.6g", name, best, gi, fd);
+        CHECKF(fabs(fd - gi) <= 2e-3 + 3e-2 * fabs(gi),
+               "%s[%zu]: backward %.6g, finite "
+               "differences %.6g",
+               name, best, gi, fd);
         if (err > *worst) *worst = err;
         g[best] = 0; /* next: the next largest */
     }
@@ -157,10 +171,12 @@ int main(int argc, char **argv) {
 
     /* --- u, U against the engine ----------------------------------------------------------- */
     float *u = malloc(sizeof(float) * N * (size_t)Hu), *U = malloc(sizeof(float) * N * (size_t)Hc);
-    float *ue = malloc(sizeof(float) * N * (size_t)Hu), *Ue = malloc(sizeof(float) * N * (size_t)Hc);
+    float *ue = malloc(sizeof(float) * N * (size_t)Hu),
+          *Ue = malloc(sizeof(float) * N * (size_t)Hc);
     CHECK_OK(hc_ctrain_embed(t, rows, n, u, U, &eb));
     hc_history hs[N];
-    for (int i = 0; i < n; i++) hs[i] = (hc_history){cs[i].titles, cs[i].lens, cs[i].n};
+    for (int i = 0; i < n; i++)
+        hs[i] = (hc_history){cs[i].titles, cs[i].lens, cs[i].n};
     CHECK_OK(hc_creator_embed_users(c, hs, n, ue, Ue, &eb));
     double eu = rel_err(u, ue, (size_t)n * Hu), eU = rel_err(U, Ue, (size_t)n * Hc);
     CHECKF(eu < 1e-5 && eU < 1e-5, "u/U differ from the engine: %.3g %.3g", eu, eU);
@@ -176,8 +192,10 @@ int main(int argc, char **argv) {
     double l0;
     int nt;
     CHECK_OK(hc_ctrain_creative(t, rows, n, 1.0f, 1, &l0, &nt, &eb));
-    CHECKF(nt == lab && fabs(l0 - sum / lab) < 1e-5 * fabs(l0), "loss %.8f (%d tokens), engine "
-           "%.8f (%d tokens)", l0, nt, sum / lab, lab);
+    CHECKF(nt == lab && fabs(l0 - sum / lab) < 1e-5 * fabs(l0),
+           "loss %.8f (%d tokens), engine "
+           "%.8f (%d tokens)",
+           l0, nt, sum / lab, lab);
 
     /* --- gradients of every stage against finite differences --------------------------------- */
     const char *names[] = {"item_llm.model.embed_tokens.weight",
@@ -192,7 +210,8 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         fd_check(t, rows, n, names[i], vg ? 1 : 2, &worst);
     printf("u err %.2e, U err %.2e, loss %.6f vs engine %.6f, worst finite-difference rel err "
-           "%.2e\n", eu, eU, l0, sum / lab, worst);
+           "%.2e\n",
+           eu, eU, l0, sum / lab, worst);
 
     /* --- a few AdamW steps on this batch lower the loss -------------------------------------- */
     hc_adamw_cfg ac = hc_adamw_default();
@@ -245,9 +264,11 @@ int main(int argc, char **argv) {
     CHECK(system(cmd) == 0);
     /* unwritable destination: an error naming it */
     CHECK(hc_ctrain_save_weights(t, "/nonexistent-dir/model.safetensors", HC_DTYPE_AS_STORED,
-                                 &eb) != HC_OK && strstr(eb.msg, "nonexistent-dir"));
+                                 &eb) != HC_OK &&
+          strstr(eb.msg, "nonexistent-dir"));
 
-    /* --- bad rows are refused, naming the row and the field; nothing computed ------------------ */
+    /* --- bad rows are refused, naming the row and the field; nothing computed ------------------
+     */
     hc_ctrain_row bad[2] = {rows[0], rows[1]};
     int32_t big = c->creative->cfg.vocab_size + 3;
     bad[1].response = &big;

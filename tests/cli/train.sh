@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# hllm-train end to end on the tiny package (tests/data/creator/tiny) and the training rows of
+# tests/data/train/data_rows.jsonl (6 usable rows among bad ones):
+#  - --help, missing/unknown options, bad values, a bad config, bad data paths: clear errors;
+#  - a run writes a package that `hllm generate` serves and whose weights changed, checkpoints
+#    and a metrics file; the loss falls;
+#  - stopped after 4 steps (--stop-after, as SIGINT) and resumed, the run equals the uninterrupted
+#    one bit for bit (every metrics line, the package weights); a SIGINT mid-run does the same;
+#    a SIGKILL mid-run loses at most the steps since the last checkpoint and a resumed run still
+#    ends bit-identical;
+#  - the same settings from --config give the same package.
+# usage: train.sh /path/to/hllm /path/to/tests (hllm-train is $(dirname hllm)/../trainer/hllm-train
+#   or $HC_TEST_HLLM_TRAIN)
+set -u
+HLLM=$1
+TESTS=$2
+TRAIN=${HC_TEST_HLLM_TRAIN:-$(dirname "$HLLM")/../trainer/hllm-train}
+PKG=$TESTS/data/creator/tiny
+DATA=$TESTS/data/train/data_rows.jsonl
+T=$(mktemp -d)
+pid=
+cleanup() {
+    if [ -n "$pid" ]; then kill -KILL "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; fi
+    rm -rf "$T"
+}
+trap cleanup EXIT
+pass=0
+fail=0
+ok() { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
+# expect_err STATUS PATTERN cmd...: exits with STATUS and stderr matches PATTERN
+expect_err() {
+    local want=$1 pat=$2
+    shift 2
+    "$@" >"$T/out" 2>"$T/err"
+    local got=$?
+    if [ "$got" -ne "$want" ]; then bad "$* exited $got, want $want: $(cat "$T/err")"
+    elif ! grep -q -- "$pat" "$T/err"; then bad "$*: stderr lacks '$pat': $(cat "$T/err")"
+    else ok; fi
+}
+[ -x "$TRAIN" ] || { echo "FAIL: $TRAIN not found" >&2; exit 1; }
+COMMON=(--package "$PKG" --data "$DATA" --epochs 3 --batch 2 --lr 1e-3 --quiet)
+
+# --- help and errors ------------------------------------------------------------------------
+"$TRAIN" --help >"$T/help" && grep -q -- "--resume" "$T/help" && grep -q -- "--config" "$T/help" \
+    && ok || bad "--help"
+expect_err 2 "required" "$TRAIN" --package "$PKG"
+expect_err 2 "unknown option --bogus" "$TRAIN" "${COMMON[@]}" --out "$T/x" --bogus 1
+expect_err 2 "--lr: 'abc' is not a number" "$TRAIN" "${COMMON[@]}" --out "$T/x" --lr abc
+expect_err 2 "--batch: '0' is not an integer" "$TRAIN" "${COMMON[@]}" --out "$T/x" --batch 0
+expect_err 2 "needs a value" "$TRAIN" "${COMMON[@]}" --out
+expect_err 2 "as-stored, f32, bf16 or f16" "$TRAIN" "${COMMON[@]}" --out "$T/x" --weights-dtype q4
+echo '{"package": 1' >"$T/broken.json"
+expect_err 2 "broken.json: line" "$TRAIN" --config "$T/broken.json"
+echo '{"epochz": 2}' >"$T/unknown.json"
+expect_err 2 "unknown.json: epochz" "$TRAIN" --config "$T/unknown.json"
+echo '{"epochs": [2]}' >"$T/typed.json"
+expect_err 2 "must be a string, number or boolean" "$TRAIN" --config "$T/typed.json"
+expect_err 1 "no-such-file" "$TRAIN" --package "$PKG" --data "$T/no-such-file" --out "$T/x"
+expect_err 1 "directory" "$TRAIN" --package "$PKG" --data "$T" --out "$T/x"
+mkfifo "$T/fifo"
+expect_err 1 "FIFO" "$TRAIN" --package "$PKG" --data "$T/fifo" --out "$T/x"
+expect_err 1 "no-such-package" "$TRAIN" --package "$T/no-such-package" --data "$DATA" --out "$T/x"
+mkdir -p "$T/notapkg" && echo keep >"$T/notapkg/precious.txt"
+expect_err 1 "not a model package" "$TRAIN" "${COMMON[@]}" --out "$T/notapkg" --steps 1
+[ "$(cat "$T/notapkg/precious.txt")" = keep ] && ok || bad "a non-package --out was touched"
+expect_err 1 "/dev/full" "$TRAIN" "${COMMON[@]}" --out "$T/full" --metrics /dev/full --steps 2
+
+# --- a run ------------------------------------------------------------------------------------
+"$TRAIN" "${COMMON[@]}" --out "$T/a" --metrics "$T/a.jsonl" --save-every 2 2>"$T/err" \
+    || bad "run a: $(cat "$T/err")"
+[ "$(wc -l <"$T/a.jsonl")" -eq 9 ] && ok || bad "run a: $(wc -l <"$T/a.jsonl") metrics lines, want 9"
+python3 - "$T/a.jsonl" <<'EOF' && ok || bad "the loss did not fall"
+import json, sys
+ls = [json.loads(l)["loss_creative"] for l in open(sys.argv[1])]
+sys.exit(0 if sum(ls[-3:]) < 0.8 * sum(ls[:3]) else 1)
+EOF
+[ -f "$T/a/model.safetensors" ] && [ -f "$T/a/creator.json" ] && ok || bad "no package in a"
+cmp -s "$T/a/model.safetensors" "$PKG/model.safetensors" && bad "weights unchanged" || ok
+python3 -c "import json,sys; c=json.load(open(sys.argv[1])); sys.exit(0 if c['cluster']['centroids'] is None else 1)" \
+    "$T/a/creator.json" && ok || bad "stale centroids kept"
+ls "$T/a.ckpt" | grep -q step-00000009 && ok || bad "no final checkpoint"
+head -3 "$TESTS/data/creator/cases.jsonl" >"$T/users.jsonl"
+"$HLLM" generate --model "$T/a" --per-user --greedy --max-new 6 <"$T/users.jsonl" >"$T/gen" 2>"$T/err" \
+    && [ "$(wc -l <"$T/gen")" -eq 3 ] && ok || bad "the trained package does not serve: $(cat "$T/err")"
+# the same settings from a config file: the same weights
+cat >"$T/cfg.json" <<EOF
+{"package": "$PKG", "data": "$DATA", "epochs": 3, "batch": 2, "lr": 0.001, "quiet": true,
+ "out": "$T/c", "save-every": 2}
+EOF
+"$TRAIN" --config "$T/cfg.json" 2>"$T/err" || bad "config run: $(cat "$T/err")"
+cmp -s "$T/a/model.safetensors" "$T/c/model.safetensors" && ok || bad "--config differs from flags"
+# an option overrides the file
+"$TRAIN" --config "$T/cfg.json" --out "$T/c2" --steps 2 2>"$T/err" && [ -f "$T/c2/creator.json" ] \
+    && ok || bad "override: $(cat "$T/err")"
+
+# --- stop and resume: bit for bit -------------------------------------------------------------
+"$TRAIN" "${COMMON[@]}" --out "$T/b" --metrics "$T/b.jsonl" --save-every 2 --stop-after 4 \
+    2>"$T/err"
+[ $? -eq 130 ] && grep -q "continue with --resume" "$T/err" && ok || bad "stop-after: $(cat "$T/err")"
+[ ! -e "$T/b" ] && ok || bad "a stopped run wrote the package"
+"$TRAIN" "${COMMON[@]}" --out "$T/b" --metrics "$T/b.jsonl" --save-every 2 --resume 2>"$T/err" \
+    || bad "resume: $(cat "$T/err")"
+strip() { sed 's/,"tokens_per_s":[^}]*//' "$1"; }
+diff <(strip "$T/a.jsonl") <(strip "$T/b.jsonl") >/dev/null && ok \
+    || bad "resumed loss curve differs: $(diff <(strip "$T/a.jsonl") <(strip "$T/b.jsonl") | head -4)"
+cmp -s "$T/a/model.safetensors" "$T/b/model.safetensors" && ok || bad "resumed weights differ"
+
+# --- SIGINT mid-run: a checkpoint, exit 130, resume ends identical ---------------------------
+"$TRAIN" "${COMMON[@]}" --out "$T/s" --metrics "$T/s.jsonl" --epochs 12 --lr 1e-4 2>"$T/s.err" &
+pid=$!
+for _ in $(seq 200); do [ -s "$T/s.jsonl" ] && break; sleep 0.05; done
+kill -INT "$pid"
+wait "$pid"
+st=$?
+pid=
+[ "$st" -eq 130 ] && ok || bad "SIGINT: exit $st: $(cat "$T/s.err")"
+"$TRAIN" "${COMMON[@]}" --out "$T/s" --metrics "$T/s.jsonl" --epochs 12 --lr 1e-4 --resume \
+    2>"$T/err" || bad "resume after SIGINT: $(cat "$T/err")"
+"$TRAIN" "${COMMON[@]}" --out "$T/s0" --metrics "$T/s0.jsonl" --epochs 12 --lr 1e-4 2>"$T/err" \
+    || bad "uninterrupted 40 epochs"
+diff <(strip "$T/s0.jsonl") <(strip "$T/s.jsonl") >/dev/null && ok || bad "SIGINT+resume curve differs"
+cmp -s "$T/s0/model.safetensors" "$T/s/model.safetensors" && ok || bad "SIGINT+resume weights differ"
+
+# --- SIGKILL mid-run: resume from the last checkpoint, the result still identical -------------
+"$TRAIN" "${COMMON[@]}" --out "$T/k" --metrics "$T/k.jsonl" --epochs 12 --lr 1e-4 \
+    --save-every 3 2>/dev/null &
+pid=$!
+for _ in $(seq 400); do [ -d "$T/k.ckpt" ] && ls "$T/k.ckpt" | grep -q '^step-' && break; sleep 0.05; done
+sleep 0.3
+kill -KILL "$pid"
+wait "$pid" 2>/dev/null
+pid=
+[ ! -e "$T/k" ] && ok || bad "the SIGKILL landed after the run had finished"
+"$TRAIN" "${COMMON[@]}" --out "$T/k" --metrics "$T/k2.jsonl" --epochs 12 --lr 1e-4 --save-every 3 \
+    --resume 2>"$T/err" || bad "resume after SIGKILL: $(cat "$T/err")"
+cmp -s "$T/s0/model.safetensors" "$T/k/model.safetensors" && ok || bad "SIGKILL+resume weights differ"
+# the resumed run's lines are the tail of the uninterrupted curve
+n=$(wc -l <"$T/k2.jsonl")
+diff <(strip "$T/s0.jsonl" | tail -n "$n") <(strip "$T/k2.jsonl") >/dev/null && ok \
+    || bad "SIGKILL+resume curve differs"
+
+echo "train.sh: $pass passed, $fail failed"
+[ "$fail" -eq 0 ]

@@ -1,0 +1,22 @@
+/* package_out.h: writing a trained model package.
+ *
+ * The output is a copy of the input package directory (creator.json, the sub-models' config
+ * directories, the tokenizers; every regular file and directory below it except the weights and
+ * the cluster centroids) with the trainer's weights as one model.safetensors (creator_train.h,
+ * hc_ctrain_save_weights) and creator.json rewritten: "weights" -> "model.safetensors" and
+ * "cluster.centroids" -> null, because centroids computed from the old user vectors no longer
+ * fit (recompute them with `hllm cluster`; per-user mode works without). The package is built in
+ * OUT.tmp-<pid>/, each file fsynced, then renamed to OUT (an existing OUT is replaced only when
+ * it is itself a package or an empty directory, never another kind of directory), so a crash
+ * leaves either the old OUT or the new one. */
+#ifndef HC_TRAIN_PACKAGE_OUT_H
+#define HC_TRAIN_PACKAGE_OUT_H
+
+#include "core/error.h"
+#include "core/tensor.h"
+#include "creator_train.h"
+
+int hc_ctrain_write_package(const hc_ctrain *tr, const char *in_dir, const char *out_dir,
+                            hc_dtype dtype, hc_errbuf *eb);
+
+#endif
