@@ -1,40 +1,36 @@
-/* CPU implementation of hc_train_ops (see ops/train_ops.h): plain C11 loops over contiguous rows,
- * written so the inner loops auto-vectorize; accumulations in f32 except reductions that feed
- * losses (double). */
+/* CPU implementation of hc_train_ops (see ops/train_ops.h): OpenBLAS sgemm for the matmuls,
+ * plain C11 loops over contiguous rows for the rest, written so the inner loops auto-vectorize;
+ * accumulations in f32 except reductions that feed losses (double). */
 #include "ops/train_ops.h"
 
+#include <cblas.h>
+#undef I /* OpenBLAS's cblas.h pulls in <complex.h>; I is a dimension here */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* The matmuls go through OpenBLAS sgemm (whose result for a given thread count is deterministic;
+ * the engine's CPU backend keeps OpenBLAS single-threaded by default). */
 static void matmul_fwd(float *y, const float *x, const float *w, const float *b, int T, int I,
                        int O) {
-    for (int t = 0; t < T; t++) {
-        const float *xr = x + (int64_t)t * I;
-        for (int o = 0; o < O; o++) {
-            const float *wr = w + (int64_t)o * I;
-            float s = 0.0f;
-            for (int i = 0; i < I; i++) s += xr[i] * wr[i];
-            y[(int64_t)t * O + o] = s + (b ? b[o] : 0.0f);
-        }
-    }
+    if (T <= 0 || O <= 0) return;
+    if (b)
+        for (int t = 0; t < T; t++) memcpy(y + (int64_t)t * O, b, sizeof(float) * (size_t)O);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, O, I, 1.0f, x, I, w, I,
+                b ? 1.0f : 0.0f, y, O);
 }
 
 static void matmul_bwd(float *dx, float *dw, float *db, const float *dy, const float *x,
                        const float *w, int T, int I, int O) {
-    for (int t = 0; t < T; t++) {
-        const float *dyr = dy + (int64_t)t * O, *xr = x + (int64_t)t * I;
-        float *dxr = dx ? dx + (int64_t)t * I : NULL;
-        for (int o = 0; o < O; o++) {
-            float g = dyr[o];
-            const float *wr = w + (int64_t)o * I;
-            float *dwr = dw + (int64_t)o * I;
-            if (dxr)
-                for (int i = 0; i < I; i++) dxr[i] += g * wr[i];
-            for (int i = 0; i < I; i++) dwr[i] += g * xr[i];
-            if (db) db[o] += g;
-        }
-    }
+    if (T <= 0 || O <= 0 || I <= 0) return;
+    if (dx) /* dX (T,I) += dY (T,O) W (O,I) */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, I, O, 1.0f, dy, O, w, I, 1.0f,
+                    dx, I);
+    /* dW (O,I) += dY^T (O,T) X (T,I) */
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, O, I, T, 1.0f, dy, O, x, I, 1.0f, dw, I);
+    if (db)
+        for (int t = 0; t < T; t++)
+            for (int o = 0; o < O; o++) db[o] += dy[(int64_t)t * O + o];
 }
 
 static void rmsnorm_fwd(float *y, float *rstd, const float *x, const float *w, int rows, int C,
