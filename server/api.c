@@ -399,8 +399,9 @@ json_t *title_json(request *r) {
     json_object_set_new(o, "title", json_stringn(r->text ? r->text : "", r->text_len));
     json_object_set_new(o, "ids", ids);
     json_object_set_new(o, "cluster", r->cluster >= 0 ? json_integer(r->cluster) : json_null());
-    json_object_set_new(o, "finish", json_string(hc_finish_name(r->finish)));
-    json_object_set_new(o, "cached", json_boolean(r->tc == TC_HIT));
+    json_object_set_new(o, "finish", json_string(r->pruned ? "pruned" : hc_finish_name(r->finish)));
+    json_object_set_new(o, "cached", json_boolean(r->tc == TC_HIT || r->tc == TC_TABLE));
+    json_object_set_new(o, "pruned", json_boolean(r->pruned));
     if (r->client_id[0]) json_object_set_new(o, "request_id", json_string(r->client_id));
     add_timings(r, o);
     return o;
@@ -545,8 +546,18 @@ void handle_event(server *s, event *e) {
         s->max_new_default = c->pkg.max_new_tokens;
         s->sampling_default = c->pkg.sampling;
         s->n_clusters = c->clusters ? hc_cluster_index_k(c->clusters) : 0;
+        if (tables_load_start(s)) {
+            s->load_failed = 1;
+            s->exit_code = 1;
+            uv_stop(&s->loop);
+            return;
+        }
         s->ready = 1;
         hlog(&s->cfg, 2, 0, "model package %s loaded; ready", s->cfg.model);
+        char st[4400];
+        snprintf(st, sizeof st, "READY=1\nSTATUS=serving %s (%d clusters, %zu title-table "
+                 "entries)", s->cfg.model, s->n_clusters, tt_entries(s->tables));
+        notify(st);
         return;
     }
     if (e->kind == EV_LOAD_FAILED) {
@@ -673,6 +684,11 @@ void handle_event(server *s, event *e) {
  * A request whose client disconnects leaves its flight; a flight left by every request is
  * cancelled (and no longer attachable). Titles that finished with stop or length are stored;
  * cancelled or failed ones are not. Per-user titles depend on the user: never title-cached.
+ *
+ * Title tables (table.h, --title-table): consulted first once the cluster is known, for requests
+ * whose effective settings are the tables' (the daemon's defaults): a hit answers like a cache
+ * hit ("cached": true, meta cache "table"). With tables loaded, cluster-mode requests take the
+ * cluster-first path even when the title cache is off (then misses share flights, uncached).
  */
 
 int caches_create(server *s) {
@@ -799,7 +815,7 @@ static void title_key(server *s, int32_t cluster, uint64_t ad_hash, const hc_cre
 }
 
 static const char *tc_name(title_cache_state t) {
-    static const char *n[] = {"off", "hit", "miss", "attached"};
+    static const char *n[] = {"off", "hit", "miss", "attached", "table"};
     return n[t];
 }
 
@@ -807,7 +823,7 @@ static void meta_event(request *r) {
     sse_event(r, "meta",
               json_pack("{s:o,s:b,s:s}", "cluster",
                         r->cluster >= 0 ? json_integer(r->cluster) : json_null(), "cached",
-                        r->tc == TC_HIT, "cache", tc_name(r->tc)));
+                        r->tc == TC_HIT || r->tc == TC_TABLE, "cache", tc_name(r->tc)));
 }
 
 static void piece_event(request *r, const char *t, size_t n) {
@@ -869,6 +885,44 @@ static void title_hit(server *s, request *r, const unsigned char *v, size_t n) {
     complete(s, r);
 }
 
+/* A title-table entry for r's (cluster, ad) with r's settings: answers r (a stream gets the
+ * pieces of the streaming detokenizer over the entry's ids, which decode to its title: checked
+ * when the table loaded). Returns 1 when r is complete. */
+static int table_answer(server *s, request *r) {
+    const hc_creq *q = &r->gen_job->req;
+    if (q->n_stop || !tt_settings_match(s->tables, &q->sampling, q->max_new)) return 0;
+    const tt_entry *e = tt_lookup(s->tables, r->cluster, r->ad_hash);
+    if (!e) return 0;
+    free_jobs(r->gen_job);
+    r->gen_job = NULL;
+    r->tc = TC_TABLE;
+    s->m_table_hits++;
+    r->pruned = e->finish == TT_PRUNED;
+    r->finish = e->finish == TT_LENGTH ? HC_FINISH_LENGTH : HC_FINISH_STOP;
+    r->n_ids = r->cap_ids = e->n_ids;
+    r->ids = xrealloc(r->ids, sizeof(int32_t) * (size_t)(e->n_ids ? e->n_ids : 1));
+    if (e->n_ids) memcpy(r->ids, e->ids, sizeof(int32_t) * (size_t)e->n_ids);
+    r->text_len = 0;
+    if (e->title_len) buf_append(&r->text, &r->text_len, &r->text_cap, e->title, e->title_len);
+    if (r->stream) {
+        meta_event(r);
+        const char *t;
+        size_t n;
+        if (r->pruned) {
+            if (e->title_len) piece_event(r, e->title, e->title_len);
+        } else {
+            for (int i = 0; i < e->n_ids; i++)
+                if (!hc_detok_feed(r->detok, e->ids[i], &t, &n) && n) piece_event(r, t, n);
+            if (!hc_detok_finish(r->detok, &t, &n) && n) piece_event(r, t, n);
+        }
+    }
+    r->t_finished = now_ms();
+    hlog(&s->cfg, 3, r->id, "title table hit: cluster %d, %d tokens%s", r->cluster, e->n_ids,
+         r->pruned ? " (pruned)" : "");
+    complete(s, r);
+    return 1;
+}
+
 static void attach(server *s, flight *f, request *r) {
     r->fl = f;
     r->fl_next = f->subs;
@@ -906,9 +960,11 @@ void detach_flight(server *s, request *r) {
 }
 
 /* r (live, cluster mode, its cluster known, its generation job in r->gen_job): the title from
- * the cache, from a flight in progress, or from a new flight. Returns 1 when r is complete. */
+ * a title table, the cache, a flight in progress, or a new flight. Returns 1 when r is
+ * complete. */
 int start_title(server *s, request *r) {
     r->title_stage = 1;
+    if (table_answer(s, r)) return 1;
     hcd_bytes k = {0};
     title_key(s, r->cluster, r->ad_hash, &r->gen_job->req, &k);
     uint64_t h = hcd_hash(k.b, k.len);

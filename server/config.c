@@ -55,9 +55,39 @@ static int copy_str(const char *key, const char *v, char *dst, size_t cap) {
     return 0;
 }
 
+/* Appends the comma-separated file names of v to the title tables. */
+static int add_tables(hcd_config *c, const char *key, const char *v) {
+    const char *p = v;
+    for (;;) {
+        const char *e = strchr(p, ',');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        while (n && isspace((unsigned char)*p)) p++, n--;
+        while (n && isspace((unsigned char)p[n - 1])) n--;
+        if (!n) {
+            fprintf(stderr, "hllm-creatord: %s: an empty file name in '%s'\n", key, v);
+            return -1;
+        }
+        if (c->n_title_tables == HCD_MAX_TABLES) {
+            fprintf(stderr, "hllm-creatord: %s: at most %d title tables\n", key, HCD_MAX_TABLES);
+            return -1;
+        }
+        if (n >= sizeof c->title_tables[0]) {
+            fprintf(stderr, "hllm-creatord: %s: a file name is too long (at most %zu bytes)\n",
+                    key, sizeof c->title_tables[0] - 1);
+            return -1;
+        }
+        memcpy(c->title_tables[c->n_title_tables], p, n);
+        c->title_tables[c->n_title_tables++][n] = 0;
+        if (!e) return 0;
+        p = e + 1;
+    }
+}
+
 /* One setting by name (config key = long option name). */
 static int set_key(hcd_config *c, const char *key, const char *v) {
     long x;
+    /* title-table = FILE (repeatable) and title-tables = FILE, FILE, ... add to one list */
+    if (!strcmp(key, "title-table") || !strcmp(key, "title-tables")) return add_tables(c, key, v);
     if (!strcmp(key, "model")) return copy_str(key, v, c->model, sizeof c->model);
     if (!strcmp(key, "listen")) return copy_str(key, v, c->listen, sizeof c->listen);
     if (!strcmp(key, "backend")) {
@@ -161,6 +191,9 @@ static void usage(FILE *o) {
         "                           (default 268435456)\n"
         "  --title-cache-bytes N    cluster-mode title cache bound; 0 = off, and no single\n"
         "                           flight (default 67108864)\n"
+        "  --title-table FILE       a title table made by hllm titles (proto/title-table.md),\n"
+        "                           answered from before the title cache; repeatable, or a\n"
+        "                           comma-separated list; re-read on SIGHUP (default none)\n"
         "  --log-level L            error|warn|info|debug (default info)\n"
         "  -t                       check the config and the package, then exit 0 or 1\n"
         "  --help, --version\n");
@@ -178,6 +211,7 @@ int hcd_config_parse(hcd_config *c, int argc, char **argv) {
         {"drain-timeout", required_argument, 0, 1}, {"log-level", required_argument, 0, 1},
         {"user-cache-bytes", required_argument, 0, 1},
         {"title-cache-bytes", required_argument, 0, 1},
+        {"title-table", required_argument, 0, 1}, {"title-tables", required_argument, 0, 1},
         {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, 'V'}, {0, 0, 0, 0}};
     /* First pass: --config, -t, --help, --version. */
     int idx, o;
@@ -198,8 +232,14 @@ int hcd_config_parse(hcd_config *c, int argc, char **argv) {
     if (cfg && read_file(c, cfg)) return -1;
     optind = 1;
     opterr = 0;
-    while ((o = getopt_long(argc, argv, "t", opts, &idx)) != -1)
-        if (o == 1 && set_key(c, opts[idx].name, optarg)) return -1;
+    int tables_from_options = 0;
+    while ((o = getopt_long(argc, argv, "t", opts, &idx)) != -1) {
+        if (o != 1) continue;
+        /* options override the file: the first --title-table replaces the file's list */
+        if (!strncmp(opts[idx].name, "title-table", 11) && !tables_from_options++)
+            c->n_title_tables = 0;
+        if (set_key(c, opts[idx].name, optarg)) return -1;
+    }
     if (!c->model[0]) {
         fprintf(stderr, "hllm-creatord: no model package: give --model DIR or model = DIR in the "
                         "config file\n");

@@ -2,6 +2,8 @@
 #ifndef HCD_CONFIG_H
 #define HCD_CONFIG_H
 
+#define HCD_MAX_TABLES 32 /* title tables (--title-table) */
+
 typedef struct hcd_config {
     char model[4096];
     char listen[256];
@@ -16,6 +18,8 @@ typedef struct hcd_config {
     int drain_timeout_s;
     long user_cache_bytes;  /* the user cache's bound (0: off) */
     long title_cache_bytes; /* the title cache's bound (0: off, and no single flight) */
+    char title_tables[HCD_MAX_TABLES][4096]; /* pre-generated title tables (proto/title-table.md) */
+    int n_title_tables;
     int log_level;         /* 0 error, 1 warn, 2 info, 3 debug */
     int check_only;        /* -t */
 } hcd_config;

@@ -7,10 +7,150 @@
  * mutex-protected queue. The engine thread loads the package, owns the hc_creator and an
  * hc_csched and runs hc_csched_step; its events come back through a second queue and
  * uv_async_send, drained in full on each wake. Signals (SIGTERM/SIGINT) via uv_signal: stop
- * accepting, drain in-flight requests up to --drain-timeout, exit 0.
+ * accepting, drain in-flight requests up to --drain-timeout, exit 0. SIGHUP re-reads the title
+ * tables on a libuv worker thread and swaps the new set in only when every file loaded.
+ * systemd (sd_notify, when $NOTIFY_SOCKET is set): READY=1 once the model and the tables are
+ * loaded, RELOADING=1 ... READY=1 around a SIGHUP reload, STOPPING=1 on SIGTERM, and with
+ * $WATCHDOG_USEC a WATCHDOG=1 ping every half period while the engine thread is loading, idle,
+ * or finished a step within the period (a stuck engine stops the pings and systemd restarts it).
  */
 
+#include <systemd/sd-daemon.h>
+
 #include "server.h"
+
+void notify(const char *state) {
+    sd_notify(0, state);
+}
+
+/* ---- title tables ----------------------------------------------------------------------- */
+
+tt_expect table_expect(server *s) {
+    const hc_creator *c = s->creator;
+    tt_expect x = {c->digest, c->clusters ? hc_cluster_index_k(c->clusters) : 0, c->pkg.sampling,
+                   c->pkg.max_new_tokens, c->creative->cfg.vocab_size, c->creative_tok};
+    return x;
+}
+
+static const char *const *table_files(const hcd_config *c, const char **v) {
+    for (int i = 0; i < c->n_title_tables; i++) v[i] = c->title_tables[i];
+    return v;
+}
+
+int tables_load_start(server *s) {
+    const char *v[HCD_MAX_TABLES];
+    char err[1200];
+    tt_expect x = table_expect(s);
+    if (s->cfg.n_title_tables && !x.n_clusters) {
+        hlog(&s->cfg, 0, 0, "title tables need a package with cluster centroids; %s has none",
+             s->cfg.model);
+        return -1;
+    }
+    if (tt_build(&s->tables, table_files(&s->cfg, v), s->cfg.n_title_tables, &x, err, sizeof err)) {
+        hlog(&s->cfg, 0, 0, "%s", err);
+        return -1;
+    }
+    if (s->cfg.n_title_tables)
+        hlog(&s->cfg, 2, 0, "title tables: %d file%s, %zu entries", s->cfg.n_title_tables,
+             s->cfg.n_title_tables == 1 ? "" : "s", tt_entries(s->tables));
+    return 0;
+}
+
+static void reload_run(uv_work_t *w) {
+    reload_work *rw = w->data;
+    const char *v[HCD_MAX_TABLES];
+    for (int i = 0; i < rw->n_files; i++) v[i] = rw->files[i];
+    if (tt_build(&rw->result, v, rw->n_files, &rw->x, rw->err, sizeof rw->err)) rw->result = NULL;
+}
+
+static void reload_start(server *s);
+
+static void reload_done(uv_work_t *w, int status) {
+    reload_work *rw = w->data;
+    server *s = rw->srv;
+    s->reloading = NULL;
+    if (status == 0 && rw->result) {
+        tt_free(s->tables);
+        s->tables = rw->result;
+        s->m_table_reloads++;
+        hlog(&s->cfg, 2, 0, "SIGHUP: title tables reloaded: %d file%s, %zu entries", rw->n_files,
+             rw->n_files == 1 ? "" : "s", tt_entries(s->tables));
+    } else {
+        tt_free(rw->result);
+        s->m_table_reload_failures++;
+        hlog(&s->cfg, 0, 0, "SIGHUP: reload failed, keeping the previous title tables (%zu "
+             "entries): %s", tt_entries(s->tables), status ? uv_strerror(status) : rw->err);
+    }
+    char st[4400];
+    snprintf(st, sizeof st, "READY=1\nSTATUS=serving %s (%d clusters, %zu title-table entries)",
+             s->cfg.model, s->n_clusters, tt_entries(s->tables));
+    notify(st);
+    free(rw);
+    if (s->reload_again && !s->draining) {
+        s->reload_again = 0;
+        reload_start(s);
+    }
+}
+
+static void reload_start(server *s) {
+    reload_work *rw = calloc(1, sizeof *rw);
+    if (!rw) {
+        hlog(&s->cfg, 0, 0, "SIGHUP: out of memory; title tables not reloaded");
+        s->m_table_reload_failures++;
+        return;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    char st[96];
+    snprintf(st, sizeof st, "RELOADING=1\nMONOTONIC_USEC=%llu",
+             (unsigned long long)ts.tv_sec * 1000000ULL + (unsigned long long)ts.tv_nsec / 1000);
+    notify(st);
+    rw->srv = s;
+    rw->n_files = s->cfg.n_title_tables;
+    memcpy(rw->files, s->cfg.title_tables, sizeof rw->files);
+    rw->x = table_expect(s);
+    rw->w.data = rw;
+    int rc = uv_queue_work(&s->loop, &rw->w, reload_run, reload_done);
+    if (rc) {
+        hlog(&s->cfg, 0, 0, "SIGHUP: cannot start the reload: %s", uv_strerror(rc));
+        s->m_table_reload_failures++;
+        free(rw);
+        notify("READY=1");
+        return;
+    }
+    s->reloading = rw;
+    hlog(&s->cfg, 2, 0, "SIGHUP: reloading %d title table%s", rw->n_files,
+         rw->n_files == 1 ? "" : "s");
+}
+
+void on_sighup(uv_signal_t *h, int sig) {
+    server *s = h->data;
+    (void)sig;
+    if (!s->ready || s->draining) {
+        hlog(&s->cfg, 1, 0, "SIGHUP ignored: %s", s->draining ? "draining" : "still loading");
+        return;
+    }
+    if (s->reloading) { /* once more after the one in progress (the files may have changed) */
+        s->reload_again = 1;
+        return;
+    }
+    reload_start(s);
+}
+
+/* ---- watchdog ---------------------------------------------------------------------------- */
+
+void on_watchdog(uv_timer_t *t) {
+    server *s = t->data;
+    pthread_mutex_lock(&s->mu);
+    const double limit = (double)s->watchdog_usec / 1000.0, age = now_ms() - s->eng_beat;
+    const int alive = s->eng_loading || s->eng_idle || age < limit;
+    pthread_mutex_unlock(&s->mu);
+    if (alive)
+        notify("WATCHDOG=1");
+    else
+        hlog(&s->cfg, 0, 0, "watchdog: the engine thread has made no progress for %.0f ms; "
+             "not sending WATCHDOG=1", age);
+}
 
 void stop_all(server *s) {
     uv_stop(&s->loop);
@@ -36,6 +176,7 @@ void on_signal(uv_signal_t *h, int sig) {
     s->draining = 1;
     hlog(&s->cfg, 2, 0, "%s: stop accepting, draining in-flight requests",
          sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    notify("STOPPING=1");
     if (s->mhd) {
         MHD_socket fd = MHD_quiesce_daemon(s->mhd);
         if (fd != MHD_INVALID_SOCKET) close(fd);
@@ -53,12 +194,19 @@ void on_signal(uv_signal_t *h, int sig) {
 int check_only(server *s) {
     hc_errbuf eb = {{0}};
     int rc = load_model(s, &eb);
-    if (rc)
+    if (rc) {
         fprintf(stderr, "hllm-creatord: -t: cannot load model package '%s': %s\n", s->cfg.model,
                 eb.msg[0] ? eb.msg : hc_strerror(rc));
-    else
-        fprintf(stderr, "hllm-creatord: -t: configuration and model package '%s' are OK\n",
-                s->cfg.model);
+    } else if (tables_load_start(s)) {
+        fprintf(stderr, "hllm-creatord: -t: the title tables do not load (above)\n");
+        rc = 1;
+    } else {
+        fprintf(stderr, "hllm-creatord: -t: configuration, model package '%s' and %d title "
+                        "table%s (%zu entries) are OK\n", s->cfg.model, s->cfg.n_title_tables,
+                s->cfg.n_title_tables == 1 ? "" : "s", tt_entries(s->tables));
+    }
+    tt_free(s->tables);
+    s->tables = NULL;
     hc_csched_free(s->sched);
     hc_creator_free(s->creator);
     hc_backend_free(s->be);
@@ -135,6 +283,17 @@ int main(int argc, char **argv) {
     uv_signal_init(&s->loop, &s->sigint);
     s->sigint.data = s;
     uv_signal_start(&s->sigint, on_signal, SIGINT);
+    uv_signal_init(&s->loop, &s->sighup);
+    s->sighup.data = s;
+    uv_signal_start(&s->sighup, on_sighup, SIGHUP);
+    uv_timer_init(&s->loop, &s->watchdog);
+    s->watchdog.data = s;
+    if (sd_watchdog_enabled(0, &s->watchdog_usec) > 0 && s->watchdog_usec > 0) {
+        uint64_t every = s->watchdog_usec / 2000 ? s->watchdog_usec / 2000 : 1;
+        hlog(&s->cfg, 2, 0, "watchdog: WATCHDOG=1 every %" PRIu64 " ms", every);
+        uv_timer_start(&s->watchdog, on_watchdog, every, every);
+    }
+    s->eng_loading = 1;
     hlog(&s->cfg, 2, 0, "loading model package %s (backend %s)", s->cfg.model, s->cfg.backend);
     pthread_create(&s->engine, NULL, engine_main, s);
     run_mhd(s);
@@ -164,6 +323,8 @@ int main(int argc, char **argv) {
     uv_close((uv_handle_t *)&s->async, close_cb);
     uv_close((uv_handle_t *)&s->sigterm, close_cb);
     uv_close((uv_handle_t *)&s->sigint, close_cb);
+    uv_close((uv_handle_t *)&s->sighup, close_cb);
+    uv_close((uv_handle_t *)&s->watchdog, close_cb);
     /* a uv_stop from the drained events above makes one uv_run return at once: run until the
      * close callbacks have all run, so that uv_loop_close frees the loop */
     while (uv_run(&s->loop, UV_RUN_DEFAULT)) {
@@ -184,6 +345,7 @@ int main(int argc, char **argv) {
         free(e);
     }
     caches_free(s); /* after the requests: none is attached to a flight any more */
+    tt_free(s->tables); /* after the loop: a reload in flight has finished */
     if (s->item_ctx) hc_tok_ctx_free(s->item_ctx);
     if (s->creative_ctx) hc_tok_ctx_free(s->creative_ctx);
     hc_csched_free(s->sched);

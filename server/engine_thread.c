@@ -99,10 +99,18 @@ void *engine_main(void *arg) {
     } else {
         post_event(s, new_event(EV_READY, 0));
     }
+    pthread_mutex_lock(&s->mu);
+    s->eng_loading = 0;
+    s->eng_beat = now_ms();
+    pthread_mutex_unlock(&s->mu);
     for (;;) {
         pthread_mutex_lock(&s->mu);
+        /* waiting for work counts as alive for the watchdog (daemon.c: on_watchdog) */
+        s->eng_idle = 1;
         while (!s->stop_engine && !s->jobs_head && (!s->sched || hc_csched_idle(s->sched)))
             pthread_cond_wait(&s->cv, &s->mu);
+        s->eng_idle = 0;
+        s->eng_beat = now_ms();
         job *j = s->jobs_head;
         s->jobs_head = s->jobs_tail = NULL;
         int stop = s->stop_engine;
@@ -143,6 +151,7 @@ void *engine_main(void *arg) {
             s->snap.prefill_tokens = st.gen.prefill_tokens;
             s->snap.decode_tokens = st.gen.decode_tokens;
             s->snap.prefix_hits = st.gen.prefix_hits;
+            s->eng_beat = now_ms();
             pthread_mutex_unlock(&s->mu);
         }
     }

@@ -74,6 +74,12 @@ enum MHD_Result handle_get(server *s, struct MHD_Connection *c, const char *url)
                                           (json_int_t)st.entries));
         }
         json_object_set_new(o, "caches", caches);
+        json_t *files = json_array();
+        for (int i = 0; i < s->cfg.n_title_tables; i++)
+            json_array_append_new(files, json_string(s->cfg.title_tables[i]));
+        json_object_set_new(o, "title_tables",
+                            json_pack("{s:o,s:I}", "files", files, "entries",
+                                      (json_int_t)tt_entries(s->tables)));
         char *t = json_dumps(o, JSON_COMPACT);
         json_decref(o);
         enum MHD_Result r = queue_body(s, c, 200, "application/json", t, 0);
@@ -136,6 +142,14 @@ enum MHD_Result handle_get(server *s, struct MHD_Connection *c, const char *url)
             n_fl++;
         MLINE("# TYPE hllm:title_generations_in_flight gauge\nhllm:title_generations_in_flight "
               "%d\n", n_fl);
+        MLINE("# TYPE hllm:title_table_entries gauge\nhllm:title_table_entries %zu\n",
+              tt_entries(s->tables));
+        MLINE("# TYPE hllm:title_table_hits_total counter\nhllm:title_table_hits_total %" PRIu64
+              "\n", s->m_table_hits);
+        MLINE("# TYPE hllm:title_table_reloads_total counter\nhllm:title_table_reloads_total %"
+              PRIu64 "\n", s->m_table_reloads);
+        MLINE("# TYPE hllm:title_table_reload_failures_total counter\n"
+              "hllm:title_table_reload_failures_total %" PRIu64 "\n", s->m_table_reload_failures);
 #undef MLINE
         enum MHD_Result r = queue_body(s, c, 200, "text/plain; version=0.0.4", b, 0);
         free(b);
@@ -273,8 +287,10 @@ enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char *url, 
             r->t_finished = r->t_embedded;
             complete(s, r);
         } else if (r->type == RT_TITLES && r->mode == HC_CREQ_CLUSTER &&
-                   hcd_cache_enabled(s->title_cache) && s->n_clusters > 0) {
-            /* the cluster first (the user cache, or an embed-only job), then the title cache */
+                   (hcd_cache_enabled(s->title_cache) || tt_entries(s->tables)) &&
+                   s->n_clusters > 0) {
+            /* the cluster first (the user cache, or an embed-only job), then the title tables
+             * and the title cache */
             r->gen_job = j;
             if (user_cache_answer(s, r))
                 start_title(s, r);

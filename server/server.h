@@ -19,6 +19,7 @@
 #include <netinet/in.h>
 
 #include "cache.h"
+#include "table.h"
 #include "config.h"
 #include "creator/creator.h"
 #include "creator/creator_sched.h"
@@ -98,7 +99,18 @@ typedef struct flight {
 } flight;
 
 /* How a titles request got (or gets) its title: for the response's "cached" and meta's "cache". */
-typedef enum { TC_OFF, TC_HIT, TC_MISS, TC_ATTACHED } title_cache_state;
+typedef enum { TC_OFF, TC_HIT, TC_MISS, TC_ATTACHED, TC_TABLE } title_cache_state;
+
+/* A title-table reload in progress on a libuv worker thread (table_reload, daemon.c). */
+typedef struct reload_work {
+    uv_work_t w;
+    struct server *srv;
+    char files[HCD_MAX_TABLES][4096];
+    int n_files;
+    tt_expect x;
+    tt_set *result; /* NULL when it failed (err says why) */
+    char err[1200];
+} reload_work;
 
 typedef struct server {
     hcd_config cfg;
@@ -106,7 +118,9 @@ typedef struct server {
     uv_poll_t poll;
     uv_timer_t timer, drain_timer;
     uv_async_t async;
-    uv_signal_t sigterm, sigint;
+    uv_signal_t sigterm, sigint, sighup;
+    uv_timer_t watchdog; /* sd_notify WATCHDOG=1 pings (only with $WATCHDOG_USEC) */
+    uint64_t watchdog_usec;
     struct MHD_Daemon *mhd;
     /* shared with the engine thread (mu) */
     pthread_t engine;
@@ -116,6 +130,10 @@ typedef struct server {
     event *evs_head, *evs_tail;
     int stop_engine;
     stats_snapshot snap;
+    /* the engine thread's liveness for the watchdog: loading, idle (waiting for work), or the
+     * time of its last step (ms, now_ms) */
+    int eng_loading, eng_idle;
+    double eng_beat;
     int full_embed_wanted; /* unused by the engine; kept for clarity */
     /* engine-thread only */
     hc_backend *be;
@@ -139,6 +157,11 @@ typedef struct server {
     hcd_cache *user_cache, *title_cache;
     flight *flights;
     uint64_t m_attaches, m_cluster_mismatch;
+    /* title tables (loop thread; table.h): the set answered from, a reload in flight */
+    tt_set *tables;
+    reload_work *reloading;
+    int reload_again; /* a SIGHUP arrived during a reload: reload once more after it */
+    uint64_t m_table_hits, m_table_reloads, m_table_reload_failures;
 } server;
 
 struct request {
@@ -160,6 +183,7 @@ struct request {
     hc_creq_mode mode;
     job *gen_job;
     int title_stage; /* the cluster is known: the request left its embed job behind */
+    int pruned;      /* answered from a table entry made without generating (finish "pruned") */
     title_cache_state tc;
     flight *fl;
     request *fl_next;
@@ -258,6 +282,11 @@ void maybe_finish_drain(server *s);
 void on_drain_timeout(uv_timer_t *t);
 void on_signal(uv_signal_t *h, int sig);
 int check_only(server *s);
+void notify(const char *state); /* sd_notify(3) when $NOTIFY_SOCKET is set */
+tt_expect table_expect(server *s);
+int tables_load_start(server *s); /* at start: 0, or -1 (logged) */
+void on_sighup(uv_signal_t *h, int sig);
+void on_watchdog(uv_timer_t *t);
 void close_cb(uv_handle_t *h);
 int main(int argc, char **argv);
 

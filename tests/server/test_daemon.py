@@ -33,12 +33,20 @@ def free_port():
 
 
 class Daemon:
-    def __init__(self, *extra):
+    def __init__(self, *extra, env=None, wait=True):
         self.port = free_port()
         self.log = open(os.path.join("/tmp", "hllm-creatord-test-%d.log" % self.port), "w+")
+        full_env = dict(os.environ)
+        for k in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+            full_env.pop(k, None)
+        full_env.update(env or {})
         self.p = subprocess.Popen([DAEMON, "--model", PKG, "--port", str(self.port),
                                    "--log-level", "debug", *extra],
-                                  stderr=self.log, stdout=subprocess.DEVNULL)
+                                  stderr=self.log, stdout=subprocess.DEVNULL, env=full_env)
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self):
         deadline = time.time() + 120
         while time.time() < deadline:
             try:
@@ -706,8 +714,223 @@ def test_caches_disabled(sampled):
         check(rc == 0 and "Sanitizer" not in log, "caches-off daemon exit: %s" % rc)
 
 
+# ---- title tables (hllm titles -> --title-table, SIGHUP) and sd_notify ---------------------
+
+class Notify:
+    """The NOTIFY_SOCKET of a daemon: a Unix datagram socket this test binds; collects messages."""
+
+    def __init__(self):
+        self.path = "/tmp/hllm-creatord-notify-%d.sock" % os.getpid()
+        if os.path.exists(self.path):
+            os.unlink(self.path)
+        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.s.bind(self.path)
+        self.s.settimeout(0.05)
+        self.msgs = []  # (time, {field: value})
+
+    def poll(self, until=None, timeout=30):
+        """Reads messages until one has until=(field, value), or the timeout; returns it."""
+        deadline = time.time() + timeout
+        while True:
+            for t, m in self.msgs:
+                if until and m.get(until[0]) == until[1] and t >= getattr(self, "mark", 0):
+                    return m
+            if time.time() > deadline:
+                return None
+            try:
+                data = self.s.recv(65536)
+            except socket.timeout:
+                continue
+            fields = dict(l.split("=", 1) for l in data.decode().split("\n") if "=" in l)
+            self.msgs.append((time.time(), fields))
+
+    def since_mark(self):
+        return [m for t, m in self.msgs if t >= self.mark]
+
+    def set_mark(self):
+        self.poll(timeout=0.1)
+        self.mark = time.time()
+
+    def close(self):
+        self.s.close()
+        os.unlink(self.path)
+
+
+def titles_table(path, ads, *args):
+    """Runs hllm titles over ads (dicts) into path; returns (header, {(cluster, ad_id): entry})."""
+    src = path + ".ads"
+    with open(src, "w") as f:
+        for a in ads:
+            f.write(json.dumps(a) + "\n")
+    r = subprocess.run([HLLM, "titles", "--model", PKG, "--ads", src, "--out", path, *args],
+                       capture_output=True, text=True)
+    check(r.returncode == 0, "hllm titles: %s" % r.stderr)
+    lines = open(path).read().splitlines()
+    return json.loads(lines[0]), {(e["cluster"], e["ad_id"]): e for e in map(json.loads, lines[1:])}
+
+
+def users_by_cluster(d):
+    """One history per cluster found among the fixture's users and a few more (the tiny model
+    puts most short histories in one cluster)."""
+    cases = os.path.join(TESTS, "data", "creator", "cases.jsonl")
+    hists = [json.loads(l)["history"] for l in open(cases) if l.strip()]
+    words = ["The Hobbit", "Dune", "Small Gods", "Emma", "Ulysses", "Kyoto", "war", "peace"]
+    hists += [["table", a, b] for i, a in enumerate(words) for b in words[i + 1:]]
+    by = {}
+    for h in hists:
+        st, b, _ = d.req("POST", "/v1/users:embed", {"user": {"history": h}})
+        if st == 200:  # (some fixture users are over the daemon's default limits)
+            by.setdefault(b["cluster"], h)
+    return by
+
+
+TABLE_ADS = [{"id": "t1", "title": "Night Flight", "description": "A pilot crosses the Andes."},
+             {"id": "t2", "title": "Cooking at home"}]
+NEW_ADS = [{"id": "t3", "title": "Kyoto in autumn", "description": "Temples and maples."}]
+
+
+def table_body(hist, ad, **kw):
+    """A titles request with the daemon's default settings (those of a default table)."""
+    b = {"user": {"history": hist}, "ad": {k: v for k, v in ad.items() if k != "id"}}
+    b.update(kw)
+    return b
+
+
+def test_tables():
+    tdir = "/tmp/hllm-creatord-tables-%d" % os.getpid()
+    os.makedirs(tdir, exist_ok=True)
+    table = os.path.join(tdir, "t.jsonl")
+    head, entries = titles_table(table, TABLE_ADS)  # the package's default (sampled) settings
+    check(head["sampling"]["temperature"] > 0, "the default table is sampled: %r" % head)
+
+    # live titles of users of several clusters, from a daemon without tables (nothing cached):
+    # each equals the table's entry for its (cluster, ad): the (cluster, ad) seed at work
+    live = Daemon("--title-cache-bytes", "0", "--user-cache-bytes", "0")
+    try:
+        users = users_by_cluster(live)
+        check(len(users) >= 2, "users in %d clusters" % len(users))
+        for k, h in sorted(users.items()):
+            for ad in TABLE_ADS:
+                st, b, _ = live.req("POST", "/v1/titles", table_body(h, ad))
+                e = entries[(k, ad["id"])]
+                check(st == 200 and b["cached"] is False and b["cluster"] == k and
+                      (b["title"], b["ids"], b["finish"]) == (e["title"], e["ids"], e["finish"]),
+                      "live title of cluster %d equals the table's: %r vs %r" % (k, b, e))
+    finally:
+        live.stop()
+
+    nt = Notify()
+    d = Daemon("--title-table", table, env={"NOTIFY_SOCKET": nt.path, "WATCHDOG_USEC": "300000"},
+               wait=False)
+    try:
+        ready = nt.poll(("READY", "1"), timeout=120)
+        st, _, _ = d.req("GET", "/readyz")
+        check(ready is not None and st == 200, "READY=1 only once /readyz is ready: %r %s" %
+              (ready, st))
+        d.wait_ready()
+        check(nt.poll(("WATCHDOG", "1"), timeout=5) is not None, "WATCHDOG=1 with WATCHDOG_USEC")
+        st, m, _ = d.req("GET", "/v1/model")
+        check(m["title_tables"] == {"files": [table], "entries": len(entries)},
+              "v1/model title_tables: %r" % (m.get("title_tables"),))
+        check(d.metric("hllm:title_table_entries") == len(entries), "title_table_entries metric")
+        tok0, hits0 = d.metric("hllm:generated_tokens_total"), d.metric("hllm:title_table_hits_total")
+        for k, h in sorted(users.items()):
+            for ad in TABLE_ADS:
+                e = entries[(k, ad["id"])]
+                st, b, _ = d.req("POST", "/v1/titles", table_body(h, ad))
+                check(st == 200 and b["cached"] is True and b["cluster"] == k and
+                      b["pruned"] is False and
+                      (b["title"], b["ids"], b["finish"]) == (e["title"], e["ids"], e["finish"]),
+                      "table hit: %r vs %r" % (b, e))
+                st, raw, _ = d.req("POST", "/v1/titles", table_body(h, ad, stream=True), raw=True)
+                ev = sse_parse(raw)
+                check(ev[0][0] == "meta" and ev[0][1]["cache"] == "table" and
+                      ev[0][1]["cached"] is True and ev[-1][0] == "done" and
+                      "".join(x["text"] for n, x in ev if n == "token") == e["title"] and
+                      ev[-1][1]["title"] == e["title"], "streamed table hit: %r" % (ev,))
+        n_hits = 2 * len(users) * len(TABLE_ADS)
+        check(d.metric("hllm:generated_tokens_total") == tok0, "table hits generate no token")
+        check(d.metric("hllm:title_table_hits_total") == hits0 + n_hits, "title_table_hits metric")
+        # other settings than the table's: not from the table
+        h = users[min(users)]
+        st, b, _ = d.req("POST", "/v1/titles", table_body(h, TABLE_ADS[0], sampling={"greedy": True}))
+        check(st == 200 and b["cached"] is False, "greedy request not from the sampled table: %r" % b)
+
+        # SIGHUP with new content (written aside, renamed into place): other answers
+        _, new_entries = titles_table(table + ".new", NEW_ADS)
+        os.replace(table + ".new", table)
+        nt.set_mark()
+        ok0 = d.metric("hllm:title_table_reloads_total")
+        d.p.send_signal(signal.SIGHUP)
+        check(wait_metric(d, "hllm:title_table_reloads_total", ok0 + 1), "SIGHUP reloaded")
+        check(nt.poll(("READY", "1"), timeout=10) is not None, "READY=1 after the reload")
+        seq = [x for m in nt.since_mark() for x in m if x in ("RELOADING", "READY")]
+        rel = [m for m in nt.since_mark() if "RELOADING" in m]
+        check(seq[:2] == ["RELOADING", "READY"] and rel and rel[0].get("MONOTONIC_USEC", "").isdigit(),
+              "RELOADING=1 (with MONOTONIC_USEC) then READY=1 around SIGHUP: %r" % nt.since_mark())
+        check(d.metric("hllm:title_table_entries") == len(new_entries), "entries after reload")
+        st, b, _ = d.req("POST", "/v1/titles", table_body(h, NEW_ADS[0]))
+        e = new_entries[(b["cluster"], "t3")]
+        check(b["cached"] is True and b["ids"] == e["ids"], "after SIGHUP the new ad is a table hit")
+        tok1 = d.metric("hllm:generated_tokens_total")
+        st, b, _ = d.req("POST", "/v1/titles", table_body(h, TABLE_ADS[1]))
+        check(b["cached"] is False and d.metric("hllm:generated_tokens_total") > tok1,
+              "after SIGHUP the removed ad is generated: %r" % b)
+
+        # SIGHUP with a broken file: the old tables stay, a metric and the log say why
+        with open(table, "a") as f:
+            f.write('{"cluster": 0, "ad_hash": "nothex"}\n')
+        bad0 = d.metric("hllm:title_table_reload_failures_total")
+        d.p.send_signal(signal.SIGHUP)
+        check(wait_metric(d, "hllm:title_table_reload_failures_total", bad0 + 1),
+              "a broken table counts a reload failure")
+        st, b, _ = d.req("POST", "/v1/titles", table_body(h, NEW_ADS[0]))
+        check(b["cached"] is True and b["ids"] == e["ids"] and
+              d.metric("hllm:title_table_entries") == len(new_entries),
+              "the previous tables still answer after a failed reload: %r" % b)
+        nt.set_mark()
+    finally:
+        rc, log = d.stop()
+        check(rc == 0 and "Sanitizer" not in log, "table daemon exit %s" % rc)
+    check("reload failed, keeping the previous title tables" in log and
+          "t.jsonl:%d: ad_hash" % (len(new_entries) + 2) in log,
+          "the failed reload is logged with file, line and field")
+    check(nt.poll(("STOPPING", "1"), timeout=5) is not None, "STOPPING=1 on SIGTERM")
+    nt.close()
+
+    # refused at start: another package's digest, other settings; -t checks tables too
+    lines = open(table).read().splitlines()[:-1]  # the valid table again
+    hd = json.loads(lines[0])
+    for what, change, want in (("digest", {"package_digest": "0123456789abcdef"}, "package_digest"),
+                               ("sampling", {"sampling": dict(hd["sampling"], seed=9)}, "sampling"),
+                               ("max_new_tokens", {"max_new_tokens": 5}, "sampling")):
+        badp = os.path.join(tdir, "bad-%s.jsonl" % what)
+        with open(badp, "w") as f:
+            f.write("\n".join([json.dumps(dict(hd, **change))] + lines[1:]) + "\n")
+        r = subprocess.run([DAEMON, "--model", PKG, "--port", str(free_port()), "--title-table",
+                            badp], capture_output=True, text=True, timeout=120)
+        check(r.returncode == 1 and badp + ":1: " + want in r.stderr,
+              "a table with another %s is refused at start: %d %s" % (what, r.returncode,
+                                                                     r.stderr[-500:]))
+        r = subprocess.run([DAEMON, "-t", "--model", PKG, "--title-table", badp],
+                           capture_output=True, text=True)
+        check(r.returncode == 1 and badp in r.stderr, "-t refuses it: %s" % r.stderr[-300:])
+    with open(table, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    cfg = os.path.join(tdir, "tables.conf")
+    with open(cfg, "w") as f:
+        f.write("model = %s\ntitle-tables = %s, %s\n" % (PKG, table, table))
+    r = subprocess.run([DAEMON, "-t", "--config", cfg], capture_output=True, text=True)
+    check(r.returncode == 0 and "2 title tables" in r.stderr, "-t with title-tables: %s" % r.stderr)
+    r = subprocess.run([DAEMON, "-t", "--config", cfg, "--title-table", badp], capture_output=True,
+                       text=True)
+    check(r.returncode == 1 and "bad-max_new_tokens" in r.stderr,
+          "--title-table replaces the config's list: %s" % r.stderr[-300:])
+
+
 def main():
     test_check_only()
+    test_tables()
     test_limit_flags()
     d = Daemon()
     try:
