@@ -14,6 +14,7 @@ PKGS=(
   libxxhash-dev          # XXH3: cache keys, package digest (engine/creator/title_key.c)
   libuv1-dev             # the daemon's event loop
   libmicrohttpd-dev      # the daemon's HTTP server
+  libsystemd-dev         # the daemon's sd_notify (READY, RELOADING, STOPPING, WATCHDOG)
   valgrind               # memcheck run of the engine tests
   systemd                # test: systemd-analyze verify of deploy/hllm-creatord.service
   nginx-light            # test: nginx -t of deploy/nginx-lb.conf (tests/cli/deploy_units.sh)

@@ -38,10 +38,21 @@ grep -qi "unknown key\|TimeoutStopSecs" <<<"$(systemd-analyze verify "$TMP/broke
 sed "s#$TMP/hllm-creatord#$TMP/absent-binary#g" "$TMP/hllm-creatord.service" >"$TMP/broken2.service"
 systemd-analyze verify "$TMP/broken2.service" >/dev/null 2>&1 && bad "verify accepted a missing ExecStart binary" || ok
 
-# no Type=notify, watchdog or SIGHUP reload until the daemon implements them (its default SIGHUP
-# action would stop it)
-grep -qE '^(Type=notify|WatchdogSec=|ExecReload=)' "$UNIT" && bad "unit relies on sd_notify/SIGHUP the daemon lacks" || ok
-for d in 'Type=exec' 'DynamicUser=yes' \
+# the daemon speaks sd_notify (READY/RELOADING/STOPPING/WATCHDOG) and reloads on SIGHUP
+# (tests/server/test_daemon.py checks that against a NOTIFY_SOCKET it binds)
+for d in 'Type=notify' 'NotifyAccess=main' 'WatchdogSec=30' 'ExecReload=/bin/kill -HUP $MAINPID'; do
+    grep -qxF -- "$d" "$UNIT" && ok || bad "unit lacks $d"
+done
+grep -q '^Type=exec' "$UNIT" && bad "the unit still says Type=exec" || ok
+# the daemon must really link libsystemd's sd_notify (the unit would time out at start otherwise)
+DAEMON_BIN=$(dirname "$HLLM")/../server/hllm-creatord
+if [ -x "$DAEMON_BIN" ]; then
+    grep -q "WATCHDOG=1" "$DAEMON_BIN" && grep -q "READY=1" "$DAEMON_BIN" && ok || bad "hllm-creatord has no sd_notify states"
+fi
+# a Type=notify unit with a typo in the watchdog key must be reported (not vacuous)
+sed 's/^WatchdogSec=/WatchdogSecs=/' "$TMP/hllm-creatord.service" >"$TMP/broken3.service"
+grep -qi "unknown key\|WatchdogSecs" <<<"$(systemd-analyze verify "$TMP/broken3.service" 2>&1)" && ok || bad "verify missed a bad watchdog key"
+for d in 'DynamicUser=yes' \
     'ProtectSystem=strict' 'ProtectHome=yes' 'PrivateTmp=yes' 'NoNewPrivileges=yes' \
     'CapabilityBoundingSet=' 'SystemCallFilter=@system-service' 'RestrictAddressFamilies=' \
     'ReadOnlyPaths=' 'StateDirectory=' 'RuntimeDirectory=' '--config /etc/hllm-creatord.conf'; do
