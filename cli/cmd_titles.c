@@ -52,7 +52,8 @@ static void titles_usage(FILE *f) {
         "  --temperature T    sampling temperature (0 = greedy); default from creator.json\n"
         "  --top-k K          keep the K most likely tokens (0 = off)\n"
         "  --top-p P          nucleus threshold in (0, 1]\n"
-        "  --seed S           base seed (default 0, the daemon's)\n"
+        "  --seed S           base seed (default from creator.json, 0 there by default: the\n"
+        "                     daemon's)\n"
         "  --max-new N        at most N new tokens (default from creator.json); also\n"
         "                     --max-new-tokens N\n"
         "  --max-line-bytes N longest ads line accepted (default 4194304)\n"
@@ -509,7 +510,7 @@ int hc_cmd_titles(int argc, char **argv) {
     const char *model = NULL, *ads_path = NULL, *out_path = NULL;
     int greedy = 0, outside = 0, c;
     double T = -1, P = -1;
-    long K = -1, seed = 0, max_new = -1, max_line = HC_CLI_DEFAULT_MAX_LINE, threads = 0;
+    long K = -1, seed = -1, max_new = -1, max_line = HC_CLI_DEFAULT_MAX_LINE, threads = 0;
     hc_backend_kind kind = HC_BACKEND_AUTO;
     hc_dtype wd = HC_DTYPE_AS_STORED;
     optind = 1;
@@ -611,7 +612,7 @@ int hc_cmd_titles(int argc, char **argv) {
     if (greedy) sp.greedy = 1;
     if (K >= 0) sp.top_k = (int)K;
     if (P > 0) sp.top_p = (float)P;
-    sp.seed = (uint64_t)seed;
+    if (seed >= 0) sp.seed = (uint64_t)seed;
     if (max_new < 0) max_new = cr->pkg.max_new_tokens;
     if (max_new >= cr->creative->cfg.max_position_embeddings) {
         fprintf(stderr, "hllm titles: --max-new %ld leaves no room for the prompt: the creative "
