@@ -14,10 +14,10 @@
  * modes) room for the creative scheduler's copy, so the hand-over inside a step allocates
  * nothing: hc_lm_sched_submit_in takes the whole block, which lives until the title ends. */
 typedef struct csreq {
-    hc_creq r;          /* pointers into this allocation */
-    int32_t *prompt;    /* prompt1 + slot + prompt2 (generation modes) */
+    hc_creq r;       /* pointers into this allocation */
+    int32_t *prompt; /* prompt1 + slot + prompt2 (generation modes) */
     int n_prompt, slot_pos;
-    float *U;           /* (H_c): filled by the embed stage */
+    float *U; /* (H_c): filled by the embed stage */
     int32_t cluster;
     int cancelled;
     int32_t stop[HC_LM_MAX_STOP]; /* the package's end-of-sequence ids, then the request's */
@@ -41,7 +41,7 @@ struct hc_csched {
     int32_t *cl;
     int *n_keep;
     csreq **batch;
-    csreq **skip;  /* (max_queued) generations the embed stage passed over, in order */
+    csreq **skip;           /* (max_queued) generations the embed stage passed over, in order */
     hc_creator_scratch scr; /* the item and user forwards' */
     int n_batch; /* requests of the embed stage whose EMBEDDED events are being delivered */
     /* stats */
@@ -73,7 +73,8 @@ static hc_lm_sched_params gen_params(const hc_creator *c, hc_lm_sched_params p) 
     const hc_llm_config *cfg = &c->creative->cfg;
     if (p.max_prompt <= 0)
         p.max_prompt = c->pkg.max_prompt_tokens < cfg->max_position_embeddings
-                           ? c->pkg.max_prompt_tokens : cfg->max_position_embeddings;
+                           ? c->pkg.max_prompt_tokens
+                           : cfg->max_position_embeddings;
     if (p.max_new <= 0) p.max_new = cfg->max_position_embeddings - 1;
     if (p.max_inject <= 0) p.max_inject = 1;
     if (p.kv_blocks <= 0) {
@@ -94,8 +95,9 @@ int hc_csched_create(hc_csched **out, hc_creator *c, const hc_csched_params *par
     *out = NULL;
     hc_csched_params p = params ? *params : hc_csched_default_params();
     if (p.max_queued < 1 || p.max_embed < 1 || p.embed_tokens < 1)
-        return hc_seterr(eb, HC_ERR_INVAL, "scheduler: max_queued, max_embed and embed_tokens "
-                                           "must be >= 1");
+        return hc_seterr(eb, HC_ERR_INVAL,
+                         "scheduler: max_queued, max_embed and embed_tokens "
+                         "must be >= 1");
     hc_csched *s = calloc(1, sizeof *s);
     if (!s) return HC_ERR_NOMEM;
     s->c = c;
@@ -117,7 +119,8 @@ int hc_csched_create(hc_csched **out, hc_creator *c, const hc_csched_params *par
         hc_csched_free(s);
         return hc_seterr(eb, HC_ERR_NOMEM, "scheduler: out of memory");
     }
-    int rc0 = hc_creator_scratch_init(&s->scr, c, p.max_embed * c->pkg.max_history, p.max_embed, eb);
+    int rc0 =
+        hc_creator_scratch_init(&s->scr, c, p.max_embed * c->pkg.max_history, p.max_embed, eb);
     /* the item and user forwards of the embed stage never exceed the scratch's token bound: their
      * activations are allocated now, so no step grows them */
     const int T = s->scr.max_tok, max_items = p.max_embed * c->pkg.max_history;
@@ -145,7 +148,8 @@ void hc_csched_free(hc_csched *s) {
     if (!s) return;
     for (int i = 0; s->queue && i < s->q_len; i++)
         free(s->queue[(s->q_head + i) % s->p.max_queued]);
-    for (int i = 0; s->ready && i < s->n_ready; i++) free(s->ready[i]);
+    for (int i = 0; s->ready && i < s->n_ready; i++)
+        free(s->ready[i]);
     hc_lm_sched_free(s->gen);
     hc_creator_scratch_free(&s->scr);
     free(s->queue);
@@ -164,7 +168,8 @@ void hc_csched_free(hc_csched *s) {
 
 static int item_total(const hc_creq *r) {
     int t = 0;
-    for (int i = 0; i < r->n_items; i++) t += r->item_lens[i];
+    for (int i = 0; i < r->n_items; i++)
+        t += r->item_lens[i];
     return t;
 }
 
@@ -174,45 +179,53 @@ int hc_csched_submit(hc_csched *s, const hc_creq *r, hc_errbuf *eb) {
     if (r->mode != HC_CREQ_CLUSTER && r->mode != HC_CREQ_PER_USER && r->mode != HC_CREQ_EMBED)
         return hc_seterr(eb, HC_ERR_INVAL, "unknown request mode %d", (int)r->mode);
     if (r->n_items < 0 || r->n_items > c->pkg.max_history)
-        return hc_seterr(eb, HC_ERR_RANGE, "%d history items, at most max_history (%d)",
-                         r->n_items, c->pkg.max_history);
+        return hc_seterr(eb, HC_ERR_RANGE, "%d history items, at most max_history (%d)", r->n_items,
+                         c->pkg.max_history);
     if (r->n_items && !r->item_lens) return hc_seterr(eb, HC_ERR_INVAL, "no item lengths");
     int n_ids = 0;
     for (int i = 0; i < r->n_items; i++) {
         if (r->item_lens[i] < 0 || r->item_lens[i] > c->pkg.max_item_tokens)
-            return hc_seterr(eb, HC_ERR_RANGE, "history item %d has %d tokens, outside "
-                             "0..max_item_tokens (%d)", i, r->item_lens[i],
-                             c->pkg.max_item_tokens);
+            return hc_seterr(eb, HC_ERR_RANGE,
+                             "history item %d has %d tokens, outside "
+                             "0..max_item_tokens (%d)",
+                             i, r->item_lens[i], c->pkg.max_item_tokens);
         n_ids += r->item_lens[i];
     }
     if (n_ids && !r->item_ids) return hc_seterr(eb, HC_ERR_INVAL, "no item ids");
     for (int i = 0; i < n_ids; i++)
         if (r->item_ids[i] < 0 || r->item_ids[i] >= c->item->cfg.vocab_size)
-            return hc_seterr(eb, HC_ERR_RANGE, "item tokenizer id %d outside the item LLM's "
-                             "vocabulary", r->item_ids[i]);
+            return hc_seterr(eb, HC_ERR_RANGE,
+                             "item tokenizer id %d outside the item LLM's "
+                             "vocabulary",
+                             r->item_ids[i]);
     const int gen = r->mode != HC_CREQ_EMBED;
     int n_prompt = 0;
     if (gen) {
         if (!s->gen) return hc_seterr(eb, HC_ERR_INVAL, "the creative LLM is not loaded");
         if (r->mode == HC_CREQ_CLUSTER && !c->clusters)
-            return hc_seterr(eb, HC_ERR_NOTFOUND, "the model package has no cluster centroids; "
-                                                  "use per-user mode");
+            return hc_seterr(eb, HC_ERR_NOTFOUND,
+                             "the model package has no cluster centroids; "
+                             "use per-user mode");
         if (r->n_prompt2 < 0 || (r->n_prompt2 && !r->prompt2))
             return hc_seterr(eb, HC_ERR_INVAL, "bad prompt2");
         if (r->max_new < 0) return hc_seterr(eb, HC_ERR_INVAL, "max_new must be >= 0");
         if (r->n_stop < 0 || (r->n_stop && !r->stop) || r->n_stop > HC_LM_MAX_STOP - c->n_eos)
-            return hc_seterr(eb, HC_ERR_RANGE, "%d stop ids, at most %d beside the package's %d "
-                             "end-of-sequence ids", r->n_stop, HC_LM_MAX_STOP - c->n_eos,
-                             c->n_eos);
+            return hc_seterr(eb, HC_ERR_RANGE,
+                             "%d stop ids, at most %d beside the package's %d "
+                             "end-of-sequence ids",
+                             r->n_stop, HC_LM_MAX_STOP - c->n_eos, c->n_eos);
         for (int i = 0; i < r->n_stop; i++)
             if (r->stop[i] < 0 || r->stop[i] >= c->creative->cfg.vocab_size)
-                return hc_seterr(eb, HC_ERR_RANGE, "stop id %d outside the creative LLM's "
-                                 "vocabulary (0..%d)", r->stop[i],
-                                 c->creative->cfg.vocab_size - 1);
+                return hc_seterr(eb, HC_ERR_RANGE,
+                                 "stop id %d outside the creative LLM's "
+                                 "vocabulary (0..%d)",
+                                 r->stop[i], c->creative->cfg.vocab_size - 1);
         n_prompt = c->n_prompt1 + 1 + r->n_prompt2;
         if (n_prompt > c->pkg.max_prompt_tokens)
-            return hc_seterr(eb, HC_ERR_RANGE, "the creative prompt has %d tokens, more than "
-                             "max_prompt_tokens (%d)", n_prompt, c->pkg.max_prompt_tokens);
+            return hc_seterr(eb, HC_ERR_RANGE,
+                             "the creative prompt has %d tokens, more than "
+                             "max_prompt_tokens (%d)",
+                             n_prompt, c->pkg.max_prompt_tokens);
     }
     const size_t Hc = (size_t)c->d_creative, A = _Alignof(max_align_t);
     size_t bytes = sizeof(csreq) + sizeof(float) * Hc +
@@ -250,9 +263,16 @@ int hc_csched_submit(hc_csched *s, const hc_creq *r, hc_errbuf *eb) {
         q->slot_pos = c->n_prompt1;
         memset(q->U, 0, sizeof(float) * Hc);
         /* everything the creative scheduler will check, now, so a bad request never queues */
-        hc_lm_req lr = {.id = r->id, .prompt = prompt, .n_prompt = n_prompt, .n_inject = 1,
-                        .inject_idx = &q->slot_pos, .inject = q->U, .sampling = r->sampling,
-                        .max_new = r->max_new, .stop = q->stop, .n_stop = q->n_stop};
+        hc_lm_req lr = {.id = r->id,
+                        .prompt = prompt,
+                        .n_prompt = n_prompt,
+                        .n_inject = 1,
+                        .inject_idx = &q->slot_pos,
+                        .inject = q->U,
+                        .sampling = r->sampling,
+                        .max_new = r->max_new,
+                        .stop = q->stop,
+                        .n_stop = q->n_stop};
         int rc = hc_lm_sched_check(s->gen, &lr, eb);
         if (rc) {
             free(q);
@@ -295,7 +315,10 @@ static void emit_finished(hc_csched *s, uint64_t id, hc_finish f) {
 }
 
 static void emit_failed(hc_csched *s, uint64_t id, int status, const char *msg) {
-    hc_cevent ev = {.kind = HC_CEV_FAILED, .id = id, .status = status, .cluster = -1,
+    hc_cevent ev = {.kind = HC_CEV_FAILED,
+                    .id = id,
+                    .status = status,
+                    .cluster = -1,
                     .message = msg && *msg ? msg : hc_strerror(status)};
     if (s->sink) s->sink(s->sink_user, &ev);
 }
@@ -358,11 +381,17 @@ static void hand_over(hc_csched *s) {
     int done = 0;
     for (; done < s->n_ready; done++) {
         csreq *q = s->ready[done];
-        hc_lm_req lr = {.id = q->r.id, .prompt = q->prompt, .n_prompt = q->n_prompt,
-                        .n_inject = 1, .inject_idx = &q->slot_pos,
+        hc_lm_req lr = {.id = q->r.id,
+                        .prompt = q->prompt,
+                        .n_prompt = q->n_prompt,
+                        .n_inject = 1,
+                        .inject_idx = &q->slot_pos,
                         .inject = q->r.mode == HC_CREQ_PER_USER
-                                      ? q->U : cent + (size_t)q->cluster * (size_t)c->d_creative,
-                        .sampling = q->r.sampling, .max_new = q->r.max_new, .stop = q->stop,
+                                      ? q->U
+                                      : cent + (size_t)q->cluster * (size_t)c->d_creative,
+                        .sampling = q->r.sampling,
+                        .max_new = q->r.max_new,
+                        .stop = q->stop,
                         .n_stop = q->n_stop};
         if (q->r.mode == HC_CREQ_CLUSTER && q->r.seed_by_cluster)
             lr.sampling.seed = hc_title_seed(q->r.sampling.seed, q->cluster, q->r.ad_hash);
@@ -426,7 +455,8 @@ static int embed_stage(hc_csched *s, hc_errbuf *eb) {
         n++;
     }
     /* the skipped generations, in order, become the new head of the queue */
-    for (int i = 0; i < kept; i++) s->queue[(s->q_head + n + i) % Q] = s->skip[i];
+    for (int i = 0; i < kept; i++)
+        s->queue[(s->q_head + n + i) % Q] = s->skip[i];
     if (n == 0) return HC_OK;
     s->q_head = (s->q_head + n) % s->p.max_queued;
     s->q_len -= n;
@@ -448,8 +478,11 @@ static int embed_stage(hc_csched *s, hc_errbuf *eb) {
         csreq *q = s->batch[i];
         q->cluster = c->clusters ? s->cl[i] : -1;
         memcpy(q->U, s->U + (size_t)i * Hc, sizeof(float) * Hc);
-        hc_cevent ev = {.kind = HC_CEV_EMBEDDED, .id = q->r.id, .u = s->u + (size_t)i * Hu,
-                        .U = q->U, .cluster = q->cluster,
+        hc_cevent ev = {.kind = HC_CEV_EMBEDDED,
+                        .id = q->r.id,
+                        .u = s->u + (size_t)i * Hu,
+                        .U = q->U,
+                        .cluster = q->cluster,
                         .cluster_score = c->clusters ? s->score[i] : 0.0f};
         if (s->sink) s->sink(s->sink_user, &ev);
         if (q->r.mode == HC_CREQ_EMBED) {
@@ -504,4 +537,6 @@ hc_csched_stats hc_csched_get_stats(const hc_csched *s) {
     return st;
 }
 
-hc_lm_sched *hc_csched_gen(hc_csched *s) { return s->gen; }
+hc_lm_sched *hc_csched_gen(hc_csched *s) {
+    return s->gen;
+}
