@@ -67,8 +67,7 @@ static float *take(arena *a, size_t n) {
 
 static int check_rows(const hc_tok_rows *r, int n, const char *what, int64_t *total,
                       hc_errbuf *eb) {
-    if (!r || !r->lens || (r->n > 0 && !r->ids && n > 0))
-        return hc_seterr(eb, HC_ERR_INVAL, "%s: rows missing", what);
+    if (!r || (n > 0 && !r->lens)) return hc_seterr(eb, HC_ERR_INVAL, "%s: rows missing", what);
     if (r->n != n) return hc_seterr(eb, HC_ERR_INVAL, "%s: %d rows for %d users", what, r->n, n);
     int64_t s = 0;
     for (int i = 0; i < n; i++) {
@@ -76,6 +75,7 @@ static int check_rows(const hc_tok_rows *r, int n, const char *what, int64_t *to
             return hc_seterr(eb, HC_ERR_INVAL, "%s: row %d has length %d", what, i, r->lens[i]);
         s += r->lens[i];
     }
+    if (s > 0 && !r->ids) return hc_seterr(eb, HC_ERR_INVAL, "%s: no ids", what);
     *total = s;
     return 0;
 }
@@ -490,17 +490,17 @@ int hc_align_loss(hc_ptab *t, hc_tmodel *dec, const float *u, int n, const hc_to
     float *dh = backward ? dp_raw + (size_t)n * C : NULL;
     /* rows: profile[:max_len] then the slot, one segment per user, positions from 0 */
     int r = 0;
-    const int32_t *ids = profile->ids;
+    int64_t off = 0;
     for (int i = 0; i < n; i++) {
         int L = max_len > 0 && profile->lens[i] > max_len ? max_len : profile->lens[i];
         for (int j = 0; j <= L; j++, r++) {
-            p.ids[r] = j < L ? ids[j] : -1;
+            p.ids[r] = j < L ? profile->ids[off + j] : -1;
             p.pos[r] = j;
             p.seg[r] = i;
         }
         p.rows[i] = r - 1;
         memcpy(inj + (size_t)i * C, slot, sizeof(float) * C);
-        ids += profile->lens[i];
+        off += profile->lens[i];
     }
     hc_tbatch b = {p.T, p.ids, p.pos, p.seg, n, p.rows, inj};
     rc = hc_tmodel_forward(dec, &b, eb);
@@ -565,13 +565,13 @@ int hc_recon_loss(hc_ptab *t, hc_tmodel *dec, const float *u, int n, const int32
     }
     float *inj = buf, *dinj = buf + (size_t)n * C, *dh = backward ? dinj + (size_t)n * C : NULL;
     int r = 0;
-    const int32_t *ids = profile->ids;
+    int64_t off = 0;
     for (int i = 0; i < n; i++) {
         int q = (int)(profile->lens[i] < Rmax - 1 ? profile->lens[i] : Rmax - 1);
         int len = 1 + n_prompt + q + 1, r0 = r;
         for (int j = 0; j < len; j++, r++) {
             p.ids[r] = j == 0 ? -1 : j <= n_prompt ? prompt[j - 1] : j < len - 1
-                     ? ids[j - 1 - n_prompt] : eos;
+                     ? profile->ids[off + j - 1 - n_prompt] : eos;
             p.pos[r] = j;
             p.seg[r] = i;
             p.labels[r] = -100;
@@ -579,7 +579,7 @@ int hc_recon_loss(hc_ptab *t, hc_tmodel *dec, const float *u, int n, const int32
         for (int j = n_prompt; j < len - 1; j++) /* row j predicts the profile token or eos at j+1 */
             p.labels[r0 + j] = p.ids[r0 + j + 1];
         p.rows[i] = r0;
-        ids += profile->lens[i];
+        off += profile->lens[i];
     }
     const hc_train_ops *ops = dec->ops;
     ops->matmul_fwd(inj, u, W, NULL, n, Hu, C);
