@@ -577,6 +577,17 @@ static void test_decoder_head(const char *tests, int recon) {
         align_eval(&c);
         CHECK(*temp == 0.0f);
     }
+    /* an empty profile row: the slot alone (align), prompt and eos only (recon) */
+    int32_t lens0[16];
+    memcpy(lens0, lens, sizeof(int32_t) * (size_t)(N < 16 ? N : 16));
+    lens0[0] = 0;
+    hc_tok_rows r0 = {N, lens0, ids + lens[0]};
+    l2 = NAN;
+    rc = recon ? hc_recon_loss(&x.t, x.dec, c.u, N, c.prompt, c.n_prompt, &r0, c.eos, c.max_len,
+                               1.0f, 1, du, &l2, &nt, &eb)
+               : hc_align_loss(&x.t, x.dec, c.u, N, &r0, c.max_len, 1.0f, 1, du, &l2, &eb);
+    CHECKF(rc == 0 && isfinite(l2) && l2 > 0, "%s with an empty profile row: rc %d (%s), loss %g",
+           head, rc, eb.msg, l2);
     hc_tok_rows bad = {N - 1, lens, ids};
     rc = recon ? hc_recon_loss(&x.t, x.dec, c.u, N, c.prompt, c.n_prompt, &bad, c.eos, c.max_len,
                                1.0f, 1, du, &l2, NULL, &eb)
