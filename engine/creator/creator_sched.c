@@ -19,6 +19,8 @@ typedef struct csreq {
     int n_prompt, slot_pos;
     float *U; /* (H_c): filled by the embed stage */
     int32_t cluster;
+    float pre_score; /* pre_U requests: the EMBEDDED event's score */
+    int pre;         /* 1: U given at submit (no embed stage) */
     int cancelled;
     int32_t stop[HC_LM_MAX_STOP]; /* the package's end-of-sequence ids, then the request's */
     int n_stop;
@@ -42,6 +44,7 @@ struct hc_csched {
     int *n_keep;
     csreq **batch;
     csreq **skip;           /* (max_queued) generations the embed stage passed over, in order */
+    csreq **pre;            /* (max_embed) requests with their own U taken by the embed stage */
     hc_creator_scratch scr; /* the item and user forwards' */
     int n_batch; /* requests of the embed stage whose EMBEDDED events are being delivered */
     /* stats */
@@ -106,6 +109,7 @@ int hc_csched_create(hc_csched **out, hc_creator *c, const hc_csched_params *par
     s->queue = calloc((size_t)p.max_queued, sizeof *s->queue);
     s->ready = calloc(E, sizeof *s->ready);
     s->batch = calloc(E, sizeof *s->batch);
+    s->pre = calloc(E, sizeof *s->pre);
     s->skip = calloc((size_t)p.max_queued, sizeof *s->skip);
     s->keys = calloc(E * (L ? L : 1), sizeof *s->keys);
     s->vec = malloc(sizeof(float) * E * (L ? L : 1) * (size_t)c->d_item);
@@ -114,8 +118,8 @@ int hc_csched_create(hc_csched **out, hc_creator *c, const hc_csched_params *par
     s->score = malloc(sizeof(float) * E);
     s->cl = malloc(sizeof(int32_t) * E);
     s->n_keep = malloc(sizeof(int) * E);
-    if (!s->queue || !s->ready || !s->batch || !s->skip || !s->keys || !s->vec || !s->u || !s->U ||
-        !s->score || !s->cl || !s->n_keep) {
+    if (!s->queue || !s->ready || !s->batch || !s->pre || !s->skip || !s->keys || !s->vec ||
+        !s->u || !s->U || !s->score || !s->cl || !s->n_keep) {
         hc_csched_free(s);
         return hc_seterr(eb, HC_ERR_NOMEM, "scheduler: out of memory");
     }
@@ -155,6 +159,7 @@ void hc_csched_free(hc_csched *s) {
     free(s->queue);
     free(s->ready);
     free(s->batch);
+    free(s->pre);
     free(s->skip);
     free(s->keys);
     free(s->vec);
@@ -200,6 +205,12 @@ int hc_csched_submit(hc_csched *s, const hc_creq *r, hc_errbuf *eb) {
                              r->item_ids[i]);
     const int gen = r->mode != HC_CREQ_EMBED;
     int n_prompt = 0;
+    if (r->pre_U && !gen)
+        return hc_seterr(eb, HC_ERR_INVAL, "an embed-only request cannot bring its own U");
+    if (r->pre_U && r->mode == HC_CREQ_CLUSTER &&
+        (!c->clusters || r->pre_cluster < 0 || r->pre_cluster >= hc_cluster_index_k(c->clusters)))
+        return hc_seterr(eb, HC_ERR_RANGE, "pre_cluster %d is not a cluster of the package",
+                         (int)r->pre_cluster);
     if (gen) {
         if (!s->gen) return hc_seterr(eb, HC_ERR_INVAL, "the creative LLM is not loaded");
         if (r->mode == HC_CREQ_CLUSTER && !c->clusters)
@@ -246,6 +257,7 @@ int hc_csched_submit(hc_csched *s, const hc_creq *r, hc_errbuf *eb) {
     q->r.n_prompt2 = 0;
     q->r.stop = NULL;
     q->r.n_stop = 0;
+    q->r.pre_U = NULL;
     q->cluster = -1;
     if (gen) {
         memcpy(q->stop, c->eos, sizeof(int32_t) * (size_t)c->n_eos);
@@ -261,7 +273,14 @@ int hc_csched_submit(hc_csched *s, const hc_creq *r, hc_errbuf *eb) {
         q->n_prompt = n_prompt;
         q->lm_mem = (char *)q + lm_off;
         q->slot_pos = c->n_prompt1;
-        memset(q->U, 0, sizeof(float) * Hc);
+        if (r->pre_U) {
+            memcpy(q->U, r->pre_U, sizeof(float) * Hc);
+            q->pre = 1;
+            q->cluster = r->mode == HC_CREQ_CLUSTER ? r->pre_cluster : -1;
+            q->pre_score = r->pre_score;
+        } else {
+            memset(q->U, 0, sizeof(float) * Hc);
+        }
         /* everything the creative scheduler will check, now, so a bad request never queues */
         hc_lm_req lr = {.id = r->id,
                         .prompt = prompt,
@@ -420,7 +439,7 @@ static void hand_over(hc_csched *s) {
 static int embed_stage(hc_csched *s, hc_errbuf *eb) {
     hc_creator *c = s->c;
     const int Lp = c->n_user_prompt;
-    int n = 0, tokens = 0, n_keys = 0, n_gen = 0;
+    int n = 0, tokens = 0, n_keys = 0, n_gen = 0, n_pre = 0;
     int gen_room = s->p.max_embed - s->n_ready;
     if (s->gen) {
         /* embed generations only as far ahead as the creative scheduler can run: with a backlog,
@@ -442,6 +461,11 @@ static int embed_stage(hc_csched *s, hc_errbuf *eb) {
             s->skip[kept++] = q; /* stays queued */
             continue;
         }
+        if (q->pre) { /* embedded before: straight to the creative stage, no compute */
+            n_gen++;
+            s->pre[n_pre++] = q;
+            continue;
+        }
         tokens += t;
         n_gen += gen;
         s->batch[n] = q;
@@ -456,10 +480,26 @@ static int embed_stage(hc_csched *s, hc_errbuf *eb) {
     }
     /* the skipped generations, in order, become the new head of the queue */
     for (int i = 0; i < kept; i++)
-        s->queue[(s->q_head + n + i) % Q] = s->skip[i];
+        s->queue[(s->q_head + n + n_pre + i) % Q] = s->skip[i];
+    s->q_head = (s->q_head + n + n_pre) % s->p.max_queued;
+    s->q_len -= n + n_pre;
+    for (int i = 0; i < n_pre; i++) { /* n_gen <= gen_room keeps ready within max_embed */
+        csreq *q = s->pre[i];
+        s->ready[s->n_ready++] = q; /* there, cancellable from inside the sink */
+        hc_cevent ev = {.kind = HC_CEV_EMBEDDED,
+                        .id = q->r.id,
+                        .u = NULL,
+                        .U = q->U,
+                        .cluster = q->cluster,
+                        .cluster_score = q->pre_score};
+        if (s->sink) s->sink(s->sink_user, &ev);
+        if (q->cancelled) { /* still the last of ready: the sink can only mark it */
+            s->n_ready--;
+            emit_finished(s, q->r.id, HC_FINISH_CANCELLED);
+            free(q);
+        }
+    }
     if (n == 0) return HC_OK;
-    s->q_head = (s->q_head + n) % s->p.max_queued;
-    s->q_len -= n;
     s->embed_passes++;
     int rc = hc_creator_encode_items_(c, s->keys, n_keys, s->vec, &s->scr, eb);
     if (!rc) rc = hc_creator_user_forward_(c, s->vec, s->n_keep, n, s->u, s->U, &s->scr, eb);

@@ -80,6 +80,14 @@ typedef struct hc_creq {
      * whichever user asked (what the daemon's title cache and `hllm titles` tables rely on). */
     int seed_by_cluster;
     uint64_t ad_hash;           /* hc_ad_hash of the ad (with seed_by_cluster) */
+    /* Generation modes: a user embedded before (an earlier EMBEDDED event, a cache). pre_U
+     * (d_creative floats, copied at submit) is used as U and the embed stage is skipped: the
+     * request's EMBEDDED event comes in its first step with u = NULL, U = its copy, cluster =
+     * pre_cluster, score = pre_score. Cluster mode needs pre_cluster in 0..k-1; per-user mode
+     * ignores it. The history (n_items...) may then be empty; it is not used. NULL: embed. */
+    const float *pre_U;
+    int32_t pre_cluster;
+    float pre_score;
 } hc_creq;
 
 /* Owned buffers behind an hc_creq made by hc_creator_tokenize_request. */

@@ -73,6 +73,8 @@ typedef struct req {
     int cancel_on; /* cancel tests: 1 cancel on EMBEDDED, 2 on the first TOKEN */
     const int32_t *stop; /* extra stop ids (hc_creq.stop) */
     int n_stop;
+    const float *pre_U; /* hc_creq.pre_U / pre_cluster */
+    int32_t pre_cluster;
 } req;
 
 typedef struct run {
@@ -91,7 +93,8 @@ static void sink(void *user, const hc_cevent *ev) {
         r->embedded = 1;
         r->cluster = ev->cluster;
         memcpy(r->U, ev->U, sizeof(float) * (size_t)R->Hc);
-        memcpy(r->u, ev->u, sizeof(float) * (size_t)R->Hu);
+        if (ev->u) memcpy(r->u, ev->u, sizeof(float) * (size_t)R->Hu);
+        else if (!r->pre_U) r->order_bad = 1; /* only a request that brought its U has no u */
         if (r->cancel_on == 1) hc_csched_cancel(R->s, ev->id);
         break;
     case HC_CEV_TOKEN:
@@ -179,6 +182,8 @@ static int submit(hc_creator *c, hc_csched *s, req *r, uint64_t id, char *msg, s
         q.prompt2 = long_p2;
         q.n_prompt2 = c->pkg.max_prompt_tokens;
     }
+    q.pre_U = r->pre_U;
+    q.pre_cluster = r->pre_cluster;
     rc = hc_csched_submit(s, &q, &eb);
     snprintf(msg, msg_len, "%s", eb.msg);
     hc_creq_buf_free(&buf);
@@ -645,6 +650,79 @@ static void test_step_allocations(hc_creator *c) {
     for (int i = 0; i < N; i++) free_req(&reqs[i]);
 }
 
+/* Requests that bring their user's U (hc_creq.pre_U, from an earlier EMBEDDED event) skip the embed
+ * stage, with an empty history, and give the titles of requests that embed the history. */
+static void test_pre_embedded(hc_creator *c) {
+    const int Hu = c->d_user, Hc = c->d_creative;
+    enum { N = 8 };
+    req reqs[2 * N];
+    for (int i = 0; i < N; i++) {
+        make_req(&reqs[i], Hu, Hc);
+        if (reqs[i].n_hist == 0) reqs[i].n_hist = 1;
+        reqs[i].mode = i % 2 || !c->clusters ? HC_CREQ_PER_USER : HC_CREQ_CLUSTER;
+        reference(c, &reqs[i]);
+    }
+    hc_errbuf eb = {{0}};
+    hc_csched *s = NULL;
+    CHECK_OK(hc_csched_create(&s, c, NULL, &eb));
+    if (!s) return;
+    run R = {reqs, s, Hu, Hc};
+    char msg[512];
+    for (int i = 0; i < N; i++) CHECK_OK(submit(c, s, &reqs[i], (uint64_t)i, msg, sizeof msg));
+    while (!hc_csched_idle(s)) CHECK_OK(hc_csched_step(s, sink, &R, &eb));
+    const hc_csched_stats st0 = hc_csched_get_stats(s);
+    /* the cached prompt prefixes stay: the same ones serve the second round */
+    const int free0 = hc_kv_n_free_blocks(hc_lm_sched_kv(hc_csched_gen(s)));
+    for (int i = N; i < 2 * N; i++) {
+        const req *o = &reqs[i - N];
+        make_req(&reqs[i], Hu, Hc);
+        reqs[i].n_hist = 0; /* not used */
+        reqs[i].mode = o->mode;
+        reqs[i].ad = o->ad;
+        reqs[i].max_new = o->max_new;
+        reqs[i].pre_U = o->U;
+        reqs[i].pre_cluster = o->cluster;
+        reqs[i].cancel_on = i == 2 * N - 1; /* the last one: cancelled from its EMBEDDED event */
+        CHECK_OK(submit(c, s, &reqs[i], (uint64_t)i, msg, sizeof msg));
+    }
+    while (!hc_csched_idle(s)) CHECK_OK(hc_csched_step(s, sink, &R, &eb));
+    const hc_csched_stats st1 = hc_csched_get_stats(s);
+    CHECKF(st1.users_embedded == st0.users_embedded && st1.items_seen == st0.items_seen,
+           "requests with their own U were embedded: %llu -> %llu users",
+           (unsigned long long)st0.users_embedded, (unsigned long long)st1.users_embedded);
+    for (int i = 0; i < 2 * N; i++) {
+        const req *r = &reqs[i], *o = &reqs[i % N];
+        CHECKF(r->embedded && r->finished && !r->failed && !r->order_bad, "request %d: embedded "
+               "%d finished %d failed %d order %d", i, r->embedded, r->finished, r->failed,
+               r->order_bad);
+        if (i == 2 * N - 1) {
+            CHECK(r->finish == HC_FINISH_CANCELLED && r->n == 0);
+            continue;
+        }
+        CHECKF(r->n == o->ref_n && !memcmp(r->ids, o->ref_ids, sizeof(int32_t) * (size_t)r->n),
+               "request %d: titles differ from embedding the history", i);
+        if (r->mode == HC_CREQ_CLUSTER) CHECK(r->cluster == o->ref_cluster);
+    }
+    CHECK(hc_kv_n_free_blocks(hc_lm_sched_kv(hc_csched_gen(s))) == free0);
+    /* refused: an embed-only request with a U, a cluster that is not the package's */
+    req bad;
+    make_req(&bad, Hu, Hc);
+    bad.pre_U = reqs[0].U;
+    bad.mode = HC_CREQ_EMBED;
+    CHECK(submit(c, s, &bad, 0, msg, sizeof msg) == HC_ERR_INVAL && strstr(msg, "own U"));
+    if (c->clusters) {
+        bad.mode = HC_CREQ_CLUSTER;
+        bad.pre_cluster = hc_cluster_index_k(c->clusters);
+        CHECK(submit(c, s, &bad, 0, msg, sizeof msg) == HC_ERR_RANGE && strstr(msg, "pre_cluster"));
+        bad.pre_cluster = -1;
+        CHECK(submit(c, s, &bad, 0, msg, sizeof msg) == HC_ERR_RANGE);
+    }
+    CHECK(hc_csched_idle(s));
+    free_req(&bad);
+    hc_csched_free(s);
+    for (int i = 0; i < 2 * N; i++) free_req(&reqs[i]);
+}
+
 int main(int argc, char **argv) {
     const char *tests = argc > 1 ? argv[1] : "tests";
     char pkg[1024];
@@ -665,6 +743,7 @@ int main(int argc, char **argv) {
     test_stop_ids(c);
     test_seed_by_cluster(c);
     test_embed_passes_generations(c);
+    test_pre_embedded(c);
     test_step_allocations(c);
     hc_creator_free(c);
     hc_backend_free(be);
