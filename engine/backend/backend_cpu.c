@@ -5,19 +5,21 @@
  * without changing the math.
  *
  * matmul has two paths:
- *  - m <= HC_CPU_GEMV_MAX_M rows (decode): our own kernel, parallel over output columns. Each
- *    output element is computed by the same instruction sequence whatever m is, so a sequence
- *    decoded inside a batch gets bit-identical logits to the same sequence decoded alone.
+ *  - m <= HC_CPU_SMALLM_MAX rows (decode, one row per running sequence): our own register-tiled
+ *    kernel (cpu_isa.h, "batched GEMV"), parallel over output columns, each weight tile read once
+ *    for all m rows. Each output element is computed by the same instruction sequence whatever m
+ *    is, so a sequence decoded inside a batch of up to HC_CPU_SMALLM_MAX gets bit-identical logits
+ *    to the same sequence decoded alone.
  *  - larger m (prefill): OpenBLAS sgemm, single-threaded, one call per pool task on its own range
  *    of output columns; BF16/F16 weights are widened a panel of rows at a time into the task's
  *    scratch buffer first. Single-threaded is OpenBLAS's process-wide setting: create sets it
  *    only when hc_backend_params.blas_single_thread says so (the default; see backend.h).
  * Everything else is parallelized over rows with the engine's thread pool.
  *
- * The GEMV kernel is chosen once at creation by ISA level (cpu_isa.h): portable C (fixed scalar
- * order, the tests' reference), AVX2+FMA, or AVX-512F (also used for AVX512BF16 in f32 compute).
- * Levels differ only in summation order; within one backend a row's result still does not
- * depend on m.
+ * The small-M kernel is chosen once at creation by ISA level (cpu_isa.h): portable C (fixed
+ * scalar order, the tests' reference), AVX2+FMA, or AVX-512F (also used for AVX512BF16 in f32
+ * compute). Levels differ only in summation order; within one backend a row's result still does
+ * not depend on m.
  */
 #include <cblas.h>
 #include <math.h>
@@ -34,13 +36,14 @@
 #include "backend/cpu_isa.h"
 #include "core/threadpool.h"
 
-#define HC_CPU_GEMV_MAX_M 8
 #define HC_CPU_PANEL_ROWS 256
 
 typedef struct cpu_ctx {
     hc_pool *pool;
     hc_cpu_isa isa;    /* kernel level chosen at creation (cpu_isa.h), never AUTO */
-    hc_cpu_dot_fn dot; /* the decode GEMV's dot kernel for isa */
+    hc_cpu_gemm_fn gemm; /* the small-M matmul kernel for isa */
+    float *gscratch;     /* its per-task scratch: n_threads * gscratch_cap */
+    size_t gscratch_cap; /* floats per task */
     float *panel;      /* widened weight panels (one per task) for sgemm on BF16/F16 weights */
     size_t panel_cap;  /* floats */
     float *scores;     /* attention scratch: n_threads * scores_cap */
@@ -108,13 +111,6 @@ static inline __m256 load8_w(const void *w, hc_dtype t, size_t i) {
 }
 #endif
 
-/* Portable dot: one scalar accumulator in index order. */
-static float dot_xw_portable(const float *x, const void *w, hc_dtype t, size_t w_off, int64_t k) {
-    float sum = 0.0f;
-    for (int64_t i = 0; i < k; i++) sum += x[i] * load_w(w, t, w_off + (size_t)i);
-    return sum;
-}
-
 /* dot of k floats x with k weights (any dtype) starting at element offset w_off. Fixed summation
  * order: 4 interleaved 8-lane accumulators, then a scalar tail. */
 static float dot_xw(const float *x, const void *w, hc_dtype t, size_t w_off, int64_t k) {
@@ -142,16 +138,21 @@ typedef struct gemv_args {
     hc_dtype wt;
     int64_t m, n, k;
     int n_tasks;
-    hc_cpu_dot_fn dot;
+    hc_cpu_gemm_fn gemm;
+    float *scratch; /* n_tasks * scratch_cap */
+    size_t scratch_cap;
 } gemv_args;
 
+/* Each task owns a contiguous range of output columns, a multiple of 4 (the widest weight tile)
+ * except the last, so tiles never straddle two tasks. */
 static void gemv_task(void *p, int task) {
     const gemv_args *a = p;
-    int64_t lo, hi;
-    task_range(a->n, a->n_tasks, task, &lo, &hi);
-    for (int64_t j = lo; j < hi; j++)
-        for (int64_t r = 0; r < a->m; r++)
-            a->out[r * a->n + j] = a->dot(a->x + r * a->k, a->w, a->wt, (size_t)(j * a->k), a->k);
+    int64_t per = (a->n + a->n_tasks - 1) / a->n_tasks;
+    per = (per + 3) & ~(int64_t)3;
+    int64_t lo = per * task, hi = lo + per < a->n ? lo + per : a->n;
+    if (lo >= hi) return;
+    a->gemm(a->out, a->n, a->x, a->m, a->w, a->wt, lo, hi, a->k,
+            a->scratch + (size_t)task * a->scratch_cap);
 }
 
 /* Prefill GEMM: each pool task owns a contiguous range of output columns (weight rows) and runs
@@ -201,8 +202,17 @@ static int cpu_matmul(hc_backend *be, hc_tensor *out, const hc_tensor *x, const 
     if (x->dtype != HC_DTYPE_F32 || out->dtype != HC_DTYPE_F32 || w->dtype == HC_DTYPE_I32)
         return HC_ERR_UNSUPPORTED;
     cpu_ctx *c = CTX(be);
-    if (m <= HC_CPU_GEMV_MAX_M) {
-        gemv_args a = {out->data, x->data, w->data, w->dtype, m, n, k, 0, c->dot};
+    if (m <= HC_CPU_SMALLM_MAX) {
+        size_t per = hc_cpu_gemm_scratch_floats(k);
+        if (c->gscratch_cap < per) {
+            free(c->gscratch);
+            size_t bytes = per * 4 * (size_t)hc_pool_size(c->pool);
+            c->gscratch = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+            c->gscratch_cap = c->gscratch ? per : 0;
+            if (!c->gscratch) return HC_ERR_NOMEM;
+        }
+        gemv_args a = {out->data, x->data, w->data, w->dtype, m, n, k, 0, c->gemm, c->gscratch,
+                       c->gscratch_cap};
         a.n_tasks = n_tasks_for(be, n * m * k, 1 << 15);
         hc_pool_run(c->pool, a.n_tasks, gemv_task, &a);
         return HC_OK;
@@ -481,6 +491,7 @@ static void cpu_destroy(hc_backend *be) {
     cpu_ctx *c = CTX(be);
     hc_pool_free(c->pool);
     free(c->panel);
+    free(c->gscratch);
     free(c->scores);
     free(c);
     free(be);
@@ -531,9 +542,7 @@ int hc_backend_cpu_create_ex(hc_backend **out, const hc_backend_params *p) {
      * explicit choice (hc_backend_params.blas_single_thread, backend.h). */
     if (p->blas_single_thread) openblas_set_num_threads(1);
     c->isa = isa;
-    c->dot = isa == HC_CPU_ISA_PORTABLE ? dot_xw_portable
-             : isa >= HC_CPU_ISA_AVX512F ? hc_cpu_dot_avx512
-                                         : dot_xw;
+    c->gemm = hc_cpu_gemm_for(isa);
     be->iface = &cpu_iface;
     be->ctx = c;
     be->n_threads = n_threads;

@@ -47,3 +47,17 @@ int hc_cpu_isa_parse(const char *name, hc_cpu_isa *out) {
         }
     return HC_ERR_INVAL;
 }
+
+size_t hc_cpu_gemm_scratch_floats(int64_t k) {
+    /* the widest weight tile any level widens into scratch: 4 rows of k */
+    return 4 * (size_t)(k > 0 ? k : 0);
+}
+
+hc_cpu_gemm_fn hc_cpu_gemm_for(hc_cpu_isa isa) {
+    if (isa == HC_CPU_ISA_AUTO) isa = hc_cpu_isa_detect();
+#if defined(__x86_64__) || defined(__i386__)
+    if (isa >= HC_CPU_ISA_AVX512F) return hc_cpu_gemm_avx512;
+    if (isa == HC_CPU_ISA_AVX2) return hc_cpu_gemm_avx2;
+#endif
+    return hc_cpu_gemm_portable;
+}

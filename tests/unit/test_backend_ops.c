@@ -15,12 +15,14 @@
  *      HC_TEST_BACKEND=cpu|cuda  test only that backend (e.g. under compute-sanitizer);
  *      HC_EXPECT_CUDA=1 fail when the CUDA backend cannot be created (GPU machines);
  *      HC_BENCH=1       after the checks, time matmul and attention on each backend and print a
- *                       table (HC_BENCH_BACKEND=cuda|cpu restricts it to one backend).
+ *                       table (HC_BENCH_BACKEND=cuda|cpu restricts it to one backend);
+ *      HC_BENCH=smallm  instead, the CPU matmul over m = 1..64 (small-M kernel vs sgemm crossover).
  */
 #include "backend/backend.h"
 #include "backend/cpu_isa.h"
 #include "testutil.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -168,12 +170,12 @@ static void *from_f32_host(const float *src, hc_dtype dt, size_t n) {
 /* ---- ops ------------------------------------------------------------------------------------------ */
 
 static void test_matmul(hc_backend *be) {
-    static const int ms[] = {1, 3, 17, 64};
+    static const int ms[] = {1, 2, 3, 5, 8, 13, 17, 32, 33, 64};
     static const int nk[][2] = {{80, 256}, {33, 199}};
     static const hc_dtype dts[] = {HC_DTYPE_F32, HC_DTYPE_BF16, HC_DTYPE_F16};
     for (size_t di = 0; di < 3; di++)
         for (size_t si = 0; si < 2; si++)
-            for (size_t mi = 0; mi < 4; mi++) {
+            for (size_t mi = 0; mi < sizeof ms / sizeof ms[0]; mi++) {
                 const int m = ms[mi], n = nk[si][0], k = nk[si][1];
                 const hc_dtype dt = dts[di];
                 float *x = malloc((size_t)m * k * 4), *wf = malloc((size_t)n * k * 4);
@@ -202,6 +204,120 @@ static void test_matmul(hc_backend *be) {
                 tb_free(&tx), tb_free(&tw), tb_free(&to);
                 free(x), free(wf), free(w), free(wr), free(ref), free(got);
             }
+}
+
+/* The CPU small-M matmul kernel (cpu_isa.h) of level isa, called directly and through backends of
+ * that level with 1 and 3 threads (other column splits), f32 / bf16 / f16 weights, m rows around
+ * the kernel's row blocks and HC_CPU_SMALLM_MAX, k not a multiple of any vector width:
+ *  - vs the portable kernel: |got - portable| <= (k + 4) * FLT_EPSILON * sum|x*w| per element (both
+ *    are f32 sums of the same k products in different orders; each is within k * u of exact);
+ *    both vs the double reference within the same bound;
+ *  - batch invariance: row r of the m-row product is bit-identical to row r computed alone (m = 1),
+ *    to products over other column ranges (other tile shapes at the edges), to the product without
+ *    scratch (weights widened in registers instead of once into scratch), and to the backends'
+ *    results at 1 and 3 threads for m <= HC_CPU_SMALLM_MAX (above it, OpenBLAS: bound only). */
+static void test_matmul_smallm(hc_cpu_isa isa) {
+    static const int ms[] = {1, 2, 3, 5, 6, 7, 8, 13, 32, 33};
+    static const int nk[][2] = {{33, 199}, {80, 256}, {7, 17}, {5, 1}, {130, 70}, {12, 15}};
+    static const hc_dtype dts[] = {HC_DTYPE_F32, HC_DTYPE_BF16, HC_DTYPE_F16};
+    const char *iname = hc_cpu_isa_name(isa);
+    hc_cpu_gemm_fn kern = hc_cpu_gemm_for(isa);
+    hc_backend *bes[2] = {NULL, NULL};
+    for (int b = 0; b < 2; b++) {
+        hc_backend_params p = hc_backend_default_params();
+        p.cpu_isa = isa;
+        p.n_threads = b ? 3 : 1;
+        CHECK_OK(hc_backend_cpu_create_ex(&bes[b], &p));
+        if (!bes[b]) return;
+    }
+    long n_cases = 0, n_bad_bits = 0;
+    double worst = 0;
+    for (size_t di = 0; di < 3; di++)
+        for (size_t si = 0; si < sizeof nk / sizeof nk[0]; si++)
+            for (size_t mi = 0; mi < sizeof ms / sizeof ms[0]; mi++) {
+                const int m = ms[mi], n = nk[si][0], k = nk[si][1];
+                const hc_dtype dt = dts[di];
+                const size_t mn = (size_t)m * n;
+                float *x = malloc((size_t)m * k * 4), *wf = malloc((size_t)n * k * 4);
+                rnd_fill(x, (size_t)m * k, -1, 1);
+                rnd_fill(wf, (size_t)n * k, -1, 1);
+                void *w = from_f32_host(wf, dt, (size_t)n * k);
+                float *wr = to_f32_host(w, dt, (size_t)n * k);
+                float *scratch = malloc(hc_cpu_gemm_scratch_floats(k) * 4);
+                float *got = malloc(mn * 4), *port = malloc(mn * 4), *alt = malloc(mn * 4);
+                double *ref = malloc(mn * sizeof *ref), *bound = malloc(mn * sizeof *bound);
+                for (int r = 0; r < m; r++)
+                    for (int j = 0; j < n; j++) {
+                        double sum = 0, sabs = 0;
+                        for (int i = 0; i < k; i++) {
+                            double pr = (double)x[r * k + i] * wr[(size_t)j * k + i];
+                            sum += pr;
+                            sabs += fabs(pr);
+                        }
+                        ref[r * n + j] = sum;
+                        bound[r * n + j] = (k + 4) * (double)FLT_EPSILON * sabs + 1e-30;
+                    }
+                char what[96];
+                snprintf(what, sizeof what, "isa %s %s m=%d n=%d k=%d", iname, hc_dtype_name(dt), m,
+                         n, k);
+                kern(got, n, x, m, w, dt, 0, n, k, scratch);
+                hc_cpu_gemm_portable(port, n, x, m, w, dt, 0, n, k, NULL);
+                size_t far = 0;
+                for (size_t e = 0; e < mn; e++) {
+                    double d = fabs((double)got[e] - port[e]);
+                    if (d / bound[e] > worst) worst = d / bound[e];
+                    if (!(d <= bound[e]) || !(fabs(got[e] - ref[e]) <= bound[e]) ||
+                        !(fabs(port[e] - ref[e]) <= bound[e]))
+                        far++;
+                }
+                CHECKF(far == 0, "smallm %s: %zu outputs outside the error bound", what, far);
+                /* each row alone */
+                size_t diff = 0;
+                for (int r = 0; r < m; r++) {
+                    kern(alt + (size_t)r * n, n, x + (size_t)r * k, 1, w, dt, 0, n, k, scratch);
+                    diff += memcmp(alt + (size_t)r * n, got + (size_t)r * n, (size_t)n * 4) != 0;
+                }
+                CHECKF(diff == 0, "smallm %s: %zu rows differ from the row computed alone", what, diff);
+                n_bad_bits += (long)diff;
+                /* other column ranges: pieces of 1, 5 and the rest; and no scratch */
+                int cuts[4] = {0, n > 1 ? 1 : n, n > 6 ? 6 : n, n};
+                for (int c = 0; c < 3; c++)
+                    if (cuts[c] < cuts[c + 1]) kern(alt, n, x, m, w, dt, cuts[c], cuts[c + 1], k, scratch);
+                CHECKF(!memcmp(alt, got, mn * 4), "smallm %s: column pieces differ", what);
+                n_bad_bits += memcmp(alt, got, mn * 4) != 0;
+                kern(alt, n, x, m, w, dt, 0, n, k, NULL);
+                CHECKF(!memcmp(alt, got, mn * 4), "smallm %s: without scratch differs", what);
+                n_bad_bits += memcmp(alt, got, mn * 4) != 0;
+                /* through the backends */
+                for (int b = 0; b < 2; b++) {
+                    tbuf tx, tw, to;
+                    int64_t nex[2] = {m, k}, new_[2] = {n, k}, neo[2] = {m, n};
+                    CHECK_OK(tb_make(&tx, bes[b], HC_DTYPE_F32, 2, nex, x));
+                    CHECK_OK(tb_make(&tw, bes[b], dt, 2, new_, w));
+                    CHECK_OK(tb_make(&to, bes[b], HC_DTYPE_F32, 2, neo, NULL));
+                    CHECK_OK(bes[b]->iface->matmul(bes[b], &to.t, &tx.t, &tw.t));
+                    int g = tb_read(&to, alt);
+                    CHECKF(g, "smallm %s threads %d: guard bytes changed", what, bes[b]->n_threads);
+                    if (m <= HC_CPU_SMALLM_MAX) {
+                        CHECKF(!memcmp(alt, got, mn * 4), "smallm %s threads %d: backend differs from the kernel",
+                               what, bes[b]->n_threads);
+                    } else {
+                        size_t out_of = 0;
+                        for (size_t e = 0; e < mn; e++) out_of += !(fabs(alt[e] - ref[e]) <= bound[e]);
+                        CHECKF(out_of == 0, "smallm %s threads %d (sgemm): %zu outside the bound", what,
+                               bes[b]->n_threads, out_of);
+                    }
+                    tb_free(&tx), tb_free(&tw), tb_free(&to);
+                }
+                n_cases++;
+                free(x), free(wf), free(w), free(wr), free(scratch), free(got), free(port), free(alt);
+                free(ref), free(bound);
+            }
+    printf("smallm matmul isa %-10s: %ld cases, worst |got - portable| / bound %.3g, %ld not "
+           "bit-identical\n",
+           iname, n_cases, worst, n_bad_bits);
+    hc_backend_free(bes[0]);
+    hc_backend_free(bes[1]);
 }
 
 static void test_rmsnorm(hc_backend *be) {
@@ -615,6 +731,20 @@ static void bench_attention(hc_backend *be, int n_seq, int n_q, int kv_len, int 
     free(tables), free(off), free(len), free(q), free(kv);
 }
 
+/* HC_BENCH=smallm: matmul time over m, the shapes of the ~100M bench model (2048 x 768, 768 x
+ * 2048) and TinyLlama (5632 x 2048), to place the small-M kernel / sgemm crossover (run one build
+ * with the default HC_CPU_SMALLM_MAX and one with -DHC_CPU_SMALLM_MAX=0, interleaved). */
+static void bench_smallm(hc_backend *be) {
+    static const int ms[] = {1, 2, 4, 8, 16, 24, 32, 40, 48, 64};
+    static const int nk[][2] = {{2048, 768}, {768, 2048}, {5632, 2048}};
+    printf("\nsmallm sweep, HC_CPU_SMALLM_MAX %d\n", HC_CPU_SMALLM_MAX);
+    for (int s = 0; s < 3; s++)
+        for (int d = 0; d < 2; d++)
+            for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++)
+                bench_matmul(be, d ? HC_DTYPE_F32 : HC_DTYPE_BF16, ms[i], nk[s][0], nk[s][1],
+                             ms[i] <= 8 ? 20 : 8);
+}
+
 static void bench(hc_backend *be) {
     const int gpu = strcmp(be->iface->name, "cpu") != 0;
     const int it = gpu ? 50 : 3;
@@ -661,7 +791,8 @@ int main(int argc, char **argv) {
         CHECK_OK(hc_backend_create(&cpu, HC_BACKEND_CPU, 0, NULL));
     if (cpu) {
         run_all(cpu);
-        if (do_bench && (!bench_only || !strcmp(bench_only, "cpu"))) bench(cpu);
+        if (do_bench && !strcmp(bench_env, "smallm")) bench_smallm(cpu);
+        else if (do_bench && (!bench_only || !strcmp(bench_only, "cpu"))) bench(cpu);
         hc_backend_free(cpu);
         /* every kernel level this CPU supports (cpu_isa.h), each against the same reference */
         for (int isa = HC_CPU_ISA_PORTABLE; isa < HC_CPU_ISA_COUNT; isa++) {
@@ -674,6 +805,7 @@ int main(int argc, char **argv) {
             printf("test_backend_ops: cpu isa %s\n", hc_cpu_isa_name((hc_cpu_isa)isa));
             run_all(be);
             hc_backend_free(be);
+            test_matmul_smallm((hc_cpu_isa)isa);
         }
     }
 
