@@ -130,6 +130,13 @@ static int parse_ad(const char *text, size_t len, ad_in *a, char *err, size_t er
     if (d && json_is_string(d)) {
         a->desc = json_string_value(d);
         a->desc_len = json_string_length(d);
+        if (!a->desc_len) {
+            /* hc_ad_hash gives "" the key of a missing description, whose prompt renders "None":
+             * a table cannot tell them apart (and the daemon does not look "" up in tables) */
+            snprintf(err, errn, "\"description\" is empty: omit it or give null for an ad without "
+                     "one (an empty and a missing description share the ad's key, not its prompt)");
+            return -1;
+        }
     }
     a->id = id;
     a->hash = hc_ad_hash(a->title, a->title_len, a->desc, a->desc_len);
@@ -191,14 +198,11 @@ static ad_in *read_ads(FILE *in, const char *path, size_t max_line, size_t *n, s
                        (ads[j].desc == NULL) == (a.desc == NULL) &&
                        ads[j].desc_len == a.desc_len &&
                        (!a.desc_len || !memcmp(ads[j].desc, a.desc, a.desc_len));
-            if (!same) {
-                /* an empty description and a missing one hash alike but render differently
-                 * (hc_ad_hash, hc_package_render_prompt2): one table cannot hold both */
+            if (!same) { /* an XXH3-64 collision: one table cannot hold both */
                 if (bad < MAX_REPORTED)
                     fprintf(stderr, "hllm titles: %s:%ld: the ad's key (ad_hash %016llx) is that "
-                            "of line %ld, whose text differs (an empty \"description\" and a "
-                            "missing one share a key); give them the same description\n", path,
-                            line, (unsigned long long)a.hash, ads[j].line);
+                            "of line %ld, whose text differs\n", path, line,
+                            (unsigned long long)a.hash, ads[j].line);
                 bad++;
             } else {
                 (*n_dup)++;

@@ -366,6 +366,7 @@ int build_job(server *s, request *r, job **out, char *err, size_t errn) {
     if (mode == HC_CREQ_CLUSTER) {
         /* the title of (cluster, ad) is the same whichever user asked (title cache, tables) */
         r->ad_hash = hc_ad_hash(at, atl, ad, adl);
+        r->ad_empty_desc = ad && adl == 0;
         j->req.seed_by_cluster = 1;
         j->req.ad_hash = r->ad_hash;
     }
@@ -890,7 +891,8 @@ static void title_hit(server *s, request *r, const unsigned char *v, size_t n) {
  * when the table loaded). Returns 1 when r is complete. */
 static int table_answer(server *s, request *r) {
     const hc_creq *q = &r->gen_job->req;
-    if (q->n_stop || !tt_settings_match(s->tables, &q->sampling, q->max_new)) return 0;
+    if (r->ad_empty_desc || q->n_stop || !tt_settings_match(s->tables, &q->sampling, q->max_new))
+        return 0;
     const tt_entry *e = tt_lookup(s->tables, r->cluster, r->ad_hash);
     if (!e) return 0;
     free_jobs(r->gen_job);

@@ -184,6 +184,8 @@ struct request {
     job *gen_job;
     int title_stage; /* the cluster is known: the request left its embed job behind */
     int pruned;      /* answered from a table entry made without generating (finish "pruned") */
+    int ad_empty_desc; /* "description": "": its ad_hash is a missing description's, its prompt
+                          is not, so title tables (keyed by ad_hash alone) are not consulted */
     title_cache_state tc;
     flight *fl;
     request *fl_next;

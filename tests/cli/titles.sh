@@ -157,11 +157,11 @@ for want in 'bad.jsonl:2: invalid JSON' 'bad.jsonl:3: "title" must be a string (
 done
 grep -q 'bad.jsonl:1:' "$TMP/err" && bad "the good line 1 was reported" || ok
 cmp -s "$TMP/greedy.jsonl" "$TMP/keep.jsonl" && ok || bad "a failed run changed the existing table"
-# an empty description and a missing one share a key but not a prompt: refused, both lines named
-printf '%s\n' '{"title": "t", "description": ""}' '{"title": "t"}' >"$TMP/coll.jsonl"
+# an empty description shares a missing one's key but not its prompt: refused
+printf '%s\n' '{"title": "t"}' '{"title": "t", "description": ""}' >"$TMP/coll.jsonl"
 "$HLLM" titles --model "$P" --ads "$TMP/coll.jsonl" --out "$TMP/coll.out" --greedy 2>"$TMP/err"
-[ $? -eq 1 ] && grep -q 'coll.jsonl:2: .*line 1' "$TMP/err" && [ ! -e "$TMP/coll.out" ] && ok ||
-    bad "empty vs missing description: $(cat "$TMP/err")"
+[ $? -eq 1 ] && grep -q 'coll.jsonl:2: "description" is empty' "$TMP/err" && [ ! -e "$TMP/coll.out" ] && ok ||
+    bad "empty description: $(cat "$TMP/err")"
 : >"$TMP/empty.jsonl"
 "$HLLM" titles --model "$P" --ads "$TMP/empty.jsonl" --out "$TMP/e.out" 2>"$TMP/err"
 [ $? -eq 1 ] && grep -q "no ads" "$TMP/err" && [ ! -e "$TMP/e.out" ] && ok || bad "no ads: $(cat "$TMP/err")"

@@ -855,6 +855,9 @@ def test_tables():
         h = users[min(users)]
         st, b, _ = d.req("POST", "/v1/titles", table_body(h, TABLE_ADS[0], sampling={"greedy": True}))
         check(st == 200 and b["cached"] is False, "greedy request not from the sampled table: %r" % b)
+        # "description": "" has the key of the missing description of t2's entry, not its prompt
+        st, b, _ = d.req("POST", "/v1/titles", table_body(h, dict(TABLE_ADS[1], description="")))
+        check(st == 200 and b["cached"] is False, "an empty description is not a table hit: %r" % b)
 
         # SIGHUP with new content (written aside, renamed into place): other answers
         _, new_entries = titles_table(table + ".new", NEW_ADS)
