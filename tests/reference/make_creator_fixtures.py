@@ -413,7 +413,7 @@ def build(out, seed_base):
         item = make_model(LlamaForCausalLM, llama_config(512), seed + 1)
         user = make_model(LlamaForCausalLM, llama_config(512), seed + 2)
         creative = make_model(Qwen3ForCausalLM, qwen_config(512, eos_ids, eot), seed + 3, LM_HEAD_SCALE)
-        heads = init_heads(64, 64, 96, seed=seed + 4, cls_dim=16)
+        heads = init_heads(64, 64, 96, seed=seed + 4)  # cls_tower dim = H_i, as the towers
         with torch.no_grad():  # larger slot vectors than N(0, 0.02), so they matter in a random model
             heads["item_emb_tokens"] = heads["item_emb_tokens"] * 25
             heads["emb_tokens"] = heads["emb_tokens"] * 25

@@ -11,7 +11,7 @@
  *     parameters (fewer under HC_UNDER_VALGRIND=1);
  *   - weight scales the gradients, backward == 0 accumulates nothing, the in-place clamps;
  *   - bad inputs: n = 1 for cls/align, a bad negative, no room for the recon profile, missing or
- *     misshaped parameters (the tiny package's own cls_tower, dim 16, does not fit its towers'
+ *     misshaped parameters (a dim-16 cls_tower does not fit the tiny package's towers'
  *     output 64) are clear errors.
  * Plus the negative picker: deterministic for a seed, distinct, never the row itself, uniform. */
 #include "heads.h"
@@ -23,6 +23,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int under_valgrind(void) {
     const char *v = getenv("HC_UNDER_VALGRIND");
@@ -413,14 +414,53 @@ static void test_cls(const char *tests) {
     env_free(&x);
     hc_st_close(ref);
 
-    /* the tiny package's own cls_tower (dim 16) does not fit its towers (64 outputs) */
+    /* the tiny package's own cls_tower (dim 64 = its towers' outputs) scores; a dim-16 cls_tower
+     * does not fit the towers (64 outputs): refused naming the tower */
     env y;
     if (env_make(&y, tests, NULL)) return;
     float u1[2 * 96] = {0}, e1[2 * 64] = {0}, sc1[2];
-    rc = hc_match_score(&y.t, u1, e1, 2, sc1, &eb);
-    CHECKF(rc == HC_ERR_MISMATCH && strstr(eb.msg, "user_tower.weight"), "rc %d: %s", rc, eb.msg);
-    printf("  cls: tiny package's own cls_tower: %s\n", eb.msg);
+    for (int i = 0; i < 2 * 96; i++) u1[i] = 0.01f * (float)(i % 7);
+    for (int i = 0; i < 2 * 64; i++) e1[i] = 0.02f * (float)(i % 5);
+    CHECK_OK(hc_match_score(&y.t, u1, e1, 2, sc1, &eb));
+    CHECK(isfinite(sc1[0]) && isfinite(sc1[1]));
     env_free(&y);
+    static float z[16 * 48];
+    const char *bn[] = {"channel_mix.0.bias", "channel_mix.0.weight", "channel_mix.1.net.0.bias",
+                        "channel_mix.1.net.0.weight", "channel_mix.1.net.3.bias",
+                        "channel_mix.1.net.3.weight", "token_forward.net.0.bias",
+                        "token_forward.net.0.weight", "token_forward.net.3.bias",
+                        "token_forward.net.3.weight", "token_norm.bias", "token_norm.weight"};
+    const int64_t bs[][2] = {{16, 0}, {16, 0}, {48, 0}, {48, 16}, {16, 0}, {16, 48},
+                             {8, 0},  {8, 2},  {2, 0},  {2, 8},   {16, 0}, {16, 0}};
+    hc_st_write_item it[2 * 12 + 4];
+    char names[2 * 12][96];
+    int ni = 0;
+    for (int blk = 0; blk < 2; blk++)
+        for (int j = 0; j < 12; j++, ni++) {
+            snprintf(names[ni], sizeof names[ni], "cls_tower.mixer_blocks.%d.%s", blk, bn[j]);
+            it[ni] = (hc_st_write_item){names[ni], HC_DTYPE_F32, bs[j][1] ? 2 : 1,
+                                        {bs[j][0], bs[j][1]}, z};
+        }
+    it[ni++] = (hc_st_write_item){"cls_tower.layer_norm.bias", HC_DTYPE_F32, 1, {16}, z};
+    it[ni++] = (hc_st_write_item){"cls_tower.layer_norm.weight", HC_DTYPE_F32, 1, {16}, z};
+    it[ni++] = (hc_st_write_item){"cls_tower.mlp_head.0.bias", HC_DTYPE_F32, 1, {1}, z};
+    it[ni++] = (hc_st_write_item){"cls_tower.mlp_head.0.weight", HC_DTYPE_F32, 2, {1, 16}, z};
+    char path16[] = "/tmp/hc_cls16_XXXXXX";
+    int fd16 = mkstemp(path16);
+    CHECK(fd16 >= 0);
+    if (fd16 >= 0) close(fd16);
+    CHECK_OK(hc_st_write(path16, it, (size_t)ni, &eb));
+    hc_safetensors *c16 = NULL;
+    CHECK_OK(hc_st_open(&c16, path16, &eb));
+    if (c16 && !env_make(&y, tests, c16)) {
+        rc = hc_match_score(&y.t, u1, e1, 2, sc1, &eb);
+        CHECKF(rc == HC_ERR_MISMATCH && strstr(eb.msg, "user_tower.weight"), "rc %d: %s", rc,
+               eb.msg);
+        printf("  cls: a dim-16 cls_tower with 64-wide towers: %s\n", eb.msg);
+        env_free(&y);
+    }
+    hc_st_close(c16);
+    unlink(path16);
 }
 
 /* ---- align ------------------------------------------------------------------------------------- */
