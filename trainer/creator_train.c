@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/tensor.h"
+#include "heads.h"
 #include "io/safetensors.h"
 #include "io/weights.h"
 
@@ -23,6 +24,8 @@ struct hc_ctrain_scratch {
     float *U, *dU;
     int32_t *c_ids, *c_pos, *c_seg, *c_rows, *c_lab; /* (Tc) and (n) slot rows */
     float *dh_c;
+    /* heads */
+    int32_t *neg, *prof_lens, *prof_ids; /* (n * HC_CTRAIN_CLS_NEG), (n), (profile ids) */
     size_t cap[32];
 };
 
@@ -40,7 +43,8 @@ static void scratch_free(hc_ctrain_scratch *s) {
     void *ps[] = {s->i_ids, s->i_pos,  s->i_seg, s->i_rows, s->i_inj,  s->e,      s->de,
                   s->dh_i,  s->dinj_i, s->u_ids, s->u_pos,  s->u_seg,  s->u_rows, s->u_out,
                   s->u_inj, s->u,      s->du,    s->dh_u,   s->dinj_u, s->U,      s->dU,
-                  s->c_ids, s->c_pos,  s->c_seg, s->c_rows, s->c_lab,  s->dh_c};
+                  s->c_ids, s->c_pos,  s->c_seg, s->c_rows, s->c_lab,  s->dh_c, s->neg,
+                  s->prof_lens, s->prof_ids};
     for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++)
         free(ps[i]);
     free(s);
@@ -56,6 +60,7 @@ void hc_ctrain_free(hc_ctrain *tr) {
     hc_backend_free(tr->be);
     scratch_free(tr->s);
     free(tr->scalar);
+    free(tr->profile_prompt);
     free(tr);
 }
 
@@ -71,6 +76,9 @@ int hc_ctrain_create(hc_ctrain **out, const char *pkg_dir, int n_threads, hc_err
     if (!tr) return hc_seterr(eb, HC_ERR_NOMEM, "out of memory");
     hc_ptab_init(&tr->t);
     tr->max_gen = 4096;
+    tr->max_profile = 1024;
+    tr->cls_neg_num = HC_CTRAIN_CLS_NEG;
+    tr->cls_rng = 2020;
     tr->s = calloc(1, sizeof *tr->s);
     hc_safetensors *st = NULL;
     int rc = tr->s ? HC_OK : HC_ERR_NOMEM;
@@ -140,6 +148,15 @@ int hc_ctrain_create(hc_ctrain **out, const char *pkg_dir, int n_threads, hc_err
         tr->scalar[k] = x->n_dims == 0;
         if ((rc = hc_tensor_read_converted(tr->t.w + P->offset, HC_DTYPE_F32, P->numel, x, eb)))
             goto fail;
+    }
+    if (c->pkg.profile_prompt) { /* the recon loss's instruction, in the creative tokenizer */
+        size_t np = 0;
+        if ((rc = hc_tokenizer_encode(c->creative_tok, NULL, c->pkg.profile_prompt,
+                                      strlen(c->pkg.profile_prompt), 0, &tr->profile_prompt, &np,
+                                      eb)))
+            goto fail;
+        tr->n_profile_prompt = (int)np;
+        if (!tr->profile_prompt) tr->profile_prompt = calloc(1, sizeof(int32_t));
     }
     tr->p_item_slot = hc_ptab_find(&tr->t, "item_emb_tokens");
     tr->p_user_slot = hc_ptab_find(&tr->t, "emb_tokens");
@@ -216,8 +233,25 @@ int hc_ctrain_check_row(const hc_ctrain *tr, const hc_ctrain_row *r, hc_errbuf *
         if ((rc = grow((void **)&s->field, &s->cap[k_++], (size_t)(n), sizeof(T)))) goto oom;      \
     } while (0)
 
-/* Forward of items and users for rows: fills s->e, s->u (and the tmodels' activations). */
-static int embed_forward(hc_ctrain *tr, const hc_ctrain_row *rows, int n, hc_errbuf *eb) {
+/* One item segment: title ids right-aligned before the [item] slot at max_item_tokens. */
+static void item_segment(hc_ctrain_scratch *s, const int32_t *ids, int len, int S, int *T,
+                         int seg, const float *slot, int Hi) {
+    for (int j = 0; j < len; j++) {
+        s->i_ids[*T] = ids[j];
+        s->i_pos[*T] = S - len + j;
+        s->i_seg[(*T)++] = seg;
+    }
+    s->i_ids[*T] = -1;
+    s->i_pos[*T] = S;
+    s->i_seg[*T] = seg;
+    memcpy(s->i_inj + (size_t)seg * Hi, slot, sizeof(float) * (size_t)Hi);
+    s->i_rows[seg] = (*T)++;
+}
+
+/* Forward of items and users for rows: fills s->e (the history items' vectors, then with ads
+ * each row's ad title vector, for L_cls), s->u (and the tmodels' activations). */
+static int embed_forward(hc_ctrain *tr, const hc_ctrain_row *rows, int n, int ads,
+                         hc_errbuf *eb) {
     hc_ctrain_scratch *s = tr->s;
     hc_creator *c = tr->c;
     const int Hi = c->d_item, Hu = c->d_user, L = c->pkg.max_history, S = c->pkg.max_item_tokens;
@@ -227,18 +261,20 @@ static int embed_forward(hc_ctrain *tr, const hc_ctrain_row *rows, int n, hc_err
         Ni += rows[r].n_items;
         for (int i = 0; i < rows[r].n_items; i++)
             Ti += rows[r].item_lens[i] + 1;
+        if (ads) Ti += rows[r].n_ad + 1;
     }
+    const int Ne = Ni + (ads ? n : 0); /* item segments */
     const int Tu = Ni + n * (Lp + 1);
     int rc, k_ = 0;
     G(i_ids, Ti, int32_t);
     G(i_pos, Ti, int32_t);
     G(i_seg, Ti, int32_t);
-    G(i_rows, Ni, int32_t);
-    G(i_inj, (size_t)Ni * Hi, float);
-    G(e, (size_t)Ni * Hi, float);
-    G(de, (size_t)Ni * Hi, float);
+    G(i_rows, Ne, int32_t);
+    G(i_inj, (size_t)Ne * Hi, float);
+    G(e, (size_t)Ne * Hi, float);
+    G(de, (size_t)Ne * Hi, float);
     G(dh_i, (size_t)Ti * Hi, float);
-    G(dinj_i, (size_t)Ni * Hi, float);
+    G(dinj_i, (size_t)Ne * Hi, float);
     G(u_ids, Tu, int32_t);
     G(u_pos, Tu, int32_t);
     G(u_seg, Tu, int32_t);
@@ -251,30 +287,22 @@ static int embed_forward(hc_ctrain *tr, const hc_ctrain_row *rows, int n, hc_err
     G(dinj_u, (size_t)(Ni + n) * Hu, float);
     const float *item_slot = tr->t.w + tr->t.params[tr->p_item_slot].offset;
     const float *user_slot = tr->t.w + tr->t.params[tr->p_user_slot].offset;
-    /* items: one segment per history title */
+    /* items: one segment per history title, then (ads) one per row's ad title */
     int T = 0, seg = 0;
     for (int r = 0; r < n; r++) {
         const int32_t *ids = rows[r].item_ids;
         for (int i = 0; i < rows[r].n_items; i++) {
-            const int len = rows[r].item_lens[i];
-            for (int j = 0; j < len; j++) {
-                s->i_ids[T] = ids[j];
-                s->i_pos[T] = S - len + j;
-                s->i_seg[T++] = seg;
-            }
-            ids += len;
-            s->i_ids[T] = -1;
-            s->i_pos[T] = S;
-            s->i_seg[T] = seg;
-            memcpy(s->i_inj + (size_t)seg * Hi, item_slot, sizeof(float) * (size_t)Hi);
-            s->i_rows[seg++] = T++;
+            item_segment(s, ids, rows[r].item_lens[i], S, &T, seg++, item_slot, Hi);
+            ids += rows[r].item_lens[i];
         }
     }
-    if (Ni > 0) {
-        hc_tbatch b = {T, s->i_ids, s->i_pos, s->i_seg, Ni, s->i_rows, s->i_inj};
+    for (int r = 0; ads && r < n; r++)
+        item_segment(s, rows[r].ad_ids, rows[r].n_ad, S, &T, seg++, item_slot, Hi);
+    if (Ne > 0) {
+        hc_tbatch b = {T, s->i_ids, s->i_pos, s->i_seg, Ne, s->i_rows, s->i_inj};
         if ((rc = hc_tmodel_forward(tr->item, &b, eb))) return rc;
         const float *h = hc_tmodel_hidden(tr->item);
-        for (int i = 0; i < Ni; i++)
+        for (int i = 0; i < Ne; i++)
             memcpy(s->e + (size_t)i * Hi, h + (size_t)s->i_rows[i] * Hi,
                    sizeof(float) * (size_t)Hi);
     }
@@ -332,7 +360,7 @@ static int check_rows(const hc_ctrain *tr, const hc_ctrain_row *rows, int n, hc_
 int hc_ctrain_embed(hc_ctrain *tr, const hc_ctrain_row *rows, int n, float *u, float *U,
                     hc_errbuf *eb) {
     int rc = check_rows(tr, rows, n, eb);
-    if (!rc) rc = embed_forward(tr, rows, n, eb);
+    if (!rc) rc = embed_forward(tr, rows, n, 0, eb);
     if (rc) return rc;
     const int Hu = tr->c->d_user, Hc = tr->c->d_creative;
     if (u) memcpy(u, tr->s->u, sizeof(float) * (size_t)n * (size_t)Hu);
@@ -344,15 +372,71 @@ int hc_ctrain_embed(hc_ctrain *tr, const hc_ctrain_row *rows, int n, float *u, f
 
 int hc_ctrain_creative(hc_ctrain *tr, const hc_ctrain_row *rows, int n, float scale, int backward,
                        double *loss, int *n_tokens, hc_errbuf *eb) {
-    *loss = 0;
-    *n_tokens = 0;
+    hc_ctrain_weights w = {1, 0, 0, 0};
+    hc_ctrain_losses l;
+    int rc = hc_ctrain_step(tr, rows, n, &w, scale, backward, &l, eb);
+    *loss = l.creative;
+    *n_tokens = l.n_creative;
+    return rc;
+}
+
+static int check_heads(const hc_ctrain *tr, const hc_ctrain_row *rows, int n,
+                       const hc_ctrain_weights *w, hc_errbuf *eb) {
+    if (!(w->creative >= 0 && w->recon >= 0 && w->align >= 0 && w->cls >= 0))
+        return hc_seterr(eb, HC_ERR_INVAL, "loss weights must be >= 0");
+    if ((w->align > 0 || w->cls > 0) && n < 2)
+        return hc_seterr(eb, HC_ERR_INVAL, "the align and cls losses take their negatives from "
+                         "the other rows of the micro-batch: a batch of at least 2 rows is needed");
+    if (w->recon > 0 && !tr->profile_prompt)
+        return hc_seterr(eb, HC_ERR_INVAL, "the package has no profile_prompt template: the recon "
+                         "loss cannot be computed (set its weight to 0)");
+    const int Vi = tr->c->item->cfg.vocab_size, Vc = tr->c->creative->cfg.vocab_size;
+    for (int r = 0; r < n; r++) {
+        if (w->cls > 0) {
+            if (rows[r].n_ad < 0 || rows[r].n_ad > tr->c->pkg.max_item_tokens ||
+                (rows[r].n_ad && !rows[r].ad_ids))
+                return hc_seterr(eb, HC_ERR_RANGE, "row %d: the ad title has %d tokens, outside "
+                                 "0..max_item_tokens (%d)", r, rows[r].n_ad,
+                                 tr->c->pkg.max_item_tokens);
+            for (int j = 0; j < rows[r].n_ad; j++)
+                if (rows[r].ad_ids[j] < 0 || rows[r].ad_ids[j] >= Vi)
+                    return hc_seterr(eb, HC_ERR_RANGE, "row %d: ad title id %d outside the item "
+                                     "vocabulary", r, rows[r].ad_ids[j]);
+        }
+        if (w->recon > 0 || w->align > 0) {
+            if (rows[r].n_profile < 0 || (rows[r].n_profile && !rows[r].profile_ids))
+                return hc_seterr(eb, HC_ERR_INVAL, "row %d: no profile ids", r);
+            for (int j = 0; j < rows[r].n_profile; j++)
+                if (rows[r].profile_ids[j] < 0 || rows[r].profile_ids[j] >= Vc)
+                    return hc_seterr(eb, HC_ERR_RANGE, "row %d: profile id %d outside the "
+                                     "creative vocabulary", r, rows[r].profile_ids[j]);
+        }
+    }
+    return HC_OK;
+}
+
+/* Appends a row's message to a head's error. */
+static int head_err(hc_errbuf *eb, int rc, const char *head) {
+    char msg[sizeof eb->msg];
+    snprintf(msg, sizeof msg, "%s", eb->msg);
+    return hc_seterr(eb, rc, "%s loss: %s", head, msg);
+}
+
+int hc_ctrain_step(hc_ctrain *tr, const hc_ctrain_row *rows, int n, const hc_ctrain_weights *w,
+                   float scale, int backward, hc_ctrain_losses *out, hc_errbuf *eb) {
+    memset(out, 0, sizeof *out);
     int rc = check_rows(tr, rows, n, eb);
+    if (!rc) rc = check_heads(tr, rows, n, w, eb);
     if (rc) return rc;
-    if ((rc = embed_forward(tr, rows, n, eb))) return rc;
+    const int ads = w->cls > 0;
+    if ((rc = embed_forward(tr, rows, n, ads, eb))) return rc;
     hc_ctrain_scratch *s = tr->s;
     hc_creator *c = tr->c;
     const hc_train_ops *ops = tr->creative->ops;
     const int Hi = c->d_item, Hu = c->d_user, Hc = c->d_creative, P1 = c->n_prompt1;
+    int Ni = 0;
+    for (int r = 0; r < n; r++)
+        Ni += rows[r].n_items;
     int Tc = 0;
     for (int r = 0; r < n; r++) {
         int nr;
@@ -367,60 +451,102 @@ int hc_ctrain_creative(hc_ctrain *tr, const hc_ctrain_row *rows, int n, float sc
     G(c_rows, n, int32_t);
     G(c_lab, Tc, int32_t);
     G(dh_c, (size_t)Tc * Hc, float);
+    G(neg, (size_t)n * HC_CTRAIN_CLS_NEG, int32_t);
+    G(prof_lens, n, int32_t);
+    G(prof_ids, 1, int32_t);
     const float *Wp = tr->t.w + tr->t.params[tr->p_proj].offset;
     ops->matmul_fwd(s->U, s->u, Wp, NULL, n, Hu, Hc);
-    /* creative segments: prompt1, slot(U), prompt2, response, eos */
-    int T = 0, labelled = 0;
-    for (int r = 0; r < n; r++) {
-        int nr;
-        const int len = creative_len(tr, &rows[r], &nr), t0 = T;
-        for (int j = 0; j < P1; j++)
-            s->c_ids[T++] = c->prompt1_ids[j];
-        s->c_rows[r] = T;
-        s->c_ids[T++] = -1;
-        for (int j = 0; j < rows[r].n_prompt2; j++)
-            s->c_ids[T++] = rows[r].prompt2[j];
-        const int first_resp = T;
-        for (int j = 0; j < nr; j++)
-            s->c_ids[T++] = rows[r].response[j];
-        s->c_ids[T++] = tr->eos;
-        for (int j = 0; j < len; j++) {
-            s->c_pos[t0 + j] = j;
-            s->c_seg[t0 + j] = r;
-            /* row t predicts row t + 1: labelled when t + 1 is a response token or the eos */
-            const int nxt = t0 + j + 1;
-            s->c_lab[t0 + j] = nxt < T && nxt >= first_resp ? s->c_ids[nxt] : -100;
-            labelled += s->c_lab[t0 + j] != -100;
+    if (backward) {
+        memset(s->dU, 0, sizeof(float) * (size_t)n * (size_t)Hc);
+        memset(s->du, 0, sizeof(float) * (size_t)n * (size_t)Hu);
+        memset(s->de, 0, sizeof(float) * (size_t)(Ni + (ads ? n : 0)) * (size_t)Hi);
+    }
+    /* L_creative: prompt1, slot(U), prompt2, response, eos */
+    if (w->creative > 0) {
+        int T = 0, labelled = 0;
+        for (int r = 0; r < n; r++) {
+            int nr;
+            const int len = creative_len(tr, &rows[r], &nr), t0 = T;
+            for (int j = 0; j < P1; j++)
+                s->c_ids[T++] = c->prompt1_ids[j];
+            s->c_rows[r] = T;
+            s->c_ids[T++] = -1;
+            for (int j = 0; j < rows[r].n_prompt2; j++)
+                s->c_ids[T++] = rows[r].prompt2[j];
+            const int first_resp = T;
+            for (int j = 0; j < nr; j++)
+                s->c_ids[T++] = rows[r].response[j];
+            s->c_ids[T++] = tr->eos;
+            for (int j = 0; j < len; j++) {
+                s->c_pos[t0 + j] = j;
+                s->c_seg[t0 + j] = r;
+                /* row t predicts row t + 1: labelled when t + 1 is a response token or the eos */
+                const int nxt = t0 + j + 1;
+                s->c_lab[t0 + j] = nxt < T && nxt >= first_resp ? s->c_ids[nxt] : -100;
+                labelled += s->c_lab[t0 + j] != -100;
+            }
         }
+        hc_tbatch b = {T, s->c_ids, s->c_pos, s->c_seg, n, s->c_rows, s->U};
+        if ((rc = hc_tmodel_forward(tr->creative, &b, eb))) return rc;
+        out->n_creative = labelled;
+        if (backward) memset(s->dh_c, 0, sizeof(float) * (size_t)T * (size_t)Hc);
+        out->creative = hc_tmodel_lm_loss(tr->creative, s->c_lab, w->creative * scale,
+                                          backward ? s->dh_c : NULL);
+        if (isnan(out->creative))
+            return hc_seterr(eb, HC_ERR_INVAL, "creative loss: no lm_head or bad label");
+        if (backward && (rc = hc_tmodel_backward(tr->creative, s->dh_c, s->dU, eb))) return rc;
     }
-    hc_tbatch b = {T, s->c_ids, s->c_pos, s->c_seg, n, s->c_rows, s->U};
-    if ((rc = hc_tmodel_forward(tr->creative, &b, eb))) return rc;
-    *n_tokens = labelled;
-    if (!backward) {
-        *loss = hc_tmodel_lm_loss(tr->creative, s->c_lab, 1.0f, NULL);
-        return isnan(*loss) ? hc_seterr(eb, HC_ERR_INVAL,
-                                        "creative loss: no lm_head or bad "
-                                        "label")
-                            : HC_OK;
+    /* L_cls on the projected U and the ad vectors (negatives from the other rows) */
+    if (ads) {
+        const int k = hc_cls_num_negatives(n, tr->cls_neg_num);
+        if ((rc = hc_cls_pick_negatives(&tr->cls_rng, n, k, s->neg, eb)) ||
+            (rc = hc_cls_loss(&tr->t, ops, s->U, s->e + (size_t)Ni * Hi, n, s->neg, k,
+                              w->cls * scale, backward, backward ? s->dU : NULL,
+                              backward ? s->de + (size_t)Ni * Hi : NULL, &out->cls, eb)))
+            return head_err(eb, rc, "cls");
     }
-    memset(s->dh_c, 0, sizeof(float) * (size_t)T * (size_t)Hc);
-    *loss = hc_tmodel_lm_loss(tr->creative, s->c_lab, scale, s->dh_c);
-    if (isnan(*loss)) return hc_seterr(eb, HC_ERR_INVAL, "creative loss: no lm_head or bad label");
-    memset(s->dU, 0, sizeof(float) * (size_t)n * (size_t)Hc);
-    if ((rc = hc_tmodel_backward(tr->creative, s->dh_c, s->dU, eb))) return rc;
     /* U = u Wp^T: du and dWp */
-    memset(s->du, 0, sizeof(float) * (size_t)n * (size_t)Hu);
-    ops->matmul_bwd(s->du, tr->t.g + tr->t.params[tr->p_proj].offset, NULL, s->dU, s->u, Wp, n, Hu,
-                    Hc);
+    if (backward)
+        ops->matmul_bwd(s->du, tr->t.g + tr->t.params[tr->p_proj].offset, NULL, s->dU, s->u, Wp,
+                        n, Hu, Hc);
+    /* L_recon and L_align on the unprojected u, through the decoder (= the creative LLM) */
+    if (w->recon > 0 || w->align > 0) {
+        int tot = 0;
+        for (int r = 0; r < n; r++)
+            tot += rows[r].n_profile;
+        if ((rc = grow((void **)&s->prof_ids, &s->cap[k_ - 1], (size_t)(tot ? tot : 1),
+                       sizeof(int32_t))))
+            goto oom;
+        tot = 0;
+        for (int r = 0; r < n; r++) {
+            s->prof_lens[r] = rows[r].n_profile;
+            if (rows[r].n_profile)
+                memcpy(s->prof_ids + tot, rows[r].profile_ids,
+                       sizeof(int32_t) * (size_t)rows[r].n_profile);
+            tot += rows[r].n_profile;
+        }
+        hc_tok_rows prof = {n, s->prof_lens, s->prof_ids};
+        if (w->recon > 0 &&
+            (rc = hc_recon_loss(&tr->t, tr->creative, s->u, n, tr->profile_prompt,
+                                tr->n_profile_prompt, &prof, tr->eos, tr->max_profile,
+                                w->recon * scale, backward, backward ? s->du : NULL, &out->recon,
+                                &out->n_recon, eb)))
+            return head_err(eb, rc, "recon");
+        if (w->align > 0 &&
+            (rc = hc_align_loss(&tr->t, tr->creative, s->u, n, &prof, tr->max_profile,
+                                w->align * scale, backward, backward ? s->du : NULL, &out->align,
+                                eb)))
+            return head_err(eb, rc, "align");
+    }
+    out->total = w->creative * out->creative + w->recon * out->recon + w->align * out->align +
+                 w->cls * out->cls;
+    if (!backward) return HC_OK;
     /* the user LLM: d(hidden) only at the [user] slots */
     const int Tu = hc_tmodel_rows(tr->user);
     memset(s->dh_u, 0, sizeof(float) * (size_t)Tu * (size_t)Hu);
     for (int r = 0; r < n; r++)
         memcpy(s->dh_u + (size_t)s->u_out[r] * Hu, s->du + (size_t)r * Hu,
                sizeof(float) * (size_t)Hu);
-    int Ni = 0;
-    for (int r = 0; r < n; r++)
-        Ni += rows[r].n_items;
     memset(s->dinj_u, 0, sizeof(float) * (size_t)(Ni + n) * (size_t)Hu);
     if ((rc = hc_tmodel_backward(tr->user, s->dh_u, s->dinj_u, eb))) return rc;
     /* injected rows in order: each row's items, then its [user] slot */
@@ -428,24 +554,24 @@ int hc_ctrain_creative(hc_ctrain *tr, const hc_ctrain_row *rows, int n, float sc
     int inj = 0, item = 0;
     for (int r = 0; r < n; r++) {
         for (int j = 0; j < rows[r].n_items; j++, inj++, item++)
-            memcpy(s->de + (size_t)item * Hi, s->dinj_u + (size_t)inj * Hu,
-                   sizeof(float) * (size_t)Hi);
+            for (int d = 0; d < Hi; d++)
+                s->de[(size_t)item * Hi + d] += s->dinj_u[(size_t)inj * Hu + d];
         for (int d = 0; d < Hu; d++)
             g_uslot[d] += s->dinj_u[(size_t)inj * Hu + d];
         inj++;
     }
-    if (Ni > 0) {
-        /* the item LLM: d(hidden) at each [item] slot; the slot vector's gradient sums over items
-         */
+    const int Ne = Ni + (ads ? n : 0);
+    if (Ne > 0) {
+        /* the item LLM: d(hidden) at each [item] slot; the slot vector's gradient sums over items */
         const int Ti = hc_tmodel_rows(tr->item);
         memset(s->dh_i, 0, sizeof(float) * (size_t)Ti * (size_t)Hi);
-        for (int i = 0; i < Ni; i++)
+        for (int i = 0; i < Ne; i++)
             memcpy(s->dh_i + (size_t)s->i_rows[i] * Hi, s->de + (size_t)i * Hi,
                    sizeof(float) * (size_t)Hi);
-        memset(s->dinj_i, 0, sizeof(float) * (size_t)Ni * (size_t)Hi);
+        memset(s->dinj_i, 0, sizeof(float) * (size_t)Ne * (size_t)Hi);
         if ((rc = hc_tmodel_backward(tr->item, s->dh_i, s->dinj_i, eb))) return rc;
         float *g_islot = tr->t.g + tr->t.params[tr->p_item_slot].offset;
-        for (int i = 0; i < Ni; i++)
+        for (int i = 0; i < Ne; i++)
             for (int d = 0; d < Hi; d++)
                 g_islot[d] += s->dinj_i[(size_t)i * Hi + d];
     }

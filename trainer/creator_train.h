@@ -41,7 +41,25 @@ typedef struct hc_ctrain_row {
     int n_prompt2;
     const int32_t *response; /* creative ids of the target title (the eos is appended) */
     int n_response;
+    /* for the auxiliary losses (hc_ctrain_step) */
+    const int32_t *ad_ids;      /* item-tokenizer ids of the ad title, <= max_item_tokens (cls) */
+    int n_ad;
+    const int32_t *profile_ids; /* creative ids of the user's profile JSON (recon, align) */
+    int n_profile;
 } hc_ctrain_row;
+
+/* Weights of the loss terms (MODEL_SPEC §6.1: all 1 in the reference); 0 skips a term. */
+typedef struct hc_ctrain_weights {
+    float creative, recon, align, cls;
+} hc_ctrain_weights;
+
+/* Unweighted loss values of one micro-batch; total = the weighted sum. */
+typedef struct hc_ctrain_losses {
+    double creative, recon, align, cls, total;
+    int n_creative, n_recon; /* labelled tokens */
+} hc_ctrain_losses;
+
+#define HC_CTRAIN_CLS_NEG 8 /* cls_neg_num of the reference */
 
 typedef struct hc_ctrain_scratch hc_ctrain_scratch;
 
@@ -55,6 +73,11 @@ typedef struct hc_ctrain {
     int32_t eos;           /* appended to every response: the package's first end-of-sequence id */
     int max_gen;           /* MAX_GEN_TEXT_LENGTH: longest creative sequence (default 4096) */
     unsigned char *scalar; /* (t.n) 1: the package stores this parameter as a 0-dim tensor */
+    int32_t *profile_prompt; /* creative ids of the package's profile_prompt (NULL: none) */
+    int n_profile_prompt;
+    int max_profile;  /* MAX_USER_PROFILE_TEXT_LENGTH (1024) */
+    int cls_neg_num;  /* negatives per user for L_cls (8) */
+    uint64_t cls_rng; /* the negatives' generator state (checkpointed by the caller) */
     hc_ctrain_scratch *s;
 } hc_ctrain;
 
@@ -80,6 +103,18 @@ int hc_ctrain_embed(hc_ctrain *tr, const hc_ctrain_row *rows, int n, float *u, f
  * one is bad; the message names its index). */
 int hc_ctrain_creative(hc_ctrain *tr, const hc_ctrain_row *rows, int n, float scale, int backward,
                        double *loss, int *n_tokens, hc_errbuf *eb);
+
+/* One micro-batch of the weighted HLLM-Creator loss (MODEL_SPEC §6.1), forward and (backward != 0)
+ * backward: L_creative as hc_ctrain_creative; L_cls on U = user_projector(u) and the item-LLM
+ * vector of each row's ad title (packed into the same item forward), with
+ * min(cls_neg_num, n - 1) negatives per row drawn from the other rows (trainer/heads.h; the
+ * reference gathers them across ranks); L_recon and L_align on the unprojected u through the
+ * decoder (the creative LLM), from each row's profile ids. Their gradients meet in dU / du
+ * before the user and item LLMs' backward, so every term trains the whole chain. Gradients are
+ * weight * scale * dL/dθ; losses in *out are unweighted. align and cls need n >= 2, recon the
+ * package's profile_prompt. */
+int hc_ctrain_step(hc_ctrain *tr, const hc_ctrain_row *rows, int n, const hc_ctrain_weights *w,
+                   float scale, int backward, hc_ctrain_losses *out, hc_errbuf *eb);
 
 /* Writes every parameter as a single safetensors file at path, each in the dtype it was stored
  * in (bf16/f16 rounded to nearest even) unless dtype is HC_DTYPE_F32 / HC_DTYPE_BF16 /

@@ -22,6 +22,7 @@ typedef struct opts {
     long stop_after;
     long steps;
     double lr, warmup_ratio, weight_decay, clip, beta1, beta2, eps;
+    double w_creative, w_recon, w_align, w_cls;
     uint64_t seed;
     int max_item_list_length, max_text_length, max_gen_text_length, max_user_profile_text_length;
     hc_dtype weights_dtype;
@@ -36,10 +37,10 @@ static void usage(FILE *f) {
 "usage: hllm-train --package DIR --data TRAIN.jsonl --out DIR [options]\n"
 "       hllm-train --config FILE [options]   (options override the file)\n"
 "\n"
-"Fine-tunes an HLLM-Creator model package on the CPU with the creative loss (MODEL_SPEC 6.1):\n"
-"item LLM -> user LLM -> user_projector -> creative LLM, all trained, AdamW with a cosine\n"
-"schedule. Writes a model package to --out (cluster centroids removed: recompute them with\n"
-"`hllm cluster`) and checkpoints to --checkpoint-dir.\n"
+"Fine-tunes an HLLM-Creator model package on the CPU with its losses (MODEL_SPEC 6.1: creative,\n"
+"recon, align, cls) through item LLM -> user LLM -> projectors -> creative LLM, every parameter\n"
+"trained, AdamW with a cosine schedule. Writes a model package to --out (cluster centroids\n"
+"removed: recompute them with `hllm cluster`) and checkpoints to --checkpoint-dir.\n"
 "\n"
 "  --config FILE            JSON object whose keys are these option names without '--'\n"
 "  --package DIR            the starting model package (required)\n"
@@ -56,6 +57,9 @@ static void usage(FILE *f) {
 "  --weight-decay X         AdamW weight decay on every parameter (default 0.01)\n"
 "  --beta1 X, --beta2 X, --eps X   AdamW (0.9, 0.999, 1e-8)\n"
 "  --clip X                 clip the gradient norm at X (default 0: no clipping)\n"
+"  --creative-weight X, --recon-weight X, --align-weight X, --cls-weight X\n"
+"                           loss weights (default 1 each, the reference's; 0 turns a term off;\n"
+"                           align and cls need --batch >= 2, recon the package's profile_prompt)\n"
 "  --seed N                 shuffle seed (default 2020)\n"
 "  --no-shuffle             visit rows in file order\n"
 "  --row-prompts            use each row's prompt1/prompt2 instead of the package's templates\n"
@@ -153,7 +157,11 @@ static int apply(opts *o, const char *name, const char *val, const char *from) {
         {"clip", offsetof(opts, clip), 0, 1e30},
         {"beta1", offsetof(opts, beta1), 0, 0.999999},
         {"beta2", offsetof(opts, beta2), 0, 0.999999999},
-        {"eps", offsetof(opts, eps), 1e-30, 1}};
+        {"eps", offsetof(opts, eps), 1e-30, 1},
+        {"creative-weight", offsetof(opts, w_creative), 0, 1e6},
+        {"recon-weight", offsetof(opts, w_recon), 0, 1e6},
+        {"align-weight", offsetof(opts, w_align), 0, 1e6},
+        {"cls-weight", offsetof(opts, w_cls), 0, 1e6}};
     for (size_t i = 0; i < sizeof dbls / sizeof dbls[0]; i++)
         if (!strcmp(name, dbls[i].name)) {
             if (!val) return fail("%s needs a value", opt), -1;
@@ -266,6 +274,7 @@ int main(int argc, char **argv) {
     o.beta2 = ad.beta2;
     o.eps = ad.eps;
     o.warmup_ratio = 0.1;
+    o.w_creative = o.w_recon = o.w_align = o.w_cls = 1;
     hc_data_params dp0 = hc_data_default_params();
     o.seed = dp0.seed;
     o.max_item_list_length = dp0.max_item_list_length;
@@ -322,6 +331,24 @@ int main(int argc, char **argv) {
         goto done;
     }
     tr->max_gen = o.max_gen_text_length;
+    tr->max_profile = o.max_user_profile_text_length;
+    tr->cls_rng = o.seed;
+    const hc_ctrain_weights w = {(float)o.w_creative, (float)o.w_recon, (float)o.w_align,
+                                 (float)o.w_cls};
+    if (w.creative + w.recon + w.align + w.cls <= 0) {
+        fail("every loss weight is 0: nothing to train");
+        goto done;
+    }
+    if ((w.align > 0 || w.cls > 0) && o.batch < 2) {
+        fail("--align-weight and --cls-weight need --batch >= 2 (their negatives are the other "
+             "rows of the micro-batch); set them to 0 for --batch 1");
+        goto done;
+    }
+    if (w.recon > 0 && !tr->profile_prompt) {
+        fail("%s has no profile_prompt template: the recon loss cannot be computed "
+             "(--recon-weight 0)", o.package);
+        goto done;
+    }
     hc_data_params dp = hc_data_default_params();
     dp.seed = o.seed;
     dp.shuffle = o.shuffle;
@@ -360,6 +387,7 @@ int main(int argc, char **argv) {
             fail("resume: %s", eb.msg);
             goto done;
         } else {
+            if (st.n_rng >= 1) tr->cls_rng = st.rng[0];
             if (hc_data_seek(data, st.cursor, &eb)) {
                 fail("resume: %s (was the data file changed?)", eb.msg);
                 goto done;
@@ -395,7 +423,7 @@ int main(int argc, char **argv) {
     int rc = HC_OK;
     while (st.step < st.total_steps && !g_stop) {
         hc_grad_zero(&tr->t);
-        double loss = 0;
+        double loss = 0, terms[4] = {0, 0, 0, 0};
         int64_t tokens = 0;
         const double ts = now_s();
         for (int a = 0; a < o.accum && !rc; a++) {
@@ -409,14 +437,21 @@ int main(int argc, char **argv) {
                                         s->ids + s->slot_pos + 1,
                                         s->n_prompt - s->slot_pos - 1,
                                         s->ids + s->n_prompt,
-                                        s->n_ids - s->n_prompt - 1};
+                                        s->n_ids - s->n_prompt - 1,
+                                        s->ad_tok,
+                                        s->n_ad_tok,
+                                        s->profile_tok,
+                                        s->n_profile_tok};
             }
-            double l = 0;
-            int nt = 0;
-            if (!rc)
-                rc = hc_ctrain_creative(tr, rw, o.batch, 1.0f / (float)o.accum, 1, &l, &nt, &eb);
-            loss += l / o.accum;
-            tokens += nt;
+            hc_ctrain_losses l;
+            if (!rc) rc = hc_ctrain_step(tr, rw, o.batch, &w, 1.0f / (float)o.accum, 1, &l, &eb);
+            if (rc) break;
+            loss += l.total / o.accum;
+            terms[0] += l.creative / o.accum;
+            terms[1] += l.recon / o.accum;
+            terms[2] += l.align / o.accum;
+            terms[3] += l.cls / o.accum;
+            tokens += l.n_creative + l.n_recon;
         }
         if (rc) {
             fail("step %lld: %s", (long long)st.step + 1, eb.msg);
@@ -430,10 +465,20 @@ int main(int argc, char **argv) {
         done_here++;
         st.cursor = hc_data_tell(data);
         st.epoch = st.cursor.epoch;
-        const char *names[] = {"creative"};
-        const double terms[] = {loss};
+        st.n_rng = 1;
+        st.rng[0] = tr->cls_rng;
+        const char *all[] = {"creative", "recon", "align", "cls"};
+        const float ws[] = {w.creative, w.recon, w.align, w.cls};
+        const char *names[4];
+        double vals[4];
+        int nterms = 0;
+        for (int k = 0; k < 4; k++)
+            if (ws[k] > 0) {
+                names[nterms] = all[k];
+                vals[nterms++] = terms[k];
+            }
         const double el = now_s() - t0;
-        if (hc_progress_step(&prog, st.step, lr, loss, 1, names, terms, gn,
+        if (hc_progress_step(&prog, st.step, lr, loss, nterms, names, vals, gn,
                              (double)tokens / (now_s() - ts), el, done_here, &eb)) {
             fail("%s: %s", o.metrics ? o.metrics : "progress", eb.msg);
             rc = HC_ERR_IO;

@@ -39,7 +39,11 @@ expect_err() {
     else ok; fi
 }
 [ -x "$TRAIN" ] || { echo "FAIL: $TRAIN not found" >&2; exit 1; }
-COMMON=(--package "$PKG" --data "$DATA" --epochs 3 --batch 2 --lr 1e-3 --quiet)
+# recon and align run the decoder over whole profiles (the slow terms): the runs that compare
+# curves use creative + cls (whose negatives come from the checkpointed generator); one short
+# run below has all four.
+COMMON=(--package "$PKG" --data "$DATA" --epochs 3 --batch 2 --lr 1e-3 --quiet --recon-weight 0
+        --align-weight 0)
 
 # --- help and errors ------------------------------------------------------------------------
 "$TRAIN" --help >"$T/help" && grep -q -- "--resume" "$T/help" && grep -q -- "--config" "$T/help" \
@@ -83,10 +87,23 @@ ls "$T/a.ckpt" | grep -q step-00000009 && ok || bad "no final checkpoint"
 head -3 "$TESTS/data/creator/cases.jsonl" >"$T/users.jsonl"
 "$HLLM" generate --model "$T/a" --per-user --greedy --max-new 6 <"$T/users.jsonl" >"$T/gen" 2>"$T/err" \
     && [ "$(wc -l <"$T/gen")" -eq 3 ] && ok || bad "the trained package does not serve: $(cat "$T/err")"
+# every term (the reference's weights 1): all four in the metrics, the total their sum
+"$TRAIN" --package "$PKG" --data "$DATA" --batch 2 --steps 2 --quiet --out "$T/all" \
+    --metrics "$T/all.jsonl" 2>"$T/err" || bad "all terms: $(cat "$T/err")"
+python3 - "$T/all.jsonl" <<'EOF' && ok || bad "all-terms metrics: $(cat "$T/all.jsonl")"
+import json, sys
+for l in open(sys.argv[1]):
+    m = json.loads(l)
+    t = [m["loss_" + k] for k in ("creative", "recon", "align", "cls")]
+    assert all(x > 0 for x in t) and abs(sum(t) - m["loss"]) < 1e-6 * m["loss"], m
+EOF
+expect_err 1 "need --batch >= 2" "$TRAIN" --package "$PKG" --data "$DATA" --batch 1 --out "$T/x"
+expect_err 1 "every loss weight is 0" "$TRAIN" "${COMMON[@]}" --out "$T/x" --creative-weight 0 \
+    --cls-weight 0
 # the same settings from a config file: the same weights
 cat >"$T/cfg.json" <<EOF
 {"package": "$PKG", "data": "$DATA", "epochs": 3, "batch": 2, "lr": 0.001, "quiet": true,
- "out": "$T/c", "save-every": 2}
+ "out": "$T/c", "save-every": 2, "recon-weight": 0, "align-weight": 0}
 EOF
 "$TRAIN" --config "$T/cfg.json" 2>"$T/err" || bad "config run: $(cat "$T/err")"
 cmp -s "$T/a/model.safetensors" "$T/c/model.safetensors" && ok || bad "--config differs from flags"
@@ -129,7 +146,7 @@ pid=$!
 for _ in $(seq 400); do [ -d "$T/k.ckpt" ] && ls "$T/k.ckpt" | grep -q '^step-' && break; sleep 0.05; done
 sleep 0.3
 kill -KILL "$pid"
-wait "$pid" 2>/dev/null
+wait "$pid" 2>/dev/null || true
 pid=
 [ ! -e "$T/k" ] && ok || bad "the SIGKILL landed after the run had finished"
 "$TRAIN" "${COMMON[@]}" --out "$T/k" --metrics "$T/k2.jsonl" --epochs 12 --lr 1e-4 --save-every 3 \

@@ -21,8 +21,8 @@
 typedef struct trow {
     hc_creq r;
     hc_creq_buf buf;
-    int32_t *resp;
-    size_t n_resp;
+    int32_t *resp, *ad, *prof;
+    size_t n_resp, n_ad, n_prof;
 } trow;
 
 static double engine_loss_row(hc_creator *c, const float *U, const hc_ctrain_row *row, int32_t eos,
@@ -92,9 +92,19 @@ static int rows_from_cases(hc_creator *c, user_case *cs, int n, trow *tr, hc_ctr
             snprintf(resp, sizeof resp, "New: %s", cs[i].ad_title ? cs[i].ad_title : "");
         CHECK_OK(hc_tokenizer_encode(c->creative_tok, cc, resp, strlen(resp), 0, &tr[i].resp,
                                      &tr[i].n_resp, &eb));
-        rows[i] =
-            (hc_ctrain_row){tr[i].r.n_items,   tr[i].r.item_lens, tr[i].r.item_ids, tr[i].r.prompt2,
-                            tr[i].r.n_prompt2, tr[i].resp,        (int)tr[i].n_resp};
+        /* the ad title for L_cls, a profile for L_recon / L_align */
+        CHECK_OK(hc_tokenizer_encode(c->item_tok, ic, cs[i].ad_title, cs[i].ad_title_len, 0,
+                                     &tr[i].ad, &tr[i].n_ad, &eb));
+        if (tr[i].n_ad > (size_t)c->pkg.max_item_tokens) tr[i].n_ad = (size_t)c->pkg.max_item_tokens;
+        char prof[600];
+        snprintf(prof, sizeof prof, "{\"Long-term Interest\": \"%.*s\", \"n\": %d}",
+                 cs[i].n ? (int)cs[i].lens[0] : 0, cs[i].n ? cs[i].titles[0] : "", cs[i].n);
+        CHECK_OK(hc_tokenizer_encode(c->creative_tok, cc, prof, strlen(prof), 0, &tr[i].prof,
+                                     &tr[i].n_prof, &eb));
+        rows[i] = (hc_ctrain_row){tr[i].r.n_items,   tr[i].r.item_lens, tr[i].r.item_ids,
+                                  tr[i].r.prompt2,   tr[i].r.n_prompt2, tr[i].resp,
+                                  (int)tr[i].n_resp, tr[i].ad,          (int)tr[i].n_ad,
+                                  tr[i].prof,        (int)tr[i].n_prof};
     }
     hc_tok_ctx_free(ic);
     hc_tok_ctx_free(cc);
@@ -111,12 +121,17 @@ static double rel_err(const float *a, const float *b, size_t n) {
     return sqrt(d / (z > 0 ? z : 1));
 }
 
+/* The loss terms of the checks (creative only, or all four) and the cls negatives' generator
+ * state every evaluation starts from, so finite differences see the same negatives. */
+static hc_ctrain_weights g_w = {1, 0, 0, 0};
+static const uint64_t RNG0 = 77;
+
 static double loss_of(hc_ctrain *t, const hc_ctrain_row *rows, int n) {
-    double l;
-    int nt;
+    hc_ctrain_losses l;
     hc_errbuf eb = {{0}};
-    CHECK_OK(hc_ctrain_creative(t, rows, n, 1.0f, 0, &l, &nt, &eb));
-    return l;
+    t->cls_rng = RNG0;
+    CHECK_OK(hc_ctrain_step(t, rows, n, &g_w, 1.0f, 0, &l, &eb));
+    return l.total;
 }
 
 /* Central differences at the k coordinates of largest |g| of parameter `name`. */
@@ -191,6 +206,7 @@ int main(int argc, char **argv) {
     }
     double l0;
     int nt;
+    hc_grad_zero(&t->t);
     CHECK_OK(hc_ctrain_creative(t, rows, n, 1.0f, 1, &l0, &nt, &eb));
     CHECKF(nt == lab && fabs(l0 - sum / lab) < 1e-5 * fabs(l0),
            "loss %.8f (%d tokens), engine "
@@ -210,8 +226,38 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         fd_check(t, rows, n, names[i], vg ? 1 : 2, &worst);
     printf("u err %.2e, U err %.2e, loss %.6f vs engine %.6f, worst finite-difference rel err "
-           "%.2e\n",
-           eu, eU, l0, sum / lab, worst);
+           "%.2e\n", eu, eU, l0, sum / lab, worst);
+
+    /* --- all four terms (the reference's weights 1): every head's gradient reaches the chain --- */
+    g_w = (hc_ctrain_weights){1, 1, 1, 1};
+    hc_grad_zero(&t->t);
+    hc_ctrain_losses la;
+    t->cls_rng = RNG0;
+    CHECK_OK(hc_ctrain_step(t, rows, n, &g_w, 1.0f, 1, &la, &eb));
+    CHECKF(la.recon > 0 && la.align > 0 && la.cls > 0 && la.n_recon > 0 &&
+               fabs(la.total - (la.creative + la.recon + la.align + la.cls)) < 1e-9 * la.total,
+           "losses: creative %.4f recon %.4f align %.4f cls %.4f total %.4f", la.creative,
+           la.recon, la.align, la.cls, la.total);
+    const char *names4[] = {"user_profile_projector.weight", "user_profile_align_projector.weight",
+                            "dec_emb_tokens", "user_tower.weight", "item_tower.weight",
+                            "cls_tower.mlp_head.0.weight", "emb_tokens",
+                            "item_llm.model.layers.0.self_attn.q_proj.weight",
+                            "creative_llm.model.layers.0.self_attn.k_norm.weight"};
+    double worst4 = 0;
+    for (size_t i = 0; i < sizeof names4 / sizeof names4[0]; i++)
+        fd_check(t, rows, n, names4[i], vg ? 1 : 2, &worst4);
+    printf("all terms: creative %.4f recon %.4f align %.4f cls %.4f; worst finite-difference rel "
+           "err %.2e\n", la.creative, la.recon, la.align, la.cls, worst4);
+    /* the heads' own refusals: a batch of one for align/cls; recon without a profile prompt */
+    hc_ctrain_losses lh;
+    CHECK(hc_ctrain_step(t, rows, 1, &g_w, 1.0f, 1, &lh, &eb) == HC_ERR_INVAL &&
+          strstr(eb.msg, "at least 2"));
+    int32_t *pp = t->profile_prompt;
+    t->profile_prompt = NULL;
+    CHECK(hc_ctrain_step(t, rows, n, &g_w, 1.0f, 1, &lh, &eb) == HC_ERR_INVAL &&
+          strstr(eb.msg, "profile_prompt"));
+    t->profile_prompt = pp;
+    g_w = (hc_ctrain_weights){1, 0, 0, 0};
 
     /* --- a few AdamW steps on this batch lower the loss -------------------------------------- */
     hc_adamw_cfg ac = hc_adamw_default();
@@ -289,6 +335,8 @@ int main(int argc, char **argv) {
     for (int i = 0; i < n; i++) {
         hc_creq_buf_free(&tr[i].buf);
         free(tr[i].resp);
+        free(tr[i].ad);
+        free(tr[i].prof);
     }
     free(u);
     free(U);
