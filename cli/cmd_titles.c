@@ -528,11 +528,15 @@ int hc_cmd_titles(int argc, char **argv) {
         case O_K: if (hc_cli_parse_int(optarg, "--top-k", 0, 1 << 30, &K)) return 2; break;
         case O_P: if (hc_cli_parse_float(optarg, "--top-p", 1e-9, 1, &P)) return 2; break;
         case O_SEED: if (hc_cli_parse_int(optarg, "--seed", 0, 0x7fffffffL, &seed)) return 2; break;
-        case O_MAXNEW: if (hc_cli_parse_int(optarg, "--max-new", 0, 1 << 20, &max_new)) return 2; break;
+        case O_MAXNEW:
+            if (hc_cli_parse_int(optarg, "--max-new", 0, 1 << 20, &max_new)) return 2;
+            break;
         case O_MAXLINE:
             if (hc_cli_parse_int(optarg, "--max-line-bytes", 2, 1L << 30, &max_line)) return 2;
             break;
-        case O_THREADS: if (hc_cli_parse_int(optarg, "--threads", 1, 1024, &threads)) return 2; break;
+        case O_THREADS:
+            if (hc_cli_parse_int(optarg, "--threads", 1, 1024, &threads)) return 2;
+            break;
         case O_BACKEND: if (hc_cli_parse_backend(optarg, &kind)) return 2; break;
         case O_WEIGHTS: if (hc_cli_parse_weight_dtype(optarg, &wd)) return 2; break;
         case O_OUTSIDE: outside = 1; break;
