@@ -26,7 +26,11 @@ struct hc_ctrain_scratch {
     float *dh_c;
     /* heads */
     int32_t *neg, *prof_lens, *prof_ids; /* (n * HC_CTRAIN_CLS_NEG), (n), (profile ids) */
-    size_t cap[32];
+    /* next-item: o (n, S, H), e (n, S + 1, H), their gradients, mask (n, S) */
+    float *ni_o, *ni_e, *ni_do, *ni_de;
+    uint8_t *ni_mask;
+    size_t cap[40]; /* capacities, by position: embed_forward 0..18, the step 19..29,
+                       next-item 30..34 */
 };
 
 static int grow(void **p, size_t *cap, size_t n, size_t elem) {
@@ -40,11 +44,11 @@ static int grow(void **p, size_t *cap, size_t n, size_t elem) {
 
 static void scratch_free(hc_ctrain_scratch *s) {
     if (!s) return;
-    void *ps[] = {s->i_ids, s->i_pos,  s->i_seg, s->i_rows, s->i_inj,  s->e,      s->de,
-                  s->dh_i,  s->dinj_i, s->u_ids, s->u_pos,  s->u_seg,  s->u_rows, s->u_out,
-                  s->u_inj, s->u,      s->du,    s->dh_u,   s->dinj_u, s->U,      s->dU,
-                  s->c_ids, s->c_pos,  s->c_seg, s->c_rows, s->c_lab,  s->dh_c, s->neg,
-                  s->prof_lens, s->prof_ids};
+    void *ps[] = {s->i_ids,     s->i_pos,    s->i_seg, s->i_rows, s->i_inj,  s->e,      s->de,
+                  s->dh_i,      s->dinj_i,   s->u_ids, s->u_pos,  s->u_seg,  s->u_rows, s->u_out,
+                  s->u_inj,     s->u,        s->du,    s->dh_u,   s->dinj_u, s->U,      s->dU,
+                  s->c_ids,     s->c_pos,    s->c_seg, s->c_rows, s->c_lab,  s->dh_c,   s->neg,
+                  s->prof_lens, s->prof_ids, s->ni_o,  s->ni_e,   s->ni_do,  s->ni_de,  s->ni_mask};
     for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++)
         free(ps[i]);
     free(s);
@@ -127,6 +131,9 @@ int hc_ctrain_create(hc_ctrain **out, const char *pkg_dir, int n_threads, hc_err
                               x->n_dims ? x->shape : &one, (int)x->dtype, eb)))
             goto fail;
     }
+    /* the HLLM next-item loss's learnable scale, if the package does not carry one yet */
+    const int new_scale = hc_ptab_find(&tr->t, HC_NEXTITEM_SCALE_NAME) < 0;
+    if (new_scale && (rc = hc_nextitem_add_param(&tr->t, eb))) goto fail;
     if ((rc = hc_ptab_alloc(&tr->t, eb))) goto fail;
     tr->scalar = calloc((size_t)tr->t.n, 1);
     if (!tr->scalar) {
@@ -158,6 +165,7 @@ int hc_ctrain_create(hc_ctrain **out, const char *pkg_dir, int n_threads, hc_err
         tr->n_profile_prompt = (int)np;
         if (!tr->profile_prompt) tr->profile_prompt = calloc(1, sizeof(int32_t));
     }
+    if (new_scale && (rc = hc_nextitem_init_param(&tr->t, eb))) goto fail;
     tr->p_item_slot = hc_ptab_find(&tr->t, "item_emb_tokens");
     tr->p_user_slot = hc_ptab_find(&tr->t, "emb_tokens");
     tr->p_proj = hc_ptab_find(&tr->t, "user_projector.weight");
@@ -234,8 +242,8 @@ int hc_ctrain_check_row(const hc_ctrain *tr, const hc_ctrain_row *r, hc_errbuf *
     } while (0)
 
 /* One item segment: title ids right-aligned before the [item] slot at max_item_tokens. */
-static void item_segment(hc_ctrain_scratch *s, const int32_t *ids, int len, int S, int *T,
-                         int seg, const float *slot, int Hi) {
+static void item_segment(hc_ctrain_scratch *s, const int32_t *ids, int len, int S, int *T, int seg,
+                         const float *slot, int Hi) {
     for (int j = 0; j < len; j++) {
         s->i_ids[*T] = ids[j];
         s->i_pos[*T] = S - len + j;
@@ -250,8 +258,7 @@ static void item_segment(hc_ctrain_scratch *s, const int32_t *ids, int len, int 
 
 /* Forward of items and users for rows: fills s->e (the history items' vectors, then with ads
  * each row's ad title vector, for L_cls), s->u (and the tmodels' activations). */
-static int embed_forward(hc_ctrain *tr, const hc_ctrain_row *rows, int n, int ads,
-                         hc_errbuf *eb) {
+static int embed_forward(hc_ctrain *tr, const hc_ctrain_row *rows, int n, int ads, hc_errbuf *eb) {
     hc_ctrain_scratch *s = tr->s;
     hc_creator *c = tr->c;
     const int Hi = c->d_item, Hu = c->d_user, L = c->pkg.max_history, S = c->pkg.max_item_tokens;
@@ -385,31 +392,38 @@ static int check_heads(const hc_ctrain *tr, const hc_ctrain_row *rows, int n,
     if (!(w->creative >= 0 && w->recon >= 0 && w->align >= 0 && w->cls >= 0))
         return hc_seterr(eb, HC_ERR_INVAL, "loss weights must be >= 0");
     if ((w->align > 0 || w->cls > 0) && n < 2)
-        return hc_seterr(eb, HC_ERR_INVAL, "the align and cls losses take their negatives from "
+        return hc_seterr(eb, HC_ERR_INVAL,
+                         "the align and cls losses take their negatives from "
                          "the other rows of the micro-batch: a batch of at least 2 rows is needed");
     if (w->recon > 0 && !tr->profile_prompt)
-        return hc_seterr(eb, HC_ERR_INVAL, "the package has no profile_prompt template: the recon "
+        return hc_seterr(eb, HC_ERR_INVAL,
+                         "the package has no profile_prompt template: the recon "
                          "loss cannot be computed (set its weight to 0)");
     const int Vi = tr->c->item->cfg.vocab_size, Vc = tr->c->creative->cfg.vocab_size;
     for (int r = 0; r < n; r++) {
         if (w->cls > 0) {
             if (rows[r].n_ad < 0 || rows[r].n_ad > tr->c->pkg.max_item_tokens ||
                 (rows[r].n_ad && !rows[r].ad_ids))
-                return hc_seterr(eb, HC_ERR_RANGE, "row %d: the ad title has %d tokens, outside "
-                                 "0..max_item_tokens (%d)", r, rows[r].n_ad,
-                                 tr->c->pkg.max_item_tokens);
+                return hc_seterr(eb, HC_ERR_RANGE,
+                                 "row %d: the ad title has %d tokens, outside "
+                                 "0..max_item_tokens (%d)",
+                                 r, rows[r].n_ad, tr->c->pkg.max_item_tokens);
             for (int j = 0; j < rows[r].n_ad; j++)
                 if (rows[r].ad_ids[j] < 0 || rows[r].ad_ids[j] >= Vi)
-                    return hc_seterr(eb, HC_ERR_RANGE, "row %d: ad title id %d outside the item "
-                                     "vocabulary", r, rows[r].ad_ids[j]);
+                    return hc_seterr(eb, HC_ERR_RANGE,
+                                     "row %d: ad title id %d outside the item "
+                                     "vocabulary",
+                                     r, rows[r].ad_ids[j]);
         }
         if (w->recon > 0 || w->align > 0) {
             if (rows[r].n_profile < 0 || (rows[r].n_profile && !rows[r].profile_ids))
                 return hc_seterr(eb, HC_ERR_INVAL, "row %d: no profile ids", r);
             for (int j = 0; j < rows[r].n_profile; j++)
                 if (rows[r].profile_ids[j] < 0 || rows[r].profile_ids[j] >= Vc)
-                    return hc_seterr(eb, HC_ERR_RANGE, "row %d: profile id %d outside the "
-                                     "creative vocabulary", r, rows[r].profile_ids[j]);
+                    return hc_seterr(eb, HC_ERR_RANGE,
+                                     "row %d: profile id %d outside the "
+                                     "creative vocabulary",
+                                     r, rows[r].profile_ids[j]);
         }
     }
     return HC_OK;
@@ -507,8 +521,8 @@ int hc_ctrain_step(hc_ctrain *tr, const hc_ctrain_row *rows, int n, const hc_ctr
     }
     /* U = u Wp^T: du and dWp */
     if (backward)
-        ops->matmul_bwd(s->du, tr->t.g + tr->t.params[tr->p_proj].offset, NULL, s->dU, s->u, Wp,
-                        n, Hu, Hc);
+        ops->matmul_bwd(s->du, tr->t.g + tr->t.params[tr->p_proj].offset, NULL, s->dU, s->u, Wp, n,
+                        Hu, Hc);
     /* L_recon and L_align on the unprojected u, through the decoder (= the creative LLM) */
     if (w->recon > 0 || w->align > 0) {
         int tot = 0;
@@ -532,10 +546,9 @@ int hc_ctrain_step(hc_ctrain *tr, const hc_ctrain_row *rows, int n, const hc_ctr
                                 w->recon * scale, backward, backward ? s->du : NULL, &out->recon,
                                 &out->n_recon, eb)))
             return head_err(eb, rc, "recon");
-        if (w->align > 0 &&
-            (rc = hc_align_loss(&tr->t, tr->creative, s->u, n, &prof, tr->max_profile,
-                                w->align * scale, backward, backward ? s->du : NULL, &out->align,
-                                eb)))
+        if (w->align > 0 && (rc = hc_align_loss(&tr->t, tr->creative, s->u, n, &prof,
+                                                tr->max_profile, w->align * scale, backward,
+                                                backward ? s->du : NULL, &out->align, eb)))
             return head_err(eb, rc, "align");
     }
     out->total = w->creative * out->creative + w->recon * out->recon + w->align * out->align +
@@ -562,7 +575,8 @@ int hc_ctrain_step(hc_ctrain *tr, const hc_ctrain_row *rows, int n, const hc_ctr
     }
     const int Ne = Ni + (ads ? n : 0);
     if (Ne > 0) {
-        /* the item LLM: d(hidden) at each [item] slot; the slot vector's gradient sums over items */
+        /* the item LLM: d(hidden) at each [item] slot; the slot vector's gradient sums over items
+         */
         const int Ti = hc_tmodel_rows(tr->item);
         memset(s->dh_i, 0, sizeof(float) * (size_t)Ti * (size_t)Hi);
         for (int i = 0; i < Ne; i++)
@@ -575,6 +589,157 @@ int hc_ctrain_step(hc_ctrain *tr, const hc_ctrain_row *rows, int n, const hc_ctr
             for (int d = 0; d < Hi; d++)
                 g_islot[d] += s->dinj_i[(size_t)i * Hi + d];
     }
+    return HC_OK;
+oom:
+    return hc_seterr(eb, HC_ERR_NOMEM, "out of memory (micro-batch of %d rows)", n);
+}
+
+int hc_ctrain_nextitem(hc_ctrain *tr, const hc_ctrain_row *rows, int n, float scale, int backward,
+                       double *loss, int *n_pairs, hc_errbuf *eb) {
+    *loss = 0;
+    *n_pairs = 0;
+    int rc = check_rows(tr, rows, n, eb);
+    if (rc) return rc;
+    hc_ctrain_scratch *s = tr->s;
+    hc_creator *c = tr->c;
+    const hc_train_ops *ops = tr->user->ops;
+    const int Hi = c->d_item, Hu = c->d_user, S_item = c->pkg.max_item_tokens;
+    int Ni = 0, Ti = 0, S = 0, Tu = 0;
+    for (int r = 0; r < n; r++) {
+        if (rows[r].n_items < 2)
+            return hc_seterr(eb, HC_ERR_INVAL,
+                             "row %d: %d history items; the next-item loss "
+                             "needs at least 2",
+                             r, rows[r].n_items);
+        Ni += rows[r].n_items;
+        Tu += rows[r].n_items - 1;
+        if (rows[r].n_items - 1 > S) S = rows[r].n_items - 1;
+        for (int i = 0; i < rows[r].n_items; i++)
+            Ti += rows[r].item_lens[i] + 1;
+    }
+    int k_ = 0;
+    G(i_ids, Ti, int32_t);
+    G(i_pos, Ti, int32_t);
+    G(i_seg, Ti, int32_t);
+    G(i_rows, Ni, int32_t);
+    G(i_inj, (size_t)Ni * Hi, float);
+    G(e, (size_t)Ni * Hi, float);
+    G(de, (size_t)Ni * Hi, float);
+    G(dh_i, (size_t)Ti * Hi, float);
+    G(dinj_i, (size_t)Ni * Hi, float);
+    G(u_ids, Tu, int32_t);
+    G(u_pos, Tu, int32_t);
+    G(u_seg, Tu, int32_t);
+    G(u_rows, Tu, int32_t);
+    k_++; /* u_out unused */
+    G(u_inj, (size_t)Tu * Hu, float);
+    k_ += 2; /* u, du unused */
+    G(dh_u, (size_t)Tu * Hu, float);
+    G(dinj_u, (size_t)Tu * Hu, float);
+    k_ = 30;
+    G(ni_o, (size_t)n * S * Hu, float);
+    G(ni_e, (size_t)n * (S + 1) * Hi, float);
+    G(ni_do, (size_t)n * S * Hu, float);
+    G(ni_de, (size_t)n * (S + 1) * Hi, float);
+    G(ni_mask, (size_t)n * S, uint8_t);
+    const float *item_slot = tr->t.w + tr->t.params[tr->p_item_slot].offset;
+    /* item LLM over every item of every row */
+    int T = 0, seg = 0;
+    for (int r = 0; r < n; r++) {
+        const int32_t *ids = rows[r].item_ids;
+        for (int i = 0; i < rows[r].n_items; i++) {
+            item_segment(s, ids, rows[r].item_lens[i], S_item, &T, seg++, item_slot, Hi);
+            ids += rows[r].item_lens[i];
+        }
+    }
+    hc_tbatch bi = {T, s->i_ids, s->i_pos, s->i_seg, Ni, s->i_rows, s->i_inj};
+    if ((rc = hc_tmodel_forward(tr->item, &bi, eb))) return rc;
+    const float *hi = hc_tmodel_hidden(tr->item);
+    for (int i = 0; i < Ni; i++)
+        memcpy(s->e + (size_t)i * Hi, hi + (size_t)s->i_rows[i] * Hi, sizeof(float) * (size_t)Hi);
+    /* user LLM over the first m - 1 item vectors of each row (no prompt, no slot; positions 0..) */
+    T = 0;
+    int item = 0;
+    for (int r = 0; r < n; r++) {
+        for (int j = 0; j < rows[r].n_items; j++, item++) {
+            if (j == rows[r].n_items - 1) continue; /* the last item is only a target */
+            s->u_ids[T] = -1;
+            s->u_pos[T] = j;
+            s->u_seg[T] = r;
+            memcpy(s->u_inj + (size_t)T * Hu, s->e + (size_t)item * Hi, sizeof(float) * (size_t)Hu);
+            s->u_rows[T] = T;
+            T++;
+        }
+    }
+    hc_tbatch bu = {T, s->u_ids, s->u_pos, s->u_seg, T, s->u_rows, s->u_inj};
+    if ((rc = hc_tmodel_forward(tr->user, &bu, eb))) return rc;
+    const float *hu = hc_tmodel_hidden(tr->user);
+    /* the head's layout: o (n, S), e (n, S + 1), left-aligned, mask on the real positions */
+    memset(s->ni_o, 0, sizeof(float) * (size_t)n * S * Hu);
+    memset(s->ni_e, 0, sizeof(float) * (size_t)n * (S + 1) * Hi);
+    memset(s->ni_mask, 0, (size_t)n * S);
+    T = 0;
+    item = 0;
+    for (int r = 0; r < n; r++) {
+        const int m = rows[r].n_items;
+        for (int j = 0; j < m; j++, item++) {
+            memcpy(s->ni_e + ((size_t)r * (S + 1) + j) * Hi, s->e + (size_t)item * Hi,
+                   sizeof(float) * (size_t)Hi);
+            if (j < m - 1) {
+                memcpy(s->ni_o + ((size_t)r * S + j) * Hu, hu + (size_t)T++ * Hu,
+                       sizeof(float) * (size_t)Hu);
+                s->ni_mask[(size_t)r * S + j] = 1;
+            }
+        }
+    }
+    if (backward) {
+        memset(s->ni_do, 0, sizeof(float) * (size_t)n * S * Hu);
+        memset(s->ni_de, 0, sizeof(float) * (size_t)n * (S + 1) * Hi);
+        memset(s->de, 0, sizeof(float) * (size_t)Ni * Hi);
+    }
+    /* negatives: every item vector of the micro-batch (the 0.99 rule masks each target itself and
+     * duplicates of it; the reference samples random catalog items and all-gathers them) */
+    if ((rc = hc_nextitem_loss(&tr->t, ops, s->ni_o, s->ni_e, s->ni_mask, n, S, Hu, s->e, Ni, scale,
+                               backward, backward ? s->ni_do : NULL, backward ? s->ni_de : NULL,
+                               backward ? s->de : NULL, loss, n_pairs, eb)))
+        return head_err(eb, rc, "next-item");
+    if (!backward) return HC_OK;
+    /* the user LLM: d(hidden) at every input row */
+    T = 0;
+    for (int r = 0; r < n; r++)
+        for (int j = 0; j < rows[r].n_items - 1; j++)
+            memcpy(s->dh_u + (size_t)T++ * Hu, s->ni_do + ((size_t)r * S + j) * Hu,
+                   sizeof(float) * (size_t)Hu);
+    memset(s->dinj_u, 0, sizeof(float) * (size_t)T * (size_t)Hu);
+    if ((rc = hc_tmodel_backward(tr->user, s->dh_u, s->dinj_u, eb))) return rc;
+    /* each item's gradient: as a user-LLM input, as a target, as a negative (already in de) */
+    T = 0;
+    item = 0;
+    for (int r = 0; r < n; r++) {
+        const int m = rows[r].n_items;
+        for (int j = 0; j < m; j++, item++) {
+            float *d = s->de + (size_t)item * Hi;
+            const float *dt = s->ni_de + ((size_t)r * (S + 1) + j) * Hi;
+            for (int k = 0; k < Hi; k++)
+                d[k] += dt[k];
+            if (j < m - 1) {
+                const float *dinp = s->dinj_u + (size_t)T++ * Hu;
+                for (int k = 0; k < Hi; k++)
+                    d[k] += dinp[k];
+            }
+        }
+    }
+    const int Ti2 = hc_tmodel_rows(tr->item);
+    memset(s->dh_i, 0, sizeof(float) * (size_t)Ti2 * (size_t)Hi);
+    for (int i = 0; i < Ni; i++)
+        memcpy(s->dh_i + (size_t)s->i_rows[i] * Hi, s->de + (size_t)i * Hi,
+               sizeof(float) * (size_t)Hi);
+    memset(s->dinj_i, 0, sizeof(float) * (size_t)Ni * (size_t)Hi);
+    if ((rc = hc_tmodel_backward(tr->item, s->dh_i, s->dinj_i, eb))) return rc;
+    float *g_islot = tr->t.g + tr->t.params[tr->p_item_slot].offset;
+    for (int i = 0; i < Ni; i++)
+        for (int d = 0; d < Hi; d++)
+            g_islot[d] += s->dinj_i[(size_t)i * Hi + d];
     return HC_OK;
 oom:
     return hc_seterr(eb, HC_ERR_NOMEM, "out of memory (micro-batch of %d rows)", n);

@@ -116,6 +116,16 @@ int hc_ctrain_creative(hc_ctrain *tr, const hc_ctrain_row *rows, int n, float sc
 int hc_ctrain_step(hc_ctrain *tr, const hc_ctrain_row *rows, int n, const hc_ctrain_weights *w,
                    float scale, int backward, hc_ctrain_losses *out, hc_errbuf *eb);
 
+/* HLLM next-item pre-training of the item and user LLMs (MODEL_SPEC §6.3), forward and backward:
+ * each row's history (at least 2 items) through the item LLM (the serving layout, [item] slot),
+ * the user LLM over the first m - 1 item vectors only (no prompt, no [user] slot; positions
+ * 0..), and the InfoNCE of heads.h between each output and the next item's vector with the
+ * learnable nextitem_logit_scale (added to the table, ln(1/0.07), when the package lacks it).
+ * Negatives: every item vector of the micro-batch (the reference draws random catalog items and
+ * all-gathers them across ranks). Only the rows' item fields are used. */
+int hc_ctrain_nextitem(hc_ctrain *tr, const hc_ctrain_row *rows, int n, float scale, int backward,
+                       double *loss, int *n_pairs, hc_errbuf *eb);
+
 /* Writes every parameter as a single safetensors file at path, each in the dtype it was stored
  * in (bf16/f16 rounded to nearest even) unless dtype is HC_DTYPE_F32 / HC_DTYPE_BF16 /
  * HC_DTYPE_F16 (all in that). Names and shapes are the package's, so the result replaces the

@@ -95,7 +95,8 @@ static int rows_from_cases(hc_creator *c, user_case *cs, int n, trow *tr, hc_ctr
         /* the ad title for L_cls, a profile for L_recon / L_align */
         CHECK_OK(hc_tokenizer_encode(c->item_tok, ic, cs[i].ad_title, cs[i].ad_title_len, 0,
                                      &tr[i].ad, &tr[i].n_ad, &eb));
-        if (tr[i].n_ad > (size_t)c->pkg.max_item_tokens) tr[i].n_ad = (size_t)c->pkg.max_item_tokens;
+        if (tr[i].n_ad > (size_t)c->pkg.max_item_tokens)
+            tr[i].n_ad = (size_t)c->pkg.max_item_tokens;
         char prof[600];
         snprintf(prof, sizeof prof, "{\"Long-term Interest\": \"%.*s\", \"n\": %d}",
                  cs[i].n ? (int)cs[i].lens[0] : 0, cs[i].n ? cs[i].titles[0] : "", cs[i].n);
@@ -125,10 +126,17 @@ static double rel_err(const float *a, const float *b, size_t n) {
  * state every evaluation starts from, so finite differences see the same negatives. */
 static hc_ctrain_weights g_w = {1, 0, 0, 0};
 static const uint64_t RNG0 = 77;
+static int g_nextitem; /* 1: the checks are of the next-item loss */
 
 static double loss_of(hc_ctrain *t, const hc_ctrain_row *rows, int n) {
     hc_ctrain_losses l;
     hc_errbuf eb = {{0}};
+    if (g_nextitem) {
+        double li;
+        int np;
+        CHECK_OK(hc_ctrain_nextitem(t, rows, n, 1.0f, 0, &li, &np, &eb));
+        return li;
+    }
     t->cls_rng = RNG0;
     CHECK_OK(hc_ctrain_step(t, rows, n, &g_w, 1.0f, 0, &l, &eb));
     return l.total;
@@ -226,9 +234,11 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         fd_check(t, rows, n, names[i], vg ? 1 : 2, &worst);
     printf("u err %.2e, U err %.2e, loss %.6f vs engine %.6f, worst finite-difference rel err "
-           "%.2e\n", eu, eU, l0, sum / lab, worst);
+           "%.2e\n",
+           eu, eU, l0, sum / lab, worst);
 
-    /* --- all four terms (the reference's weights 1): every head's gradient reaches the chain --- */
+    /* --- all four terms (the reference's weights 1): every head's gradient reaches the chain ---
+     */
     g_w = (hc_ctrain_weights){1, 1, 1, 1};
     hc_grad_zero(&t->t);
     hc_ctrain_losses la;
@@ -236,18 +246,23 @@ int main(int argc, char **argv) {
     CHECK_OK(hc_ctrain_step(t, rows, n, &g_w, 1.0f, 1, &la, &eb));
     CHECKF(la.recon > 0 && la.align > 0 && la.cls > 0 && la.n_recon > 0 &&
                fabs(la.total - (la.creative + la.recon + la.align + la.cls)) < 1e-9 * la.total,
-           "losses: creative %.4f recon %.4f align %.4f cls %.4f total %.4f", la.creative,
-           la.recon, la.align, la.cls, la.total);
-    const char *names4[] = {"user_profile_projector.weight", "user_profile_align_projector.weight",
-                            "dec_emb_tokens", "user_tower.weight", "item_tower.weight",
-                            "cls_tower.mlp_head.0.weight", "emb_tokens",
+           "losses: creative %.4f recon %.4f align %.4f cls %.4f total %.4f", la.creative, la.recon,
+           la.align, la.cls, la.total);
+    const char *names4[] = {"user_profile_projector.weight",
+                            "user_profile_align_projector.weight",
+                            "dec_emb_tokens",
+                            "user_tower.weight",
+                            "item_tower.weight",
+                            "cls_tower.mlp_head.0.weight",
+                            "emb_tokens",
                             "item_llm.model.layers.0.self_attn.q_proj.weight",
                             "creative_llm.model.layers.0.self_attn.k_norm.weight"};
     double worst4 = 0;
     for (size_t i = 0; i < sizeof names4 / sizeof names4[0]; i++)
         fd_check(t, rows, n, names4[i], vg ? 1 : 2, &worst4);
     printf("all terms: creative %.4f recon %.4f align %.4f cls %.4f; worst finite-difference rel "
-           "err %.2e\n", la.creative, la.recon, la.align, la.cls, worst4);
+           "err %.2e\n",
+           la.creative, la.recon, la.align, la.cls, worst4);
     /* the heads' own refusals: a batch of one for align/cls; recon without a profile prompt */
     hc_ctrain_losses lh;
     CHECK(hc_ctrain_step(t, rows, 1, &g_w, 1.0f, 1, &lh, &eb) == HC_ERR_INVAL &&
@@ -258,6 +273,39 @@ int main(int argc, char **argv) {
           strstr(eb.msg, "profile_prompt"));
     t->profile_prompt = pp;
     g_w = (hc_ctrain_weights){1, 0, 0, 0};
+
+    /* --- HLLM next-item pre-training: gradients of the item and user LLMs, the scale ---------- */
+    g_nextitem = 1;
+    hc_ctrain_row nr[N];
+    int nn = 0;
+    for (int i = 0; i < n; i++)
+        if (rows[i].n_items >= 2) nr[nn++] = rows[i];
+    CHECK(nn >= 1);
+    hc_grad_zero(&t->t);
+    double lni;
+    int npairs, want_pairs = 0;
+    for (int i = 0; i < nn; i++)
+        want_pairs += nr[i].n_items - 1;
+    CHECKF(hc_ctrain_nextitem(t, nr, nn, 1.0f, 1, &lni, &npairs, &eb) == HC_OK, "next-item: %s",
+           eb.msg);
+    CHECKF(npairs == want_pairs && lni > 0, "next-item: %d pairs (want %d), loss %.4f", npairs,
+           want_pairs, lni);
+    const char *names_ni[] = {"item_llm.model.embed_tokens.weight",
+                              "item_llm.model.layers.0.mlp.up_proj.weight",
+                              "item_emb_tokens",
+                              "user_llm.model.layers.0.self_attn.v_proj.weight",
+                              "user_llm.model.norm.weight",
+                              "nextitem_logit_scale"};
+    double worst_ni = 0;
+    for (size_t i = 0; i < sizeof names_ni / sizeof names_ni[0]; i++)
+        fd_check(t, nr, nn, names_ni[i], 1, &worst_ni);
+    printf("next-item: loss %.4f over %d pairs; worst finite-difference rel err %.2e\n", lni,
+           npairs, worst_ni);
+    hc_ctrain_row one = rows[0];
+    one.n_items = 1;
+    CHECK(hc_ctrain_nextitem(t, &one, 1, 1.0f, 1, &lni, &npairs, &eb) == HC_ERR_INVAL &&
+          strstr(eb.msg, "at least 2"));
+    g_nextitem = 0;
 
     /* --- a few AdamW steps on this batch lower the loss -------------------------------------- */
     hc_adamw_cfg ac = hc_adamw_default();
