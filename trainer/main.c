@@ -17,7 +17,7 @@
 #include "progress.h"
 
 typedef struct opts {
-    const char *package, *data, *out, *ckpt_dir, *metrics;
+    const char *package, *data, *out, *ckpt_dir, *metrics, *items, *task;
     int resume, epochs, batch, accum, threads, save_every, keep, quiet, row_prompts, shuffle;
     long stop_after;
     long steps;
@@ -45,6 +45,10 @@ static void usage(FILE *f) {
 "  --config FILE            JSON object whose keys are these option names without '--'\n"
 "  --package DIR            the starting model package (required)\n"
 "  --data FILE              training rows, JSON lines (required)\n"
+"  --task T                 creator (default): the HLLM-Creator losses on reference-schema rows;\n"
+"                           nextitem: HLLM next-item pre-training of the item and user LLMs on\n"
+"                           a next-item split (--data its train.jsonl, --items its items.jsonl)\n"
+"  --items FILE             the next-item split's items.jsonl (with --task nextitem)\n"
 "  --out DIR                the trained package (required; replaces an existing package)\n"
 "  --checkpoint-dir DIR     checkpoints (default: OUT.ckpt)\n"
 "  --resume                 continue from the newest complete checkpoint there\n"
@@ -124,7 +128,8 @@ static int apply(opts *o, const char *name, const char *val, const char *from) {
     static const struct { const char *name; size_t off; } strs[] = {
         {"package", offsetof(opts, package)}, {"data", offsetof(opts, data)},
         {"out", offsetof(opts, out)},         {"checkpoint-dir", offsetof(opts, ckpt_dir)},
-        {"metrics", offsetof(opts, metrics)}};
+        {"metrics", offsetof(opts, metrics)},  {"items", offsetof(opts, items)},
+        {"task", offsetof(opts, task)}};
     for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
         if (!strcmp(name, strs[i].name)) {
             if (!val || !*val) return fail("%s needs a value", opt), -1;
@@ -316,6 +321,13 @@ int main(int argc, char **argv) {
     }
     if (!o.package || !o.data || !o.out)
         return fail("--package, --data and --out are required (see --help)");
+    if (!o.task) o.task = "creator";
+    const int nextitem = !strcmp(o.task, "nextitem");
+    if (!nextitem && strcmp(o.task, "creator"))
+        return fail("--task: '%s' is not creator or nextitem", o.task);
+    if (nextitem != (o.items != NULL))
+        return fail(nextitem ? "--task nextitem needs --items (the split's items.jsonl)"
+                             : "--items is for --task nextitem");
     if (!o.ckpt_dir) {
         snprintf(o.ckpt_buf, sizeof o.ckpt_buf, "%s.ckpt", o.out);
         o.ckpt_dir = o.ckpt_buf;
@@ -335,16 +347,16 @@ int main(int argc, char **argv) {
     tr->cls_rng = o.seed;
     const hc_ctrain_weights w = {(float)o.w_creative, (float)o.w_recon, (float)o.w_align,
                                  (float)o.w_cls};
-    if (w.creative + w.recon + w.align + w.cls <= 0) {
+    if (!nextitem && w.creative + w.recon + w.align + w.cls <= 0) {
         fail("every loss weight is 0: nothing to train");
         goto done;
     }
-    if ((w.align > 0 || w.cls > 0) && o.batch < 2) {
+    if (!nextitem && (w.align > 0 || w.cls > 0) && o.batch < 2) {
         fail("--align-weight and --cls-weight need --batch >= 2 (their negatives are the other "
              "rows of the micro-batch); set them to 0 for --batch 1");
         goto done;
     }
-    if (w.recon > 0 && !tr->profile_prompt) {
+    if (!nextitem && w.recon > 0 && !tr->profile_prompt) {
         fail("%s has no profile_prompt template: the recon loss cannot be computed "
              "(--recon-weight 0)", o.package);
         goto done;
@@ -357,7 +369,8 @@ int main(int argc, char **argv) {
     dp.max_text_length = o.max_text_length;
     dp.max_gen_text_length = o.max_gen_text_length;
     dp.max_user_profile_text_length = o.max_user_profile_text_length;
-    if (hc_data_open(&data, tr->c, o.data, &dp, &eb)) {
+    if (nextitem ? hc_data_open_nextitem(&data, tr->c, o.items, o.data, &dp, &eb)
+                 : hc_data_open(&data, tr->c, o.data, &dp, &eb)) {
         fail("%s", eb.msg);
         goto done;
     }
@@ -442,9 +455,20 @@ int main(int argc, char **argv) {
                                         s->n_ad_tok,
                                         s->profile_tok,
                                         s->n_profile_tok};
+                if (nextitem) /* a next-item sample has only its items */
+                    rw[b] = (hc_ctrain_row){.n_items = s->n_items,
+                                            .item_lens = s->item_lens,
+                                            .item_ids = s->item_tok};
             }
             hc_ctrain_losses l;
-            if (!rc) rc = hc_ctrain_step(tr, rw, o.batch, &w, 1.0f / (float)o.accum, 1, &l, &eb);
+            memset(&l, 0, sizeof l);
+            if (!rc && nextitem) {
+                rc = hc_ctrain_nextitem(tr, rw, o.batch, 1.0f / (float)o.accum, 1, &l.total,
+                                        &l.n_creative, &eb);
+                l.creative = l.total;
+            } else if (!rc) {
+                rc = hc_ctrain_step(tr, rw, o.batch, &w, 1.0f / (float)o.accum, 1, &l, &eb);
+            }
             if (rc) break;
             loss += l.total / o.accum;
             terms[0] += l.creative / o.accum;
@@ -472,8 +496,9 @@ int main(int argc, char **argv) {
         const char *names[4];
         double vals[4];
         int nterms = 0;
-        for (int k = 0; k < 4; k++)
-            if (ws[k] > 0) {
+        if (nextitem) all[0] = "nextitem";
+        for (int k = 0; k < (nextitem ? 1 : 4); k++)
+            if (nextitem || ws[k] > 0) {
                 names[nterms] = all[k];
                 vals[nterms++] = terms[k];
             }

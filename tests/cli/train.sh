@@ -100,6 +100,22 @@ EOF
 expect_err 1 "need --batch >= 2" "$TRAIN" --package "$PKG" --data "$DATA" --batch 1 --out "$T/x"
 expect_err 1 "every loss weight is 0" "$TRAIN" "${COMMON[@]}" --out "$T/x" --creative-weight 0 \
     --cls-weight 0
+# HLLM next-item pre-training on a next-item split: the loss falls, the package serves
+NI=$TESTS/data/train/data_nextitem
+"$TRAIN" --package "$PKG" --task nextitem --items "$NI/items.jsonl" --data "$NI/train.jsonl" \
+    --batch 2 --epochs 8 --lr 3e-3 --quiet --out "$T/ni" --metrics "$T/ni.jsonl" 2>"$T/err" \
+    || bad "nextitem: $(cat "$T/err")"
+python3 - "$T/ni.jsonl" <<'EOF' && ok || bad "next-item loss did not fall: $(cat "$T/ni.jsonl")"
+import json, sys
+ls = [json.loads(l)["loss_nextitem"] for l in open(sys.argv[1])]
+sys.exit(0 if len(ls) >= 4 and sum(ls[-2:]) < sum(ls[:2]) else 1)
+EOF
+"$HLLM" generate --model "$T/ni" --per-user --greedy --max-new 4 <"$T/users.jsonl" >"$T/gen" \
+    2>"$T/err" && ok || bad "the next-item package does not serve: $(cat "$T/err")"
+expect_err 2 "needs --items" "$TRAIN" --package "$PKG" --task nextitem --data "$NI/train.jsonl" \
+    --out "$T/x"
+expect_err 2 "not creator or nextitem" "$TRAIN" "${COMMON[@]}" --out "$T/x" --task bogus
+expect_err 2 "is for --task nextitem" "$TRAIN" "${COMMON[@]}" --out "$T/x" --items "$NI/items.jsonl"
 # the same settings from a config file: the same weights
 cat >"$T/cfg.json" <<EOF
 {"package": "$PKG", "data": "$DATA", "epochs": 3, "batch": 2, "lr": 0.001, "quiet": true,
