@@ -60,6 +60,7 @@ void request_free(request *r) {
     free(r->text);
     free(r->u);
     free(r->U);
+    free(r->cU);
     free(r->sse);
     free(r->resp);
     if (r->results) json_decref(r->results);
@@ -601,6 +602,10 @@ void handle_event(server *s, event *e) {
         r->cluster = e->cluster;
         r->score = e->score;
         user_cache_store(s, r, e);
+        if (r->gen_job && !r->title_stage && e->U && e->n_U == s->d_creative) {
+            r->cU = xrealloc(r->cU, sizeof(float) * (size_t)e->n_U);
+            memcpy(r->cU, e->U, sizeof(float) * (size_t)e->n_U);
+        }
         if (r->gen_job && !r->title_stage) {
             /* the embed job of a cluster-mode request: now the title cache or a flight (a
              * request whose client left just waits for its embed job's end) */
@@ -757,6 +762,10 @@ int user_cache_answer(server *s, request *r) {
     memcpy(&nu, v + 8, 4);
     memcpy(&nU, v + 12, 4);
     if (n != 16 + sizeof(float) * ((size_t)nu + (size_t)nU)) abort(); /* written above */
+    if (nU == s->d_creative) {
+        r->cU = xrealloc(r->cU, sizeof(float) * (size_t)nU);
+        memcpy(r->cU, v + 16 + sizeof(float) * (size_t)nu, sizeof(float) * (size_t)nU);
+    }
     if (r->want_full) {
         r->n_u = nu;
         r->n_U = nU;
@@ -768,6 +777,18 @@ int user_cache_answer(server *s, request *r) {
     if (r->type == RT_EMBED) r->tc = TC_HIT;
     r->t_accept = r->t_embedded = now_ms();
     return 1;
+}
+
+/* A generation job of r brings r's known U (and cluster) so the engine skips the embed stage:
+ * hc_creq.pre_U, its copy owned by the job's buffers. */
+void job_bring_user(server *s, request *r, job *j) {
+    if (!r->cU || j->req.mode == HC_CREQ_EMBED) return;
+    if (j->req.mode == HC_CREQ_CLUSTER && (r->cluster < 0 || r->cluster >= s->n_clusters)) return;
+    j->buf.pre_U = xrealloc(j->buf.pre_U, sizeof(float) * (size_t)s->d_creative);
+    memcpy(j->buf.pre_U, r->cU, sizeof(float) * (size_t)s->d_creative);
+    j->req.pre_U = j->buf.pre_U;
+    j->req.pre_cluster = r->cluster;
+    j->req.pre_score = r->score;
 }
 
 /* The embed-only job that finds a cluster-mode request's cluster: a copy of j's history. */
@@ -1006,6 +1027,7 @@ int start_title(server *s, request *r) {
     s->flights = f;
     job *j = r->gen_job;
     r->gen_job = NULL;
+    job_bring_user(s, r, j); /* the cluster was found from this U: generate from it too */
     j->id = j->req.id = f->id;
     j->next = NULL;
     push_job(s, j);

@@ -151,6 +151,7 @@ void *engine_main(void *arg) {
             s->snap.prefill_tokens = st.gen.prefill_tokens;
             s->snap.decode_tokens = st.gen.decode_tokens;
             s->snap.prefix_hits = st.gen.prefix_hits;
+            s->snap.users_embedded = st.users_embedded;
             s->eng_beat = now_ms();
             pthread_mutex_unlock(&s->mu);
         }

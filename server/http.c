@@ -114,6 +114,8 @@ enum MHD_Result handle_get(server *s, struct MHD_Connection *c, const char *url)
               sn.prefill_tokens);
         MLINE("# TYPE hllm:prefix_hits_total counter\nhllm:prefix_hits_total %" PRIu64 "\n",
               sn.prefix_hits);
+        MLINE("# TYPE hllm:users_embedded_total counter\nhllm:users_embedded_total %" PRIu64 "\n",
+              sn.users_embedded);
         MLINE("# TYPE hllm:cancelled_total counter\nhllm:cancelled_total %" PRIu64 "\n",
               s->m_cancelled);
         MLINE("# TYPE hllm:rejected_total counter\nhllm:rejected_total %" PRIu64 "\n",
@@ -297,6 +299,8 @@ enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char *url, 
             else
                 push_job(s, embed_job_of(j));
         } else {
+            /* a user the user cache holds: the generation brings its U (no embed stage) */
+            if (r->type == RT_TITLES && user_cache_answer(s, r)) job_bring_user(s, r, j);
             push_job(s, j);
         }
         if (r->stream) {

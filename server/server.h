@@ -66,7 +66,7 @@ typedef struct event {
 
 typedef struct stats_snapshot {
     int queued, embedded_waiting, generating;
-    uint64_t prefill_tokens, decode_tokens, prefix_hits;
+    uint64_t prefill_tokens, decode_tokens, prefix_hits, users_embedded;
 } stats_snapshot;
 
 /* ---- the server ------------------------------------------------------------------------- */
@@ -198,6 +198,8 @@ struct request {
     float score;
     float *u, *U;
     int n_u, n_U, want_full;
+    float *cU; /* the user's U from the user cache or its embed job: a later generation job of
+                  this request brings it (hc_creq.pre_U) instead of embedding again */
     /* a users:embed batch ("users": [...]): one child request per user */
     request *parent;
     int slot, n_children, pending;
@@ -259,6 +261,7 @@ int caches_create(server *s);
 void caches_free(server *s);
 void user_key(request *r, const hc_creq *q);
 int user_cache_answer(server *s, request *r);
+void job_bring_user(server *s, request *r, job *j);
 void user_cache_store(server *s, request *r, const event *e);
 int start_title(server *s, request *r);
 void detach_flight(server *s, request *r);

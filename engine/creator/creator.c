@@ -597,6 +597,7 @@ void hc_creq_buf_free(hc_creq_buf *buf) {
     free(buf->item_lens);
     free(buf->item_ids);
     free(buf->prompt2);
+    free(buf->pre_U);
     memset(buf, 0, sizeof *buf);
 }
 

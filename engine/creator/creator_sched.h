@@ -93,6 +93,7 @@ typedef struct hc_creq {
 /* Owned buffers behind an hc_creq made by hc_creator_tokenize_request. */
 typedef struct hc_creq_buf {
     int32_t *item_lens, *item_ids, *prompt2;
+    float *pre_U; /* the caller's copy behind hc_creq.pre_U, if it keeps one here (or NULL) */
 } hc_creq_buf;
 
 /* Tokenizes a history (the last max_history titles, each cut to max_item_tokens) and, unless

@@ -503,6 +503,28 @@ def test_user_cache(d):
     check(st == 200 and t["ids"] == ref["ids"] and t["cluster"] == a["cluster"] and
           t["timings"]["embed"] == 0 and d.metric("hllm:user_cache_hits_total") == hit1 + 1,
           "title of a cached user: %r vs CLI %r" % (t, ref))
+    # a per-user title of a cached user: generated from the cached U, the history not embedded
+    # again (the engine's users-embedded counter stays), the same ids as the CLI
+    emb0 = d.metric("hllm:users_embedded_total")
+    st, t, _ = d.req("POST", "/v1/titles", title_body(h, "User cache ad", None, mode="per_user"))
+    ref = cli_generate(h, "User cache ad", None, per_user=True)
+    check(st == 200 and t["ids"] == ref["ids"] and d.metric("hllm:users_embedded_total") == emb0,
+          "per-user title of a cached user: %r vs CLI %r (users embedded %r -> %r)" %
+          (t.get("ids"), ref["ids"], emb0, d.metric("hllm:users_embedded_total")))
+    # ... and a user the cache does not hold is embedded
+    st, t, _ = d.req("POST", "/v1/titles", title_body(h + ["one more"], "User cache ad", None,
+                                                        mode="per_user"))
+    check(st == 200 and d.metric("hllm:users_embedded_total") == emb0 + 1,
+          "an uncached user is embedded once")
+    # a cluster-mode title miss of an uncached user: embedded once (its embed job finds the
+    # cluster; the generation brings that U), the title equal to the CLI's
+    h3 = h + ["and another"]
+    st, t, _ = d.req("POST", "/v1/titles", title_body(h3, "Embedded once ad", None))
+    ref = cli_generate(h3, "Embedded once ad", None)
+    check(st == 200 and t["ids"] == ref["ids"] and t["cluster"] == ref["cluster"] and
+          d.metric("hllm:users_embedded_total") == emb0 + 2,
+          "cluster-mode miss: embedded %r times, ids %r vs CLI %r" %
+          (d.metric("hllm:users_embedded_total") - emb0 - 1, t.get("ids"), ref["ids"]))
     # the window the model sees is the key: a history longer than max_history shares the entry
     # of its last max_history titles
     st, mdl, _ = d.req("GET", "/v1/model")
