@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/cpu_isa.h"
 #include "commands.h"
 #include "creator/creator.h"
 #include "io/hfconfig.h"
@@ -120,6 +121,15 @@ static int check_load(const char *dir, int package, int allow_outside) {
     return 0;
 }
 
+/* The CPU backend's kernel level here: what this CPU supports, what the backend would pick
+ * ($HC_CPU_ISA overrides it; `hllm bench` prints the level a run used). */
+static void print_cpu_isa(void) {
+    printf("cpu kernels              %s (this CPU:", hc_cpu_isa_name(hc_cpu_isa_detect()));
+    for (int i = HC_CPU_ISA_PORTABLE; i < HC_CPU_ISA_COUNT; i++)
+        if (hc_cpu_isa_supported((hc_cpu_isa)i)) printf(" %s", hc_cpu_isa_name((hc_cpu_isa)i));
+    printf("; HC_CPU_ISA overrides)\n");
+}
+
 static int inspect_package(const char *dir, int allow_outside) {
     hc_errbuf eb = {{0}};
     hc_package pkg;
@@ -205,5 +215,8 @@ int hc_cmd_inspect(int argc, char **argv) {
         }
         if (print_tensors(model)) return 1;
     }
-    return no_load ? 0 : check_load(model, kind == 1, allow_outside);
+    if (no_load) return 0;
+    int rc = check_load(model, kind == 1, allow_outside);
+    if (!rc) print_cpu_isa();
+    return rc;
 }

@@ -126,7 +126,8 @@ int hc_cli_backend_create(hc_backend **be, hc_backend_kind kind, int threads) {
             bp.cuda_device = (int)v;
         }
     }
-    const char *isa = getenv("HC_CPU_ISA"); /* the CPU backend's kernel level (cpu_isa.h) */
+    /* the CPU backend's kernel level (cpu_isa.h); meaningless for --backend cuda */
+    const char *isa = kind == HC_BACKEND_CUDA ? NULL : getenv("HC_CPU_ISA");
     if (isa && *isa) {
         hc_cpu_isa v;
         if (hc_cpu_isa_parse(isa, &v)) {

@@ -34,5 +34,13 @@ out=$(bench avx9000)
 rc=$?
 if [ $rc -ne 0 ] && grep -q "HC_CPU_ISA expects auto, portable" <<<"$out"; then ok; else bad "bad name: rc $rc: $out"; fi
 
+# hllm inspect reports the level the backend picks and every level this CPU has
+out=$("$HLLM" inspect --model "$M" 2>&1)
+if grep -q "^cpu kernels  *$best (this CPU: portable" <<<"$out"; then ok; else bad "inspect: $out"; fi
+# under --backend cuda the CPU level is not read: even a bad name gives no HC_CPU_ISA error
+out=$(HC_CPU_ISA=avx9000 timeout 60 "$HLLM" bench --model "$M" --backend cuda --threads 1 \
+    --prompt-len 8 --gen 4 --reps 1 2>&1)
+if grep -q "HC_CPU_ISA" <<<"$out"; then bad "cuda read HC_CPU_ISA: $out"; else ok; fi
+
 echo "cpu_isa.sh: $pass passed, $fail failed"
 [ $fail -eq 0 ]
