@@ -116,6 +116,12 @@ expect_err 2 "needs --items" "$TRAIN" --package "$PKG" --task nextitem --data "$
     --out "$T/x"
 expect_err 2 "not creator or nextitem" "$TRAIN" "${COMMON[@]}" --out "$T/x" --task bogus
 expect_err 2 "is for --task nextitem" "$TRAIN" "${COMMON[@]}" --out "$T/x" --items "$NI/items.jsonl"
+# a run killed while writing (a file-size limit: SIGXFSZ as the first big write begins) leaves
+# the package it was replacing as it was
+cp "$T/a/model.safetensors" "$T/a.weights"
+{ ( ulimit -f 64; exec "$TRAIN" "${COMMON[@]}" --out "$T/a" --steps 1 ) >/dev/null 2>&1; } 2>/dev/null
+cmp -s "$T/a.weights" "$T/a/model.safetensors" && [ -f "$T/a/creator.json" ] && ok \
+    || bad "a run killed mid-write damaged the package it was replacing"
 # the same settings from a config file: the same weights
 cat >"$T/cfg.json" <<EOF
 {"package": "$PKG", "data": "$DATA", "epochs": 3, "batch": 2, "lr": 0.001, "quiet": true,
