@@ -8,6 +8,7 @@
 
 #include "creator/creator_internal.h"
 #include "creator/creator_sched.h"
+#include "creator/match_head.h"
 #include "core/fileio.h"
 #include "io/hfconfig.h"
 #include "io/safetensors.h"
@@ -149,6 +150,8 @@ int hc_creator_load(hc_creator **out, hc_backend *be, const char *pkg_dir,
         if ((rc = hc_tensor_load_converted(&c->projector, be, t, p->weight_dtype, 2, shape, eb)))
             goto fail;
     }
+    /* the match head (pruning, MODEL_SPEC §7): optional; its sizes come from its tensors */
+    if ((rc = hc_match_head_load(&c->match, st, c->d_creative, c->d_item, eb))) goto fail;
     hc_st_close(st);
     st = NULL;
 
@@ -241,6 +244,7 @@ void hc_creator_free(hc_creator *c) {
     hc_tokenizer_free(c->creative_tok);
     hc_tensor_release(&c->projector);
     hc_cluster_index_free(c->clusters);
+    hc_match_head_free(c->match);
     hc_item_cache_free(c->cache);
     free(c->item_slot);
     free(c->user_slot);

@@ -67,6 +67,8 @@ typedef struct hc_creator {
     int32_t eos[HC_PACKAGE_MAX_EOS + 8];
     int n_eos;
     hc_cluster_index *clusters;     /* NULL: no centroids configured */
+    struct hc_match_head *match;    /* the user-ad match head (match_head.h); NULL: the package
+                                       has none */
     hc_item_cache *cache;
     struct hc_csched *sched;        /* hc_creator_generate's pipeline scheduler (creator_sched.h),
                                        made on first use */
