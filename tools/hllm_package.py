@@ -107,8 +107,21 @@ def llm_expected(prefix, cfg):
     return e
 
 
-def heads_expected(item_cfg, user_cfg, creative_cfg):
+def cls_dim_of(shapes, default):
+    """The match head's width cls_dim, from the tensors (it is a training setting in no config):
+    cls_tower.layer_norm.weight (cls_dim,), else user_tower.weight / item_tower.weight
+    (cls_dim, .); `default` (H_i, the reference's choice) when none of them is there."""
+    for k in ("cls_tower.layer_norm.weight", "user_tower.weight", "item_tower.weight"):
+        s = shapes.get(k)
+        if s is not None and len(s) >= 1:
+            return int(s[0])
+    return default
+
+
+def heads_expected(item_cfg, user_cfg, creative_cfg, cls_dim=None):
+    """{key: (shape, required)} of the heads; cls_dim (from cls_dim_of) defaults to H_i."""
     Hi, Hu, Hc = item_cfg["hidden_size"], user_cfg["hidden_size"], creative_cfg["hidden_size"]
+    D = Hi if cls_dim is None else cls_dim
     return {
         "item_emb_tokens": ((1, 1, Hi), True),
         "emb_tokens": ((1, 1, Hu), True),
@@ -117,8 +130,8 @@ def heads_expected(item_cfg, user_cfg, creative_cfg):
         "user_profile_align_projector.weight": ((Hc, Hu), False),
         "align_temp": ((), False),
         "dec_emb_tokens": ((1, 1, Hc), False),
-        "user_tower.weight": ((Hi, Hc), False),
-        "item_tower.weight": ((Hi, Hi), False),
+        "user_tower.weight": ((D, Hc), False),
+        "item_tower.weight": ((D, Hi), False),
     }
 
 
@@ -176,12 +189,12 @@ def check_cls_tower(shapes):
     return errs
 
 
-def expected_tensors(item_cfg, user_cfg, creative_cfg):
+def expected_tensors(item_cfg, user_cfg, creative_cfg, cls_dim=None):
     e = {}
     e.update(llm_expected("item_llm", item_cfg))
     e.update(llm_expected("user_llm", user_cfg))
     e.update(llm_expected("creative_llm", creative_cfg))
-    e.update(heads_expected(item_cfg, user_cfg, creative_cfg))
+    e.update(heads_expected(item_cfg, user_cfg, creative_cfg, cls_dim))
     return e
 
 
@@ -190,7 +203,8 @@ def classify(shapes, item_cfg, user_cfg, creative_cfg, allow_unexpected=False):
 
     Returns (keep, dropped, errors): keep is the sorted list of keys to write, dropped a list of
     (key, reason) that are skipped, errors a list of messages (empty when all is well)."""
-    exp = expected_tensors(item_cfg, user_cfg, creative_cfg)
+    exp = expected_tensors(item_cfg, user_cfg, creative_cfg,
+                           cls_dim_of(shapes, item_cfg["hidden_size"]))
     errs, keep, dropped = [], [], []
     for k in sorted(exp):
         shape, required = exp[k]

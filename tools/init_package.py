@@ -13,7 +13,8 @@ pytorch_model.bin) weights; the item and creative dirs also need tokenizer.json.
 Heads, seeded (--seed), created in this order:
   item_emb_tokens (1,1,H_i), emb_tokens (1,1,H_u), dec_emb_tokens (1,1,H_c): N(0, 0.02)
   user_projector, user_profile_projector, user_profile_align_projector (H_c,H_u),
-  user_tower (H_i,H_c), item_tower (H_i,H_i): torch.nn.Linear default init, no bias
+  user_tower (cls_dim,H_c), item_tower (cls_dim,H_i): torch.nn.Linear default init, no bias
+  (cls_dim = --cls-dim, default H_i)
   align_temp = ln(20)
   cls_tower: MLPMixer(dim=--cls-dim (default H_i), seq_lens 2, token_dim 8,
              channel_dim 3*dim, depth 2, num_classes 1), torch default init
@@ -61,15 +62,16 @@ def init_heads(hi, hu, hc, seed=0, cls_dim=None):
     """Fresh training heads, deterministic for a given seed."""
     torch.manual_seed(seed)
     h = {}
+    d = cls_dim or hi  # the match head's width: user_tower (d, H_c), item_tower (d, H_i)
     h["item_emb_tokens"] = torch.randn(1, 1, hi) * 0.02
     h["emb_tokens"] = torch.randn(1, 1, hu) * 0.02
     h["dec_emb_tokens"] = torch.randn(1, 1, hc) * 0.02
     for name, (i, o) in (("user_projector", (hu, hc)), ("user_profile_projector", (hu, hc)),
-                         ("user_profile_align_projector", (hu, hc)), ("user_tower", (hc, hi)),
-                         ("item_tower", (hi, hi))):
+                         ("user_profile_align_projector", (hu, hc)), ("user_tower", (hc, d)),
+                         ("item_tower", (hi, d))):
         h[name + ".weight"] = nn.Linear(i, o, bias=False).weight.detach().clone()
     h["align_temp"] = torch.tensor(math.log(1 / 0.05))
-    mixer = MLPMixer(cls_dim or hi)
+    mixer = MLPMixer(d)
     for k, v in mixer.state_dict().items():
         h["cls_tower." + k] = v.detach().clone()
     return {k: v.float().contiguous() for k, v in h.items()}

@@ -115,17 +115,18 @@ def llama_keys(p, cfg, qwen=False):
     return k
 
 
-def reference_layout():
-    """The merged state dict's keys and shapes (MODEL_SPEC §2), written out independently."""
+def reference_layout(cls_dim=HI):
+    """The merged state dict's keys and shapes (MODEL_SPEC §2), written out independently; the
+    match head's width cls_dim is H_i in the reference, any size in a trained checkpoint."""
     k = {}
     k.update(llama_keys("item_llm.", llama_cfg()))
     k.update(llama_keys("user_llm.", llama_cfg()))
     k.update(llama_keys("creative_llm.", qwen_cfg(), qwen=True))
     k.update({"item_emb_tokens": (1, 1, HI), "emb_tokens": (1, 1, HI), "user_projector.weight": (HC, HI),
               "user_profile_projector.weight": (HC, HI), "user_profile_align_projector.weight": (HC, HI),
-              "align_temp": (), "dec_emb_tokens": (1, 1, HC), "user_tower.weight": (HI, HC),
-              "item_tower.weight": (HI, HI)})
-    D, C = HI, 3 * HI
+              "align_temp": (), "dec_emb_tokens": (1, 1, HC), "user_tower.weight": (cls_dim, HC),
+              "item_tower.weight": (cls_dim, HI)})
+    D, C = cls_dim, 3 * cls_dim
     for b in (0, 1):
         p = f"cls_tower.mixer_blocks.{b}."
         k.update({p + "token_norm.weight": (D,), p + "token_norm.bias": (D,),
@@ -139,9 +140,9 @@ def reference_layout():
     return k
 
 
-def fake_state(seed=0):
+def fake_state(seed=0, cls_dim=HI):
     g = torch.Generator().manual_seed(seed)
-    sd = {k: torch.randn(s, generator=g) * 3 for k, s in sorted(reference_layout().items())}
+    sd = {k: torch.randn(s, generator=g) * 3 for k, s in sorted(reference_layout(cls_dim).items())}
     return sd
 
 
@@ -263,6 +264,34 @@ def tests(t):
         _, w = load_pkg_weights(out)
         assert set(w) == set(sd) and all(torch.equal(w[k], v) for k, v in sd.items())
     check("convert from a .safetensors checkpoint", conv_from_safetensors)
+
+    def conv_cls_dim():
+        # a match head narrower than H_i (cls_dim 24 != 32): converts, every tensor kept as is
+        sd24 = fake_state(seed=7, cls_dim=24)
+        p = os.path.join(t, "cls24.pt")
+        torch.save(sd24, p)
+        out = os.path.join(t, "pkg_cls24")
+        rc, log = run_inproc("convert_checkpoint.py", "--checkpoint", p, *base[2:], "--dtype", "f32", "--out", out)
+        assert rc == 0, log
+        assert hp.validate_package(out) == []
+        _, w = load_pkg_weights(out)
+        assert set(w) == set(sd24) and all(torch.equal(w[k], v) for k, v in sd24.items())
+        assert tuple(w["user_tower.weight"].shape) == (24, HC) and tuple(w["item_tower.weight"].shape) == (24, HI)
+        shapes = {k: tuple(v.shape) for k, v in sd24.items()}
+        assert hp.cls_dim_of(shapes, HI) == 24 and hp.cls_dim_of({}, HI) == HI
+        # towers that do not fit the cls_tower's width are refused, naming the tower
+        bad24 = dict(sd24, **{"item_tower.weight": torch.zeros(HI, HI)})
+        p2 = os.path.join(t, "cls24_bad.pt")
+        torch.save(bad24, p2)
+        rc, log = run_inproc("convert_checkpoint.py", "--checkpoint", p2, *base[2:], "--out", out + "_bad")
+        assert rc == 1 and "wrong shape for item_tower.weight: [32, 32], expected [24, 32]" in log, log
+        # towers without a cls_tower: cls_dim from user_tower, item_tower must agree
+        towers = {k: v for k, v in sd24.items() if not k.startswith("cls_tower.")}
+        p3 = os.path.join(t, "cls24_towers.pt")
+        torch.save(towers, p3)
+        rc, log = run_inproc("convert_checkpoint.py", "--checkpoint", p3, *base[2:], "--out", out + "_towers")
+        assert rc == 0, log
+    check("convert a checkpoint with cls_dim != H_i (cls_dim from the tensors)", conv_cls_dim)
 
     def bad(name, mutate, needle, extra=()):
         def f():
@@ -413,6 +442,20 @@ def tests(t):
             open(os.path.join(outs[1], "model.safetensors"), "rb").read()
         assert m["creative_eos_ids"] == [VC - 1, VC - 3] and m["templates"] == TEMPLATES
     check("init_package: keys, shapes, init, determinism", init_pkg)
+
+    def init_pkg_cls_dim():
+        out = os.path.join(t, "init_cls20")
+        rc, log = run_inproc("init_package.py", "--item-llm", item, "--user-llm", user, "--creative-llm", cre,
+                             "--templates", tmpl, "--cls-dim", "20", "--out", out)
+        assert rc == 0, log
+        assert hp.validate_package(out) == []
+        _, w = load_pkg_weights(out)
+        layout = reference_layout(cls_dim=20)
+        for k, s in layout.items():
+            if not k.startswith(("item_llm.", "user_llm.", "creative_llm.")):
+                assert tuple(w[k].shape) == s, (k, w[k].shape, s)
+    check("init_package --cls-dim 20: user_tower (20, H_c), item_tower (20, H_i), cls_tower dim 20",
+          init_pkg_cls_dim)
 
 
 if __name__ == "__main__":
