@@ -187,7 +187,6 @@ void free_jobs(job *j) {
 /* Parses and tokenizes a body into jobs (*out: one, or one per user of a users:embed batch, whose
  * child requests are made here). Returns 0, or an HTTP status with err. */
 int build_job(server *s, request *r, job **out, char *err, size_t errn) {
-    job *j = NULL;
     *out = NULL;
     json_error_t je;
     json_t *root = json_loadb(r->body ? r->body : "", r->body_len, JSON_REJECT_DUPLICATES, &je);
@@ -196,12 +195,40 @@ int build_job(server *s, request *r, job **out, char *err, size_t errn) {
                  je.column);
         return 400;
     }
+    int code = build_job_json(s, r, root, out, err, errn);
+    json_decref(root);
+    return code;
+}
+
+/* "deadline_ms" of root (else a batch item inherits its batch's, else request-timeout-ms):
+ * r->deadline. 0 or -1 with err. */
+int parse_deadline(server *s, request *r, json_t *root, char *err, size_t errn) {
+    double x;
+    int g = get_num(root, "deadline_ms", 1, 86400000, &x, err, errn, "");
+    if (g < 0) return -1;
+    if (g && x != (double)(long)x) {
+        snprintf(err, errn, "deadline_ms must be an integer");
+        return -1;
+    }
+    if (g)
+        r->deadline = r->t_recv + x;
+    else if (r->parent)
+        r->deadline = r->parent->deadline;
+    else
+        r->deadline = s->cfg.request_timeout_ms ? r->t_recv + (double)s->cfg.request_timeout_ms : 0;
+    return 0;
+}
+
+int build_job_json(server *s, request *r, json_t *root, job **out, char *err, size_t errn) {
+    job *j = NULL;
+    *out = NULL;
     int code = 400;
     parsed_hist ph = {0};
     if (!json_is_object(root)) {
         snprintf(err, errn, "the body must be a JSON object");
         goto out;
     }
+    if (parse_deadline(s, r, root, err, errn)) goto out;
     json_t *rid = json_object_get(root, "request_id");
     if (rid && !json_is_null(rid)) {
         if (!json_is_string(rid) || json_string_length(rid) > 100) {
@@ -305,6 +332,10 @@ int build_job(server *s, request *r, job **out, char *err, size_t errn) {
             goto out;
         }
         r->stream = st && json_is_true(st);
+        if (r->stream && r->parent) {
+            snprintf(err, errn, "stream is not allowed in a batch item");
+            goto out;
+        }
         double x;
         int g = get_num(root, "max_new_tokens", 0, 4096, &x, err, errn, "");
         if (g < 0) goto out;
@@ -376,7 +407,6 @@ int build_job(server *s, request *r, job **out, char *err, size_t errn) {
     code = 0;
 out:
     hist_free(&ph);
-    json_decref(root);
     return code;
 }
 
@@ -439,11 +469,17 @@ void complete(server *s, request *r) {
     r->finished = 1;
     unlink_live(s, r);
     if (r->fl) detach_flight(s, r);
+    if (r->type == RT_TITLES && !r->fail_status)
+        hist_observe(&s->h_ttft, ((r->t_first ? r->t_first : now_ms()) - r->t_recv) / 1000.0);
+    if (!r->parent) observe_done(s, r);
     if (r->parent) {
         request *p = r->parent;
         json_t *o;
         if (r->fail_status) {
             o = json_pack("{s:i,s:s}", "status", r->fail_status, "error", r->fail_msg);
+        } else if (r->type == RT_TITLES) { /* an item of /v1/titles:batch */
+            o = title_json(r);
+            json_object_set_new(o, "status", json_integer(200));
         } else {
             o = json_object();
             json_object_set_new(o, "cluster",
@@ -461,6 +497,7 @@ void complete(server *s, request *r) {
         request_free(r);
         if (--p->pending) return;
         p->finished = 1;
+        observe_done(s, p);
         if (!p->conn) {
             request_free(p);
             return;
@@ -473,7 +510,7 @@ void complete(server *s, request *r) {
             json_t *si = json_object_get(json_array_get(p->results, i), "status");
             if (!si || json_integer_value(si) != json_integer_value(st)) break;
         }
-        if (st && i == n) {
+        if (st && i == n && p->type != RT_TBATCH) {
             p->code = (int)json_integer_value(st);
             p->resp = json_error("%s", json_string_value(json_object_get(first, "error")));
             p->retry_after = p->code == 429;
@@ -496,7 +533,12 @@ void complete(server *s, request *r) {
     }
     if (r->stream) {
         if (r->fail_status) {
-            sse_event(r, "error", json_pack("{s:s}", "error", r->fail_msg));
+            json_t *o = json_pack("{s:s,s:i}", "error", r->fail_msg, "status", r->fail_status);
+            if (r->timed_out) { /* the title so far, flagged */
+                json_object_set_new(o, "title", json_stringn(r->text ? r->text : "", r->text_len));
+                json_object_set_new(o, "partial", json_true());
+            }
+            sse_event(r, "error", o);
         } else {
             json_t *o = title_json(r);
             json_object_del(o, "ids");
@@ -599,8 +641,10 @@ void handle_event(server *s, event *e) {
         break;
     case EV_EMBEDDED:
         r->t_embedded = e->t;
-        r->cluster = e->cluster;
-        r->score = e->score;
+        if (e->cluster >= 0 || !r->cU) { /* a per-user job given a cached U reports none */
+            r->cluster = e->cluster;
+            r->score = e->score;
+        }
         user_cache_store(s, r, e);
         if (r->gen_job && !r->title_stage && e->U && e->n_U == s->d_creative) {
             r->cU = xrealloc(r->cU, sizeof(float) * (size_t)e->n_U);
@@ -609,7 +653,7 @@ void handle_event(server *s, event *e) {
         if (r->gen_job && !r->title_stage) {
             /* the embed job of a cluster-mode request: now the title cache or a flight (a
              * request whose client left just waits for its embed job's end) */
-            if (r->conn) start_title(s, r);
+            if ((r->conn || r->parent) && !r->timed_out) start_title(s, r);
             break;
         }
         if (r->want_full && e->u) {
@@ -626,6 +670,9 @@ void handle_event(server *s, event *e) {
         break;
     case EV_TOKEN: {
         s->m_tokens++;
+        if (!r->t_first) r->t_first = e->t;
+        if (r->t_last_tok) hist_observe(&s->h_itl, (e->t - r->t_last_tok) / 1000.0);
+        r->t_last_tok = e->t;
         if (r->n_ids == r->cap_ids) {
             r->cap_ids = r->cap_ids ? r->cap_ids * 2 : 32;
             r->ids = xrealloc(r->ids, sizeof(int32_t) * (size_t)r->cap_ids);
@@ -951,6 +998,7 @@ static void attach(server *s, flight *f, request *r) {
     r->fl_next = f->subs;
     f->subs = r;
     f->n_subs++;
+    if (f->n_ids && !r->t_first) r->t_first = now_ms();
     if (!r->stream) return;
     meta_event(r);
     for (int i = 0; i < f->n_pieces; i++) {
@@ -1124,6 +1172,10 @@ static void flight_event(server *s, const event *e) {
         break;
     case EV_TOKEN: {
         s->m_tokens++;
+        if (f->t_last_tok) hist_observe(&s->h_itl, (e->t - f->t_last_tok) / 1000.0);
+        f->t_last_tok = e->t;
+        for (request *q = f->subs; q; q = q->fl_next)
+            if (!q->t_first) q->t_first = e->t;
         if (f->n_ids == f->cap_ids) {
             f->cap_ids = f->cap_ids ? f->cap_ids * 2 : 32;
             f->ids = xrealloc(f->ids, sizeof(int32_t) * (size_t)f->cap_ids);

@@ -21,6 +21,8 @@ void hcd_config_defaults(hcd_config *c) {
     c->max_title_bytes = 4096;
     c->max_connections = 256;
     c->drain_timeout_s = 30;
+    c->request_timeout_ms = 0;
+    c->max_batch = 64;
     c->user_cache_bytes = 256L << 20;
     c->title_cache_bytes = 64L << 20;
     c->log_level = 2;
@@ -116,6 +118,8 @@ static int set_key(hcd_config *c, const char *key, const char *v) {
         {"max-title-bytes", 1, 1 << 24, &c->max_title_bytes, 0},
         {"max-connections", 1, 100000, &c->max_connections, 0},
         {"drain-timeout", 0, 86400, &c->drain_timeout_s, 0},
+        {"request-timeout-ms", 0, 86400000, &c->request_timeout_ms, 1},
+        {"max-batch", 1, 100000, &c->max_batch, 0},
         {"user-cache-bytes", 0, 1L << 40, &c->user_cache_bytes, 1},
         {"title-cache-bytes", 0, 1L << 40, &c->title_cache_bytes, 1},
     };
@@ -187,6 +191,9 @@ static void usage(FILE *o) {
         "  --max-title-bytes N      bytes per title / ad field; past it 400 (default 4096)\n"
         "  --max-connections N      concurrent connections; more wait until one closes (default 256)\n"
         "  --drain-timeout S        seconds to finish in-flight work on SIGTERM (default 30)\n"
+        "  --request-timeout-ms N   deadline of a request without deadline_ms; past it the\n"
+        "                           work is cancelled and answered 504 (default 0 = none)\n"
+        "  --max-batch N            items of one /v1/titles:batch; past it 400 (default 64)\n"
         "  --user-cache-bytes N     user cache (history -> u, U, cluster) bound; 0 = off\n"
         "                           (default 268435456)\n"
         "  --title-cache-bytes N    cluster-mode title cache bound; 0 = off, and no single\n"
@@ -209,6 +216,7 @@ int hcd_config_parse(hcd_config *c, int argc, char **argv) {
         {"max-title-bytes", required_argument, 0, 1},
         {"max-connections", required_argument, 0, 1},
         {"drain-timeout", required_argument, 0, 1}, {"log-level", required_argument, 0, 1},
+        {"request-timeout-ms", required_argument, 0, 1}, {"max-batch", required_argument, 0, 1},
         {"user-cache-bytes", required_argument, 0, 1},
         {"title-cache-bytes", required_argument, 0, 1},
         {"title-table", required_argument, 0, 1}, {"title-tables", required_argument, 0, 1},

@@ -16,8 +16,127 @@ void on_async(uv_async_t *a) {
         free(e);
         e = nx;
     }
+    expire_deadlines(s);
     run_mhd(s);
     maybe_finish_drain(s);
+}
+
+/* ---- latency histograms ----------------------------------------------------------------- *
+ * In seconds, vLLM's names with the hllm: prefix. ttft: from the request's arrival to its first
+ * token (a cached or table title: to its answer), once per title answered (a batch item too);
+ * itl: between two tokens of one generation (a shared generation counts once); e2e and queue:
+ * once per HTTP request validated and answered (any outcome), queue = until the engine accepted
+ * its first job (a cache answer: 0). */
+
+static const double LE_TTFT[] = {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5,
+                                 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0};
+static const double LE_ITL[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1,
+                                0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5};
+static const double LE_E2E[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 60.0, 120.0};
+
+static void hist_set(hcd_hist *h, const double *le, int n) {
+    memset(h, 0, sizeof *h);
+    h->le = le;
+    h->n_le = n;
+}
+
+void metrics_init(server *s) {
+    if (s->hists_ready) return;
+    hist_set(&s->h_ttft, LE_TTFT, (int)(sizeof LE_TTFT / sizeof LE_TTFT[0]));
+    hist_set(&s->h_itl, LE_ITL, (int)(sizeof LE_ITL / sizeof LE_ITL[0]));
+    hist_set(&s->h_e2e, LE_E2E, (int)(sizeof LE_E2E / sizeof LE_E2E[0]));
+    hist_set(&s->h_queue, LE_E2E, (int)(sizeof LE_E2E / sizeof LE_E2E[0]));
+    s->hists_ready = 1;
+}
+
+void hist_observe(hcd_hist *h, double x) {
+    if (!h->le) return; /* metrics_init not run (the fuzz driver) */
+    if (!(x >= 0)) x = 0;
+    int i = 0;
+    while (i < h->n_le && x > h->le[i])
+        i++;
+    h->counts[i]++;
+    h->count++;
+    h->sum += x;
+}
+
+void observe_done(server *s, request *r) {
+    double now = now_ms();
+    hist_observe(&s->h_e2e, (now - r->t_recv) / 1000.0);
+    hist_observe(&s->h_queue, ((r->t_accept ? r->t_accept : r->t_recv) - r->t_recv) / 1000.0);
+}
+
+static void hist_render(char **b, size_t *len, size_t *cap, const char *name, const char *help,
+                        const hcd_hist *h) {
+    char line[256];
+    int n = snprintf(line, sizeof line, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    buf_append(b, len, cap, line, (size_t)n);
+    uint64_t cum = 0;
+    for (int i = 0; i <= h->n_le; i++) {
+        cum += h->counts[i];
+        if (i < h->n_le)
+            n = snprintf(line, sizeof line, "%s_bucket{le=\"%g\"} %" PRIu64 "\n", name, h->le[i],
+                         cum);
+        else
+            n = snprintf(line, sizeof line, "%s_bucket{le=\"+Inf\"} %" PRIu64 "\n", name, cum);
+        buf_append(b, len, cap, line, (size_t)n);
+    }
+    n = snprintf(line, sizeof line, "%s_sum %.9g\n%s_count %" PRIu64 "\n", name, h->sum, name,
+                 h->count);
+    buf_append(b, len, cap, line, (size_t)n);
+}
+
+/* ---- deadlines ---------------------------------------------------------------------------- *
+ * A live request past its deadline: on a shared generation it leaves it (cancelled when nobody
+ * is left) and is answered 504 at once; with its own engine job that job is cancelled and the
+ * request answered 504 on the job's end (so the KV blocks are back before the answer). */
+
+static void expire(server *s, request *r) {
+    r->timed_out = 1;
+    s->m_timed_out++;
+    r->fail_status = 504;
+    r->retry_after = 0;
+    snprintf(r->fail_msg, sizeof r->fail_msg,
+             "the deadline passed (%.0f ms after the request arrived; deadline_ms or "
+             "request-timeout-ms); its work was cancelled",
+             r->deadline - r->t_recv);
+    hlog(&s->cfg, 2, r->id, "deadline passed; cancelling");
+    if (r->fl) {
+        flight *f = r->fl;
+        r->text_len = 0;
+        if (f->text_len) buf_append(&r->text, &r->text_len, &r->text_cap, f->text, f->text_len);
+        r->cluster = f->cluster;
+        r->t_finished = now_ms();
+        complete(s, r); /* detaches it from the flight */
+        return;
+    }
+    job *j = calloc(1, sizeof *j);
+    if (!j) abort();
+    j->kind = JOB_CANCEL;
+    j->id = r->id;
+    push_job(s, j);
+}
+
+static void note_deadline(server *s, const request *r) {
+    if (r->deadline && (!s->next_deadline || r->deadline < s->next_deadline))
+        s->next_deadline = r->deadline;
+}
+
+void expire_deadlines(server *s) {
+    if (!s->next_deadline) return;
+    double now = now_ms();
+    if (now < s->next_deadline) return;
+    double next = 0;
+    for (request *r = s->live, *nx; r; r = nx) {
+        nx = r->next; /* complete() of r frees no other live request */
+        if (!r->deadline || r->timed_out) continue;
+        if (r->deadline <= now)
+            expire(s, r);
+        else if (!next || r->deadline < next)
+            next = r->deadline;
+    }
+    s->next_deadline = next;
 }
 
 /* ---- the MHD handlers ------------------------------------------------------------------- */
@@ -120,6 +239,16 @@ enum MHD_Result handle_get(server *s, struct MHD_Connection *c, const char *url)
               s->m_cancelled);
         MLINE("# TYPE hllm:rejected_total counter\nhllm:rejected_total %" PRIu64 "\n",
               s->m_rejected);
+        MLINE("# TYPE hllm:timed_out_total counter\nhllm:timed_out_total %" PRIu64 "\n",
+              s->m_timed_out);
+        hist_render(&b, &len, &cap, "hllm:time_to_first_token_seconds",
+                    "arrival to the first token (a cached title: to its answer)", &s->h_ttft);
+        hist_render(&b, &len, &cap, "hllm:inter_token_latency_seconds",
+                    "between two tokens of one generation", &s->h_itl);
+        hist_render(&b, &len, &cap, "hllm:e2e_request_latency_seconds",
+                    "arrival to the answer of a validated request", &s->h_e2e);
+        hist_render(&b, &len, &cap, "hllm:request_queue_time_seconds",
+                    "arrival to the engine's acceptance of its first job", &s->h_queue);
         const char *cname[] = {"user", "title"};
         hcd_cache *cs[] = {s->user_cache, s->title_cache};
         for (int i = 0; i < 2; i++) {
@@ -160,6 +289,132 @@ enum MHD_Result handle_get(server *s, struct MHD_Connection *c, const char *url)
     return send_error(s, c, 404, "no such path");
 }
 
+/* ---- submission and /v1/titles:batch --------------------------------------------------- */
+
+/* r validated (its job j): live, then the user cache, the cluster-first path (title tables and
+ * the title cache) or the engine. r may be complete when this returns. */
+void submit_request(server *s, request *r, job *j) {
+    r->state = RS_WAITING;
+    r->submitted = 1;
+    if (!r->detok) r->detok = hc_detok_new(s->creator->creative_tok, 1);
+    if (!r->detok) abort();
+    r->next = s->live;
+    s->live = r;
+    note_deadline(s, r);
+    user_key(r, &j->req);
+    if (r->type == RT_EMBED && user_cache_answer(s, r)) {
+        free_jobs(j);
+        r->t_finished = r->t_embedded;
+        complete(s, r);
+    } else if (r->type == RT_TITLES && r->mode == HC_CREQ_CLUSTER &&
+               (hcd_cache_enabled(s->title_cache) || tt_entries(s->tables)) &&
+               s->n_clusters > 0) {
+        /* the cluster first (the user cache, or an embed-only job), then the title tables
+         * and the title cache */
+        r->gen_job = j;
+        if (user_cache_answer(s, r))
+            start_title(s, r);
+        else
+            push_job(s, embed_job_of(j));
+    } else {
+        /* a user the user cache holds: the generation brings its U (no embed stage) */
+        if (r->type == RT_TITLES && user_cache_answer(s, r)) job_bring_user(s, r, j);
+        push_job(s, j);
+    }
+}
+
+/* {"requests": [titles bodies without stream], "request_id"?, "deadline_ms"?}: one child
+ * request per valid item (*chs, their jobs in *jobs, r->n_children of them, ids taken here);
+ * an invalid item gets its {"status", "error"} result in r->results at once. Returns 0, or an
+ * HTTP status (400) with err for the batch as a whole. */
+int build_batch(server *s, request *r, request ***chs, job ***jobs, char *err, size_t errn) {
+    *chs = NULL;
+    *jobs = NULL;
+    r->n_children = 0;
+    json_error_t je;
+    json_t *root = json_loadb(r->body ? r->body : "", r->body_len, JSON_REJECT_DUPLICATES, &je);
+    if (!root) {
+        snprintf(err, errn, "invalid JSON body: %s (line %d, column %d)", je.text, je.line,
+                 je.column);
+        return 400;
+    }
+    int code = 400;
+    if (!json_is_object(root)) {
+        snprintf(err, errn, "the body must be a JSON object");
+        goto out;
+    }
+    json_t *rid = json_object_get(root, "request_id");
+    if (rid && !json_is_null(rid)) {
+        if (!json_is_string(rid) || json_string_length(rid) > 100) {
+            snprintf(err, errn, "request_id must be a string of at most 100 bytes");
+            goto out;
+        }
+        snprintf(r->client_id, sizeof r->client_id, "%s", json_string_value(rid));
+    }
+    if (parse_deadline(s, r, root, err, errn)) goto out;
+    json_t *items = json_object_get(root, "requests");
+    if (!json_is_array(items)) {
+        snprintf(err, errn, "requests must be an array of /v1/titles bodies");
+        goto out;
+    }
+    size_t n = json_array_size(items);
+    if (n > (size_t)s->cfg.max_batch) {
+        snprintf(err, errn, "requests has %zu items; the limit is %d (max-batch)", n,
+                 s->cfg.max_batch);
+        goto out;
+    }
+    r->results = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(r->results, json_null());
+    *chs = calloc(n ? n : 1, sizeof **chs);
+    *jobs = calloc(n ? n : 1, sizeof **jobs);
+    if (!*chs || !*jobs) abort();
+    int k = 0;
+    for (size_t i = 0; i < n; i++) {
+        request *ch = calloc(1, sizeof *ch);
+        if (!ch) abort();
+        ch->srv = s;
+        ch->type = RT_TITLES;
+        ch->parent = r;
+        ch->slot = (int)i;
+        ch->cluster = -1;
+        ch->t_recv = r->t_recv;
+        ch->id = ++s->next_id;
+        job *j = NULL;
+        char e2[1024];
+        int c = build_job_json(s, ch, json_array_get(items, i), &j, e2, sizeof e2);
+        if (c) {
+            char m[1100];
+            snprintf(m, sizeof m, "requests[%zu]: %s", i, e2);
+            json_array_set_new(r->results, i, json_pack("{s:i,s:s}", "status", c, "error", m));
+            request_free(ch);
+            continue;
+        }
+        (*chs)[k] = ch;
+        (*jobs)[k] = j;
+        k++;
+    }
+    r->n_children = k;
+    code = 0;
+out:
+    json_decref(root);
+    return code;
+}
+
+/* A batch with no valid item: its results now. */
+static void batch_answer_now(server *s, request *r) {
+    r->t_accept = r->t_embedded = r->t_finished = now_ms();
+    json_t *o = json_pack("{s:O}", "results", r->results);
+    if (r->client_id[0]) json_object_set_new(o, "request_id", json_string(r->client_id));
+    add_timings(r, o);
+    r->resp = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    r->code = 200;
+    r->finished = 1;
+    r->state = RS_DONE;
+    observe_done(s, r);
+}
+
 /* r's response is ready (r->resp): queue it. */
 static enum MHD_Result respond_now(server *s, struct MHD_Connection *c, request *r) {
     enum MHD_Result ret = queue_body(s, c, r->code, "application/json", r->resp, r->retry_after);
@@ -173,8 +428,10 @@ enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char *url, 
                           void **con_cls) {
     server *s = cls;
     request *r = *con_cls;
+    metrics_init(s);
     if (!r) {
-        int is_post_path = !strcmp(url, "/v1/titles") || !strcmp(url, "/v1/users:embed");
+        int is_post_path = !strcmp(url, "/v1/titles") || !strcmp(url, "/v1/users:embed") ||
+                           !strcmp(url, "/v1/titles:batch");
         int is_get_path = !strcmp(url, "/healthz") || !strcmp(url, "/readyz") ||
                           !strcmp(url, "/v1/model") || !strcmp(url, "/metrics");
         if (!is_post_path && !is_get_path) return send_error(s, c, 404, "no such path");
@@ -192,7 +449,9 @@ enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char *url, 
         if (!r) return MHD_NO;
         r->srv = s;
         r->conn = c;
-        r->type = !strcmp(url, "/v1/titles") ? RT_TITLES : RT_EMBED;
+        r->type = !strcmp(url, "/v1/titles")         ? RT_TITLES
+                  : !strcmp(url, "/v1/titles:batch") ? RT_TBATCH
+                                                     : RT_EMBED;
         r->cluster = -1;
         r->t_recv = now_ms();
         *con_cls = r;
@@ -223,6 +482,34 @@ enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char *url, 
         r->id = ++s->next_id;
         job *j = NULL;
         char err[1024];
+        if (r->type == RT_TBATCH) {
+            request **chs;
+            job **jobs;
+            int code = build_batch(s, r, &chs, &jobs, err, sizeof err);
+            free(r->body);
+            r->body = NULL;
+            if (code) {
+                r->state = RS_DONE;
+                hlog(&s->cfg, 2, r->id, "%d: %s", code, err);
+                return send_error(s, c, code, err);
+            }
+            s->m_requests_titles++;
+            hlog(&s->cfg, 3, r->id, "%s %s: %d valid of %zu%s%s", method, url, r->n_children,
+                 json_array_size(r->results), r->client_id[0] ? " request_id=" : "",
+                 r->client_id);
+            r->state = RS_WAITING;
+            r->submitted = 1;
+            r->pending = r->n_children;
+            for (int i = 0; i < r->n_children; i++)
+                submit_request(s, chs[i], jobs[i]); /* the last one may complete r */
+            free(chs);
+            free(jobs);
+            if (!r->n_children) batch_answer_now(s, r);
+            if (r->state == RS_DONE) return respond_now(s, c, r);
+            r->suspended = 1;
+            MHD_suspend_connection(c);
+            return MHD_YES;
+        }
         int code = build_job(s, r, &j, err, sizeof err);
         free(r->body);
         r->body = NULL;
@@ -239,9 +526,9 @@ enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char *url, 
         if (!r->detok) abort();
         hlog(&s->cfg, 3, r->id, "%s %s%s%s", method, url, r->client_id[0] ? " request_id=" : "",
              r->client_id);
-        r->state = RS_WAITING;
-        r->submitted = 1;
         if (r->n_children) {
+            r->state = RS_WAITING;
+            r->submitted = 1;
             /* a batch: the children are live (but those the user cache answers), the parent
              * waits for all of them */
             r->pending = r->n_children;
@@ -263,6 +550,8 @@ enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char *url, 
                 ch->submitted = 1;
                 ch->state = RS_WAITING;
                 ch->t_recv = r->t_recv;
+                ch->deadline = r->deadline;
+                note_deadline(s, ch);
                 cj->id = cj->req.id = ch->id;
                 user_key(ch, &cj->req);
                 if (user_cache_answer(s, ch)) {
@@ -281,28 +570,7 @@ enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char *url, 
             MHD_suspend_connection(c);
             return MHD_YES;
         }
-        r->next = s->live;
-        s->live = r;
-        user_key(r, &j->req);
-        if (r->type == RT_EMBED && user_cache_answer(s, r)) {
-            free_jobs(j);
-            r->t_finished = r->t_embedded;
-            complete(s, r);
-        } else if (r->type == RT_TITLES && r->mode == HC_CREQ_CLUSTER &&
-                   (hcd_cache_enabled(s->title_cache) || tt_entries(s->tables)) &&
-                   s->n_clusters > 0) {
-            /* the cluster first (the user cache, or an embed-only job), then the title tables
-             * and the title cache */
-            r->gen_job = j;
-            if (user_cache_answer(s, r))
-                start_title(s, r);
-            else
-                push_job(s, embed_job_of(j));
-        } else {
-            /* a user the user cache holds: the generation brings its U (no embed stage) */
-            if (r->type == RT_TITLES && user_cache_answer(s, r)) job_bring_user(s, r, j);
-            push_job(s, j);
-        }
+        submit_request(s, r, j);
         if (r->stream) {
             struct MHD_Response *resp =
                 MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_reader, r, NULL);
@@ -366,6 +634,7 @@ void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
 /* ---- the loop's MHD driving ------------------------------------------------------------- */
 
 void on_timer(uv_timer_t *t) {
+    expire_deadlines(t->data);
     run_mhd(t->data);
 }
 
@@ -374,10 +643,13 @@ void run_mhd(server *s) {
     MHD_run(s->mhd);
     MHD_UNSIGNED_LONG_LONG to;
     uv_timer_stop(&s->timer);
-    if (MHD_get_timeout(s->mhd, &to) == MHD_YES)
-        uv_timer_start(&s->timer, on_timer, to, 0);
-    else
-        uv_timer_start(&s->timer, on_timer, 1000, 0);
+    uint64_t ms = MHD_get_timeout(s->mhd, &to) == MHD_YES ? (uint64_t)to : 1000;
+    if (s->next_deadline) { /* wake for the earliest deadline too */
+        double d = s->next_deadline - now_ms();
+        uint64_t dl = d <= 0 ? 0 : (uint64_t)d + 1;
+        if (dl < ms) ms = dl;
+    }
+    uv_timer_start(&s->timer, on_timer, ms, 0);
 }
 
 void on_poll(uv_poll_t *p, int status, int events) {

@@ -69,9 +69,19 @@ typedef struct stats_snapshot {
     uint64_t prefill_tokens, decode_tokens, prefix_hits, users_embedded;
 } stats_snapshot;
 
+/* A Prometheus histogram (http.c): cumulative buckets at render time; values in seconds. */
+#define HCD_HIST_MAX 24
+typedef struct hcd_hist {
+    const double *le; /* upper bounds, increasing */
+    int n_le;
+    uint64_t counts[HCD_HIST_MAX + 1]; /* per bucket (not cumulative); the last: +Inf */
+    uint64_t count;
+    double sum;
+} hcd_hist;
+
 /* ---- the server ------------------------------------------------------------------------- */
 
-typedef enum { RT_TITLES, RT_EMBED } req_type;
+typedef enum { RT_TITLES, RT_EMBED, RT_TBATCH } req_type; /* RT_TBATCH: /v1/titles:batch */
 typedef enum { RS_READING, RS_WAITING, RS_DONE } req_state;
 
 typedef struct request request;
@@ -95,7 +105,7 @@ typedef struct flight {
     request *subs;       /* attached requests (request.fl_next) */
     int n_subs, cancel_sent;
     int uncacheable; /* embedded to another cluster than its key's */
-    double t_accept;
+    double t_accept, t_last_tok;
 } flight;
 
 /* How a titles request got (or gets) its title: for the response's "cached" and meta's "cache". */
@@ -162,6 +172,11 @@ typedef struct server {
     reload_work *reloading;
     int reload_again; /* a SIGHUP arrived during a reload: reload once more after it */
     uint64_t m_table_hits, m_table_reloads, m_table_reload_failures;
+    /* latency histograms (http.c: metrics_init, hist_observe), deadlines (http.c) */
+    hcd_hist h_ttft, h_itl, h_e2e, h_queue;
+    int hists_ready;
+    uint64_t m_timed_out;
+    double next_deadline; /* the earliest deadline of a live request (now_ms), 0: none */
 } server;
 
 struct request {
@@ -218,6 +233,10 @@ struct request {
     char *resp;
     const char *resp_type;
     int retry_after;
+    /* deadlines (deadline_ms / request-timeout-ms): absolute now_ms, 0 none; timed_out: expired,
+     * its cancel sent (answered 504 on its engine job's end, or at once when on a flight) */
+    double deadline, t_first, t_last_tok;
+    int timed_out;
 };
 
 /* util.c: logging, clocks, buffers */
@@ -249,6 +268,13 @@ int tokenize_embed(server *s, json_t *user, const char *field, uint64_t id, job 
                    size_t errn);
 void free_jobs(job *j);
 int build_job(server *s, request *r, job **out, char *err, size_t errn);
+/* build_job over a parsed body (root: borrowed) */
+int build_job_json(server *s, request *r, json_t *root, job **out, char *err, size_t errn);
+/* /v1/titles:batch (http.c): validates r->body into r->n_children child requests (*chs) and
+ * their jobs (*jobs, both malloc'ed); a bad item gets its result in r->results at once. 0 or an
+ * HTTP status with err. */
+int build_batch(server *s, request *r, request ***chs, job ***jobs, char *err, size_t errn);
+int parse_deadline(server *s, request *r, json_t *root, char *err, size_t errn);
 void add_timings(request *r, json_t *o);
 json_t *title_json(request *r);
 json_t *floats(const float *v, int n);
@@ -279,6 +305,11 @@ void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
                    enum MHD_ConnectionNotificationCode toe);
 void on_timer(uv_timer_t *t);
 void run_mhd(server *s);
+void metrics_init(server *s);
+void hist_observe(hcd_hist *h, double seconds);
+void observe_done(server *s, request *r); /* e2e and queue time of a finished request */
+void expire_deadlines(server *s);
+void submit_request(server *s, request *r, job *j); /* a validated titles/embed request */
 void on_poll(uv_poll_t *p, int status, int events);
 
 /* daemon.c: signals, drain, main */

@@ -953,6 +953,193 @@ def test_tables():
           "--title-table replaces the config's list: %s" % r.stderr[-300:])
 
 
+# ---- issue 9 items 2, 5, 7: latency histograms, deadlines, /v1/titles:batch ----------------
+
+HISTS = ("hllm:time_to_first_token_seconds", "hllm:inter_token_latency_seconds",
+         "hllm:e2e_request_latency_seconds", "hllm:request_queue_time_seconds")
+
+
+def histograms(d):
+    """{name: (buckets [(le, cumulative)], sum, count)} parsed from /metrics."""
+    st, text, _ = d.req("GET", "/metrics")
+    out = {}
+    types = {}
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, n, t = line.split(" ")
+            types[n] = t
+            continue
+        for n in HISTS:
+            if line.startswith(n + "_bucket{le=\""):
+                le = line[len(n) + 12:line.index("\"}")]
+                out.setdefault(n, [[], 0.0, 0])[0].append(
+                    (float("inf") if le == "+Inf" else float(le), int(line.rsplit(" ", 1)[1])))
+            elif line.startswith(n + "_sum "):
+                out.setdefault(n, [[], 0.0, 0])[1] = float(line.rsplit(" ", 1)[1])
+            elif line.startswith(n + "_count "):
+                out.setdefault(n, [[], 0.0, 0])[2] = int(line.rsplit(" ", 1)[1])
+    for n in HISTS:
+        check(types.get(n) == "histogram" and n in out, "%s is a histogram" % n)
+    return out
+
+
+def check_hist_shape(h, what):
+    for n, (b, s, c) in h.items():
+        les = [le for le, _ in b]
+        cums = [v for _, v in b]
+        check(les == sorted(les) and len(set(les)) == len(les) and les[-1] == float("inf"),
+              "%s %s: bounds increasing, +Inf last: %r" % (what, n, les))
+        check(all(x <= y for x, y in zip(cums, cums[1:])), "%s %s: buckets cumulative: %r" %
+              (what, n, cums))
+        check(cums[-1] == c and s >= 0, "%s %s: +Inf bucket == _count (%s, %s)" % (what, n, cums[-1], c))
+
+
+def test_metrics_histograms(d):
+    h0 = histograms(d)
+    check_hist_shape(h0, "before")
+    N = 5
+    tokens, wall = 0, 0.0
+    for i in range(N):  # per-user: its own generation each time (never title-cached)
+        t0 = time.time()
+        st, b, _ = d.req("POST", "/v1/titles", title_body(["hist %d" % i, "Dune"], "Hist ad", None,
+                                                          mode="per_user", max_new_tokens=8))
+        wall += time.time() - t0
+        check(st == 200 and len(b["ids"]) >= 1, "histogram request %d: %r" % (i, b))
+        tokens += len(b.get("ids", []))
+    st, _, _ = d.req("POST", "/v1/titles", {"user": {"history": []}, "ad": {"title": "x"}})
+    check(st == 400, "a bad request")
+    h1 = histograms(d)
+    check_hist_shape(h1, "after")
+    for n in ("hllm:time_to_first_token_seconds", "hllm:e2e_request_latency_seconds",
+              "hllm:request_queue_time_seconds"):
+        check(h1[n][2] - h0[n][2] == N, "%s: _count +%d after %d requests (a 400 not counted)" %
+              (n, h1[n][2] - h0[n][2], N))
+    itl = h1["hllm:inter_token_latency_seconds"][2] - h0["hllm:inter_token_latency_seconds"][2]
+    check(itl == tokens - N, "inter-token latency: one per gap (%d, want %d)" % (itl, tokens - N))
+    e2e = h1["hllm:e2e_request_latency_seconds"][1] - h0["hllm:e2e_request_latency_seconds"][1]
+    check(0 < e2e <= wall, "e2e sum (%.4f s) within the clients' wall time (%.4f s)" % (e2e, wall))
+    ttft = h1["hllm:time_to_first_token_seconds"][1] - h0["hllm:time_to_first_token_seconds"][1]
+    check(0 < ttft <= e2e, "ttft sum (%.4f) <= e2e sum (%.4f)" % (ttft, e2e))
+
+
+def test_deadline(d):
+    refs = {"per_user": (["zz"], cli_generate(["zz"], "loop", None, 2000, per_user=True)),
+            "cluster": (["sf-long", "a"], cli_generate(["sf-long", "a"], "loop", None, 2000))}
+    check(all(len(r["ids"]) >= 1500 for _, r in refs.values()), "fixture: long titles (%r)" %
+          ([len(r["ids"]) for _, r in refs.values()],))
+    for mode, mx in (("per_user", 2000), ("cluster", 1999)):  # own job / a shared generation
+        h, ref = refs[mode]
+        canc0 = d.metric("hllm:cancelled_total")
+        to0 = d.metric("hllm:timed_out_total")
+        body = title_body(h, "loop", None, mode=mode, max_new_tokens=mx, deadline_ms=30)
+        t0 = time.time()
+        st, b, _ = d.req("POST", "/v1/titles", body)
+        check(st == 504 and "deadline" in b["error"], "%s: deadline 504: %s %r" % (mode, st, b))
+        check(d.metric("hllm:timed_out_total") == to0 + 1, "%s: timed_out_total +1" % mode)
+        check(wait_metric(d, "hllm:cancelled_total", canc0 + 1), "%s: its work was cancelled" % mode)
+        check(d.metric("hllm:requests_running") == 0 or wait_metric(d, "hllm:requests_running", 0),
+              "%s: nothing left running" % mode)
+        st, raw, _ = d.req("POST", "/v1/titles", dict(body, stream=True, max_new_tokens=mx - 2),
+                           raw=True)
+        ev = sse_parse(raw)
+        check(st == 200 and ev and ev[-1][0] == "error" and ev[-1][1].get("status") == 504 and
+              ev[-1][1].get("partial") is True, "%s: stream ends with event: error 504: %r" %
+              (mode, ev[-1:]))
+        if ev and ev[-1][0] == "error":
+            part = ev[-1][1].get("title", "")
+            streamed = "".join(e["text"] for n, e in ev if n == "token")
+            check(part == streamed and ref["title"].startswith(part) and
+                  len(part) < len(ref["title"]), "%s: the partial title is a prefix of the CLI's "
+                  "(%d of %d chars)" % (mode, len(part), len(ref["title"])))
+    h, ref = refs["per_user"]
+    st, b, _ = d.req("POST", "/v1/titles", title_body(h, "loop", None, mode="per_user",
+                                                      max_new_tokens=2000, deadline_ms=600000))
+    check(st == 200 and b["ids"] == ref["ids"], "a long deadline: the whole title: %s" % st)
+    ref2 = cli_generate(["The Hobbit"], "After a deadline", None)
+    st, b, _ = d.req("POST", "/v1/titles", title_body(["The Hobbit"], "After a deadline", None))
+    check(st == 200 and b["ids"] == ref2["ids"], "a following request works: %r" % (b,))
+    for bad in (0, -5, 1.5, "10", 86400001):
+        st, b, _ = d.req("POST", "/v1/titles", title_body(h, "x", None, deadline_ms=bad))
+        check(st == 400 and "deadline_ms" in b["error"], "deadline_ms %r: 400: %r" % (bad, b))
+
+
+def test_request_timeout_config():
+    d = Daemon("--request-timeout-ms", "30")
+    try:
+        h = ["zz"]
+        ref = cli_generate(h, "loop", None, 2000, per_user=True)
+        st, b, _ = d.req("POST", "/v1/titles", title_body(h, "loop", None, mode="per_user",
+                                                          max_new_tokens=2000))
+        check(st == 504 and d.metric("hllm:timed_out_total") == 1,
+              "request-timeout-ms: 504 by default: %s %r" % (st, b))
+        st, b, _ = d.req("POST", "/v1/titles", title_body(h, "loop", None, mode="per_user",
+                                                          max_new_tokens=2000, deadline_ms=600000))
+        check(st == 200 and b["ids"] == ref["ids"], "deadline_ms overrides request-timeout-ms")
+        st, b, _ = d.req("POST", "/v1/titles:batch", {"requests": [
+            title_body(h, "loop", None, mode="per_user", max_new_tokens=2000),
+            title_body(["Dune"], "short", None, max_new_tokens=4, deadline_ms=600000)],
+            "deadline_ms": 600000})
+        check(st == 200 and [x["status"] for x in b["results"]] == [200, 200],
+              "a batch's deadline_ms covers its items: %r" % ([x.get("status") for x in b["results"]],))
+    finally:
+        rc, log = d.stop()
+        check(rc == 0 and "AddressSanitizer" not in log, "request-timeout daemon exit: %s" % rc)
+
+
+def test_titles_batch(d):
+    B = "/v1/titles:batch"
+    items = [title_body(h, t, ds, request_id="i%d" % k) for k, (h, t, ds) in enumerate(CASES)]
+    items.insert(1, {"user": {"history": []}, "ad": {"title": "bad"}})
+    items.append(title_body(["Dune", "Emma"], "Per-user batch ad", None, mode="per_user",
+                            request_id="pu"))
+    items.append(dict(items[0], stream=True))
+    items.append("not an object")
+    st, b, _ = d.req("POST", B, {"requests": items, "request_id": "batch-1"})
+    check(st == 200 and len(b["results"]) == len(items) and b.get("request_id") == "batch-1" and
+          set(b.get("timings", {})) == {"queue", "embed", "generate", "total"},
+          "titles:batch: %s %r" % (st, b))
+    res = b.get("results", [])
+    for k, (item, r) in enumerate(zip(items, res)):
+        if k == 1:
+            check(r == {"status": 400, "error": r.get("error")} and "requests[1]" in r["error"] and
+                  "user.history" in r["error"], "the bad item fails alone: %r" % (r,))
+            st1, one, _ = d.req("POST", "/v1/titles", item)
+            check(st1 == 400 and one["error"] in r["error"], "same error as /v1/titles: %r" % one)
+            continue
+        if k == len(items) - 2:
+            check(r.get("status") == 400 and "stream" in r.get("error", ""), "stream item: %r" % r)
+            continue
+        if k == len(items) - 1:
+            check(r.get("status") == 400 and "object" in r.get("error", ""), "non-object: %r" % r)
+            continue
+        st1, one, _ = d.req("POST", "/v1/titles", item)
+        check(st1 == 200 and r.get("status") == 200 and all(
+            r.get(f) == one.get(f) for f in ("title", "ids", "cluster", "finish", "pruned",
+                                             "request_id")),
+              "batch item %d equals /v1/titles: %r vs %r" % (k, r, one))
+        check(set(r) == set(one) | {"status"}, "item %d has /v1/titles' fields: %r" % (k, sorted(r)))
+    ref = cli_generate(*CASES[0])
+    check(res and res[0].get("ids") == ref["ids"], "batch item 0 equals hllm generate")
+    st, b, _ = d.req("POST", B, {"requests": []})
+    check(st == 200 and b["results"] == [], "empty batch: %s %r" % (st, b))
+    st, b, _ = d.req("POST", B, {"requests": [items[0]] * 65})
+    check(st == 400 and "65" in b["error"] and "max-batch" in b["error"] and "64" in b["error"],
+          "too many items: %s %r" % (st, b))
+    st, b, _ = d.req("POST", B, {"requests": {"a": 1}})
+    check(st == 400 and "requests" in b["error"], "requests not an array: %r" % b)
+    st, b, _ = d.req("POST", B, [1])
+    check(st == 400, "batch body not an object")
+    st, b, _ = d.req("GET", B)
+    check(st == 405, "GET on titles:batch: 405")
+    # a batch of 64 fresh items, all bad but one: nothing lost, in order
+    many = [{"user": {"history": ["h"]}, "ad": {"title": 5}, "request_id": str(k)} for k in range(63)]
+    many.insert(40, title_body(["Dune"], "Batch of 64", None, request_id="good"))
+    st, b, _ = d.req("POST", B, {"requests": many})
+    sts = [x["status"] for x in b.get("results", [])]
+    check(st == 200 and sts == [400] * 40 + [200] + [400] * 23 and
+          b["results"][40].get("request_id") == "good", "64 items in order: %r" % sts)
+
+
 def main():
     test_check_only()
     test_tables()
@@ -966,6 +1153,9 @@ def main():
         sampled = test_title_cache(d)
         test_user_cache(d)
         test_single_flight(d)
+        test_metrics_histograms(d)
+        test_titles_batch(d)
+        test_deadline(d)
     finally:
         rc, log = d.stop()
         check(rc == 0, "exit code 0 on SIGTERM: %s" % rc)
@@ -975,6 +1165,7 @@ def main():
     test_caches_disabled(sampled)
     test_queue_full()
     test_sigterm_drains()
+    test_request_timeout_config()
     if FAILS:
         print("%d failure(s)" % len(FAILS))
         sys.exit(1)
