@@ -8,11 +8,17 @@
  * prompt1 + slot shared per cluster, the package's end-of-sequence ids, and the sampling seed
  * hc_title_seed(seed, cluster, ad_hash) (what hc_creq.seed_by_cluster does). hc_csched has no
  * entry point for a request whose cluster is given, so the pairs go to the creative scheduler
- * that hc_csched_create made with the daemon's parameters (hc_csched_gen). */
+ * that hc_csched_create made with the daemon's parameters (hc_csched_gen).
+ *
+ * Pruning (MODEL_SPEC §7): when the package has the match head (engine/creator/match_head.h)
+ * every pair is scored, p = sigmoid(match logit) of (centroid, item vector of the ad title), and
+ * the score written in its entry; with --prune-threshold X a pair with p < X is not generated:
+ * its entry is the ad's original title with "pruned": true. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <libgen.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +29,7 @@
 #include "common.h"
 #include "creator/creator.h"
 #include "creator/creator_sched.h"
+#include "creator/match_head.h"
 #include "creator/title_key.h"
 #include "pipeline_io.h"
 
@@ -33,6 +40,7 @@ static void titles_usage(FILE *f) {
     fprintf(f,
         "usage: hllm titles --model PKG --ads ADS.jsonl --out TABLE.jsonl [--greedy |\n"
         "                   --temperature T --top-k K --top-p P] [--seed S] [--max-new N]\n"
+        "                   [--prune-threshold X]\n"
         "\n"
         "Generates the cluster-mode title of every (cluster, ad) pair of the package and writes\n"
         "the title table hllm-creatord loads (--title-table; proto/title-table.md): a header line\n"
@@ -56,6 +64,11 @@ static void titles_usage(FILE *f) {
         "                     daemon's)\n"
         "  --max-new N        at most N new tokens (default from creator.json); also\n"
         "                     --max-new-tokens N\n"
+        "  --prune-threshold X  skip generating the pairs whose match probability (the\n"
+        "                     package's match head: sigmoid of cls_tower([user_tower(centroid),\n"
+        "                     item_tower(e_ad)])) is below X in [0, 1]: their entries are the\n"
+        "                     original title with \"pruned\": true. Needs the match head. With\n"
+        "                     the head, every entry has its \"score\" (also without this option)\n"
         "  --max-line-bytes N longest ads line accepted (default 4194304)\n"
         "  --threads N        CPU threads (default: all cores)\n"
         "  --backend B        auto | cpu | cuda (default auto)\n"
@@ -80,6 +93,8 @@ typedef struct pair_out {
     int32_t *ids;
     int n_ids, cap_ids;
     hc_finish finish;
+    float score;        /* match probability; NAN without the match head */
+    int pruned;         /* not generated: the entry is the original title */
     int failed;
     char msg[512];
 } pair_out;
@@ -396,22 +411,24 @@ static int out_commit(table_out *o) {
     return 0;
 }
 
-static json_t *header_json(const hc_creator *c, const hc_sampler_params *sp, int max_new, int k) {
+static json_t *header_json(const hc_creator *c, const hc_sampler_params *sp, int max_new, int k,
+                           double prune) {
     char dig[17];
     hc_hash_hex(c->digest, dig);
     json_t *smp = json_pack("{s:f,s:i,s:f,s:I}", "temperature",
                             sp->greedy ? 0.0 : (double)sp->temperature, "top_k", sp->top_k,
                             "top_p", (double)sp->top_p, "seed", (json_int_t)sp->seed);
-    return json_pack("{s:i,s:s,s:i,s:o,s:i,s:n}", "hllm_title_table", 1, "package_digest", dig,
+    return json_pack("{s:i,s:s,s:i,s:o,s:i,s:o}", "hllm_title_table", 1, "package_digest", dig,
                      "clusters", k, "sampling", smp, "max_new_tokens", max_new,
-                     "prune_threshold");
+                     "prune_threshold", prune >= 0 ? json_real(prune) : json_null());
 }
 
 static json_t *entry_json(const hc_creator *c, const ad_in *a, int32_t cluster, const pair_out *p,
                           hc_errbuf *eb) {
     char *text = NULL;
     size_t len = 0;
-    if (hc_tokenizer_decode(c->creative_tok, p->ids, (size_t)p->n_ids, 1, &text, &len, eb))
+    if (!p->pruned &&
+        hc_tokenizer_decode(c->creative_tok, p->ids, (size_t)p->n_ids, 1, &text, &len, eb))
         return NULL;
     char h[17];
     hc_hash_hex(a->hash, h);
@@ -421,32 +438,86 @@ static json_t *entry_json(const hc_creator *c, const ad_in *a, int32_t cluster, 
     json_object_set_new(o, "cluster", json_integer(cluster));
     json_object_set_new(o, "ad_hash", json_string(h));
     if (a->id) json_object_set(o, "ad_id", a->id);
-    json_object_set_new(o, "title", json_stringn(text, len));
+    json_object_set_new(o, "title", p->pruned ? json_stringn(a->title, a->title_len)
+                                              : json_stringn(text, len));
     json_object_set_new(o, "ids", ids);
-    json_object_set_new(o, "finish", json_string(hc_finish_name(p->finish)));
-    json_object_set_new(o, "pruned", json_false());
-    json_object_set_new(o, "score", json_null());
+    json_object_set_new(o, "finish", json_string(p->pruned ? "pruned" : hc_finish_name(p->finish)));
+    json_object_set_new(o, "pruned", json_boolean(p->pruned));
+    json_object_set_new(o, "score", isnan(p->score) ? json_null() : json_real(p->score));
     free(text);
     return o;
 }
 
+/* The match probability of every (cluster, ad) pair of ads[a0, a1) into out[].score (ad-major),
+ * and out[].pruned where it is below prune (prune < 0: none). *n_pruned counts them. */
+static int score_chunk(hc_creator *c, const ad_in *ads, size_t a0, size_t a1, int K,
+                       double prune, pair_out *out, size_t *n_pruned) {
+    const size_t na = a1 - a0, Hi = (size_t)c->d_item;
+    const char **titles = malloc(sizeof *titles * na);
+    size_t *lens = malloc(sizeof *lens * na);
+    float *e = malloc(sizeof(float) * na * Hi), *erep = malloc(sizeof(float) * (size_t)K * Hi);
+    float *logit = malloc(sizeof(float) * (size_t)K);
+    hc_errbuf eb = {{0}};
+    int rc = !titles || !lens || !e || !erep || !logit ? HC_ERR_NOMEM : HC_OK;
+    for (size_t i = 0; !rc && i < na; i++) {
+        titles[i] = ads[a0 + i].title;
+        lens[i] = ads[a0 + i].title_len;
+    }
+    /* the item vector of the ad title, as a history title's (the item-embedding cache) */
+    if (!rc) rc = hc_creator_embed_items(c, titles, lens, (int)na, e, &eb);
+    const float *cent = hc_cluster_index_centroids(c->clusters);
+    for (size_t i = 0; !rc && i < na; i++) {
+        for (int k = 0; k < K; k++) memcpy(erep + (size_t)k * Hi, e + i * Hi, sizeof(float) * Hi);
+        if ((rc = hc_creator_match_scores(c, cent, erep, K, logit, &eb))) break;
+        for (int k = 0; k < K; k++) {
+            pair_out *p = &out[i * (size_t)K + (size_t)k];
+            p->score = 1.0f / (1.0f + expf(-logit[k]));
+            if (prune >= 0 && p->score < prune) {
+                p->pruned = 1;
+                p->finish = HC_FINISH_STOP;
+                (*n_pruned)++;
+            }
+        }
+    }
+    if (rc)
+        fprintf(stderr, "hllm titles: scoring (cluster, ad) pairs with the match head: %s\n",
+                eb.msg[0] ? eb.msg : hc_strerror(rc));
+    free(titles);
+    free(lens);
+    free(e);
+    free(erep);
+    free(logit);
+    return rc ? -1 : 0;
+}
+
 /* Generates ads[a0, a1) x every cluster and writes their entries in (ad, cluster) order. */
 static int run_chunk(hc_creator *c, hc_lm_sched *gen, ad_in *ads, size_t a0, size_t a1, int K,
-                     const hc_sampler_params *sp, int max_new, uint64_t *next_id, table_out *o,
-                     uint64_t *tokens) {
+                     const hc_sampler_params *sp, int max_new, double prune, uint64_t *next_id,
+                     table_out *o, uint64_t *tokens, size_t *pruned_total) {
     const size_t n = (a1 - a0) * (size_t)K;
     pair_out *out = calloc(n, sizeof *out);
     if (!out) {
         fprintf(stderr, "hllm titles: out of memory\n");
         return -1;
     }
+    for (size_t i = 0; i < n; i++) out[i].score = NAN;
+    size_t n_pruned = 0;
+    if (hc_creator_has_match_head(c) && score_chunk(c, ads, a0, a1, K, prune, out, &n_pruned)) {
+        free(out);
+        return -1;
+    }
+    *pruned_total += n_pruned;
     const float *cent = hc_cluster_index_centroids(c->clusters);
-    gen_ctx g = {out, *next_id, 0, 0};
+    gen_ctx g = {out, *next_id, (int)n_pruned, 0};
     size_t submitted = 0;
     int rc = 0;
     hc_errbuf eb = {{0}};
     while (g.done < (int)n && !rc) {
         while (submitted < n) {
+            if (out[submitted].pruned) {
+                submitted++;
+                continue;
+            }
             const ad_in *a = &ads[a0 + submitted / (size_t)K];
             const int32_t k = (int32_t)(submitted % (size_t)K);
             hc_lm_req lr = {.id = *next_id + 1 + submitted, .prompt = a->prompt,
@@ -498,7 +569,7 @@ static int run_chunk(hc_creator *c, hc_lm_sched *gen, ad_in *ads, size_t a0, siz
 
 int hc_cmd_titles(int argc, char **argv) {
     enum { O_MODEL = 1000, O_ADS, O_OUT, O_GREEDY, O_T, O_K, O_P, O_SEED, O_MAXNEW, O_MAXLINE,
-           O_THREADS, O_BACKEND, O_WEIGHTS, O_OUTSIDE };
+           O_THREADS, O_BACKEND, O_WEIGHTS, O_OUTSIDE, O_PRUNE };
     static const struct option opts[] = {
         {"model", required_argument, 0, O_MODEL}, {"ads", required_argument, 0, O_ADS},
         {"out", required_argument, 0, O_OUT}, {"greedy", no_argument, 0, O_GREEDY},
@@ -509,11 +580,12 @@ int hc_cmd_titles(int argc, char **argv) {
         {"max-line-bytes", required_argument, 0, O_MAXLINE},
         {"threads", required_argument, 0, O_THREADS}, {"backend", required_argument, 0, O_BACKEND},
         {"weights", required_argument, 0, O_WEIGHTS},
-        {"allow-outside-paths", no_argument, 0, O_OUTSIDE}, {"help", no_argument, 0, 'h'},
+        {"allow-outside-paths", no_argument, 0, O_OUTSIDE},
+        {"prune-threshold", required_argument, 0, O_PRUNE}, {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     const char *model = NULL, *ads_path = NULL, *out_path = NULL;
     int greedy = 0, outside = 0, c;
-    double T = -1, P = -1;
+    double T = -1, P = -1, prune = -1;
     long K = -1, seed = -1, max_new = -1, max_line = HC_CLI_DEFAULT_MAX_LINE, threads = 0;
     hc_backend_kind kind = HC_BACKEND_AUTO;
     hc_dtype wd = HC_DTYPE_AS_STORED;
@@ -540,6 +612,9 @@ int hc_cmd_titles(int argc, char **argv) {
         case O_BACKEND: if (hc_cli_parse_backend(optarg, &kind)) return 2; break;
         case O_WEIGHTS: if (hc_cli_parse_weight_dtype(optarg, &wd)) return 2; break;
         case O_OUTSIDE: outside = 1; break;
+        case O_PRUNE:
+            if (hc_cli_parse_float(optarg, "--prune-threshold", 0, 1, &prune)) return 2;
+            break;
         case 'h': titles_usage(stdout); return 0;
         default: titles_usage(stderr); return 2;
         }
@@ -612,6 +687,12 @@ int hc_cmd_titles(int argc, char **argv) {
                         "table holds one title per (cluster, ad)\n", model);
         goto done;
     }
+    if (prune >= 0 && !hc_creator_has_match_head(cr)) {
+        fprintf(stderr, "hllm titles: --prune-threshold needs the match head, and the model "
+                        "package '%s' has none (user_tower.weight, item_tower.weight, "
+                        "cls_tower.*: proto/model-package.md)\n", model);
+        goto done;
+    }
     hc_sampler_params sp = cr->pkg.sampling;
     if (T >= 0) {
         sp.temperature = (float)T;
@@ -652,21 +733,23 @@ int hc_cmd_titles(int argc, char **argv) {
         goto done;
     }
     const int n_k = hc_cluster_index_k(cr->clusters);
-    if (out_line(&o, header_json(cr, &sp, (int)max_new, n_k))) goto done;
+    if (out_line(&o, header_json(cr, &sp, (int)max_new, n_k, prune))) goto done;
     double t0 = hc_cli_now();
     uint64_t next_id = 0, tokens = 0;
+    size_t n_pruned = 0;
     for (size_t a0 = 0; a0 < n_ads; a0 += ADS_PER_CHUNK) {
         size_t a1 = a0 + ADS_PER_CHUNK < n_ads ? a0 + ADS_PER_CHUNK : n_ads;
-        if (run_chunk(cr, hc_csched_gen(cs), ads, a0, a1, n_k, &sp, (int)max_new, &next_id, &o,
-                      &tokens))
+        if (run_chunk(cr, hc_csched_gen(cs), ads, a0, a1, n_k, &sp, (int)max_new, prune, &next_id,
+                      &o, &tokens, &n_pruned))
             goto done;
     }
     if (out_commit(&o)) goto done;
-    hc_cli_print_json(stdout, json_pack("{s:I,s:I,s:i,s:I,s:I,s:f,s:s}", "ads", (json_int_t)n_ads,
-                                        "duplicates", (json_int_t)n_dup, "clusters", n_k,
-                                        "entries", (json_int_t)(n_ads * (size_t)n_k), "tokens",
-                                        (json_int_t)tokens, "seconds", hc_cli_now() - t0, "out",
-                                        out_path));
+    hc_cli_print_json(stdout, json_pack("{s:I,s:I,s:i,s:I,s:I,s:I,s:f,s:s}", "ads",
+                                        (json_int_t)n_ads, "duplicates", (json_int_t)n_dup,
+                                        "clusters", n_k, "entries",
+                                        (json_int_t)(n_ads * (size_t)n_k), "pruned",
+                                        (json_int_t)n_pruned, "tokens", (json_int_t)tokens,
+                                        "seconds", hc_cli_now() - t0, "out", out_path));
     rc = 0;
 done:
     out_abort(&o); /* nothing left after a commit */

@@ -7,6 +7,11 @@
 #   (that the sampled entries equal the daemon's live titles is checked in test_daemon.py, since
 #   `hllm generate` seeds per line, not per (cluster, ad));
 # - the header (format version, clusters, settings) and one entry per (cluster, ad);
+# - pruning with the package's match head: every entry has its score (a probability); a
+#   --prune-threshold above every score prunes all (original titles, no ids, finish "pruned",
+#   the same scores), one below every score prunes none (the unpruned table), the median prunes
+#   exactly the pairs scored below it; a package without the head has null scores and refuses
+#   the option;
 # - bad inputs: each bad ads line named by its line number, nothing written and an existing table
 #   kept; --ads/--out directories, /dev/full, a missing directory, --out = --ads, a package
 #   without centroids; no temporary file left behind; --help.
@@ -90,7 +95,8 @@ if len(set(keys)) != len(keys):
 order = [(i, k) for i in range(len(uniq)) for k in range(K)]
 for (i, k), e in zip(order, entries):
     if e["cluster"] != k or e.get("ad_id") != uniq[i]["id"] or e["pruned"] is not False or \
-            e["score"] is not None or e["finish"] not in ("stop", "length"):
+            not isinstance(e["score"], float) or not 0 < e["score"] < 1 or \
+            e["finish"] not in ("stop", "length"):
         errs.append("entry for ad %d cluster %d: %r" % (i, k, e))
 table = {(e["cluster"], e["ad_id"]): e for e in entries}
 seen = set()
@@ -108,6 +114,94 @@ if len(seen) < 2:
 print("\n".join(errs) if errs else "OK %d users in %d clusters" % (len(clusters), len(seen)))
 EOF
 grep -q '^OK' "$TMP/check" && ok || bad "greedy table vs hllm generate: $(head -c 3000 "$TMP/check")"
+
+# --- pruning with the match head ----------------------------------------------------------------
+python3 - "$TMP/greedy.jsonl" >"$TMP/thr" <<'EOF'
+import json, sys
+sc = sorted(json.loads(l)["score"] for l in open(sys.argv[1]).read().splitlines()[1:])
+mid = (sc[len(sc) // 2 - 1] + sc[len(sc) // 2]) / 2
+print("%.9f %.9f %.9f" % (sc[-1] + (1 - sc[-1]) / 2, sc[0] / 2, mid))
+EOF
+read -r HIGH LOW MID <"$TMP/thr"
+for x in high low mid; do
+    case $x in high) X=$HIGH ;; low) X=$LOW ;; mid) X=$MID ;; esac
+    "$HLLM" titles --model "$P" --ads "$TMP/ads.jsonl" --out "$TMP/prune_$x.jsonl" --greedy \
+        --max-new 16 --prune-threshold "$X" >"$TMP/psum_$x" 2>"$TMP/err" ||
+        bad "titles --prune-threshold $X: $(cat "$TMP/err")"
+done
+python3 - "$TMP/greedy.jsonl" "$TMP/ads.jsonl" "$HIGH" "$LOW" "$MID" "$TMP" >"$TMP/check" 2>&1 <<'EOF'
+import json, sys
+def load(p):
+    ls = open(p).read().splitlines()
+    return json.loads(ls[0]), [json.loads(l) for l in ls[1:]]
+hg, eg = load(sys.argv[1])
+titles = {a["id"]: a["title"] for a in map(json.loads, open(sys.argv[2]))}
+thr = dict(zip(("high", "low", "mid"), map(float, sys.argv[3:6])))
+errs = []
+for x, X in thr.items():
+    h, es = load("%s/prune_%s.jsonl" % (sys.argv[6], x))
+    summ = json.loads(open("%s/psum_%s" % (sys.argv[6], x)).read())
+    if abs(h["prune_threshold"] - X) > 1e-6 or {k: v for k, v in h.items() if k != "prune_threshold"} != \
+            {k: v for k, v in hg.items() if k != "prune_threshold"}:
+        errs.append("%s: header %r" % (x, h))
+    n_pr = 0
+    for e, g in zip(es, eg):
+        if (e["cluster"], e["ad_hash"]) != (g["cluster"], g["ad_hash"]) or abs(e["score"] - g["score"]) > 1e-6:
+            errs.append("%s: entry %r vs unpruned %r" % (x, e, g))
+            continue
+        want = g["score"] < X
+        if e["pruned"] != want:
+            errs.append("%s: score %g threshold %g pruned %r" % (x, g["score"], X, e["pruned"]))
+        elif want:
+            n_pr += 1
+            if e["title"] != titles[e["ad_id"]] or e["ids"] or e["finish"] != "pruned":
+                errs.append("%s: pruned entry %r" % (x, e))
+        elif e != g:
+            errs.append("%s: kept entry %r differs from the unpruned %r" % (x, e, g))
+    if len(es) != len(eg) or summ["pruned"] != n_pr:
+        errs.append("%s: %d entries, %d pruned, summary %r" % (x, len(es), n_pr, summ))
+    want_n = {"high": len(eg), "low": 0}.get(x)
+    if (want_n is not None and n_pr != want_n) or (x == "mid" and not 0 < n_pr < len(eg)):
+        errs.append("%s: %d of %d pruned" % (x, n_pr, len(eg)))
+print("\n".join(errs) if errs else "OK thresholds %r" % thr)
+EOF
+grep -q '^OK' "$TMP/check" && ok || bad "pruned tables: $(head -c 3000 "$TMP/check")"
+"$HLLM" titles --model "$P" --ads "$TMP/ads.jsonl" --out "$TMP/o" --prune-threshold 1.5 2>"$TMP/err"
+[ $? -eq 2 ] && grep -q -- "--prune-threshold" "$TMP/err" && ok || bad "--prune-threshold 1.5: $(cat "$TMP/err")"
+# a package without the match head: no scores, and --prune-threshold is refused
+cp -r "$P" "$TMP/nohead"
+python3 - "$TMP/nohead/model.safetensors" <<'EOF' || bad "writing the package without the head"
+import json, struct, sys
+p = sys.argv[1]
+raw = open(p, "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+hdr = json.loads(raw[8:8 + n])
+data = raw[8 + n:]
+out, off, parts = {}, 0, []
+for k, v in hdr.items():
+    if k == "__metadata__" or k.startswith("cls_tower.") or k in ("user_tower.weight", "item_tower.weight"):
+        continue
+    a, b = v["data_offsets"]
+    out[k] = dict(v, data_offsets=[off, off + b - a])
+    parts.append(data[a:b])
+    off += b - a
+h = json.dumps(out).encode()
+h += b" " * (-len(h) % 8)
+open(p, "wb").write(struct.pack("<Q", len(h)) + h + b"".join(parts))
+EOF
+"$HLLM" titles --model "$TMP/nohead" --ads "$TMP/ads.jsonl" --out "$TMP/o" --greedy --max-new 4 \
+    --prune-threshold 0.5 2>"$TMP/err"
+[ $? -eq 1 ] && grep -q "needs the match head" "$TMP/err" && [ ! -e "$TMP/o" ] && ok ||
+    bad "--prune-threshold without the head: $(cat "$TMP/err")"
+"$HLLM" titles --model "$TMP/nohead" --ads "$TMP/ads.jsonl" --out "$TMP/nh.jsonl" --greedy \
+    --max-new 16 >/dev/null 2>"$TMP/err" || bad "titles without the head: $(cat "$TMP/err")"
+python3 - "$TMP/nh.jsonl" >"$TMP/check" 2>&1 <<'EOF'
+import json, sys
+a = [json.loads(l) for l in open(sys.argv[1]).read().splitlines()[1:]]
+ok = len(a) > 0 and all(x["score"] is None and x["pruned"] is False for x in a)
+print("OK" if ok else "without the head: %r" % a[:2])
+EOF
+grep -qx 'OK' "$TMP/check" && ok || bad "table without the head: $(cat "$TMP/check")"
 
 # --- sampled: an entry depends only on (cluster, ad, settings) ----------------------------------
 "$HLLM" titles --model "$P" --ads "$TMP/ads.jsonl" --out "$TMP/s1.jsonl" --temperature 1 \
