@@ -30,6 +30,12 @@ typedef struct opts {
 } opts;
 
 static volatile sig_atomic_t g_stop;
+/* The config file's JSON: its strings are the option values until exit. */
+static json_t *g_cfg;
+static void free_config(void) {
+    json_decref(g_cfg);
+    g_cfg = NULL;
+}
 static void on_signal(int sig) { g_stop = sig; }
 
 static void usage(FILE *f) {
@@ -286,7 +292,7 @@ int main(int argc, char **argv) {
     o.max_text_length = dp0.max_text_length;
     o.max_gen_text_length = dp0.max_gen_text_length;
     o.max_user_profile_text_length = dp0.max_user_profile_text_length;
-    json_t *cfg = NULL;
+    atexit(free_config);
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             usage(stdout);
@@ -294,8 +300,8 @@ int main(int argc, char **argv) {
         }
         if (!strcmp(argv[i], "--config")) {
             if (i + 1 >= argc) return fail("--config needs a file");
-            if (cfg) return fail("--config given twice");
-            if (load_config(&o, argv[i + 1], &cfg)) return 2;
+            if (g_cfg) return fail("--config given twice");
+            if (load_config(&o, argv[i + 1], &g_cfg)) return 2;
         }
     }
     for (int i = 1; i < argc; i++) {
@@ -553,6 +559,5 @@ done:
     }
     hc_data_free(data);
     hc_ctrain_free(tr);
-    json_decref(cfg);
     return status;
 }
