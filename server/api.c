@@ -67,6 +67,7 @@ void request_free(request *r) {
     if (r->detok) hc_detok_free(r->detok);
     hcd_bytes_free(&r->ukey);
     free_jobs(r->gen_job);
+    free(r->ad_title);
     free(r);
 }
 
@@ -179,6 +180,7 @@ void free_jobs(job *j) {
     while (j) {
         job *nx = j->next;
         hc_creq_buf_free(&j->buf);
+        free(j->ad_title);
         free(j);
         j = nx;
     }
@@ -404,6 +406,16 @@ int build_job_json(server *s, request *r, json_t *root, job **out, char *err, si
     }
     j->req.sampling = sp;
     j->req.max_new = max_new;
+    if (r->type == RT_TITLES && s->match_head && s->cfg.prune_threshold >= 0) {
+        /* pruning: the engine thread scores the ad's title; a pruned answer is that title */
+        j->ad_title = xrealloc(NULL, atl + 1);
+        memcpy(j->ad_title, at, atl);
+        j->ad_title[atl] = 0;
+        j->ad_title_len = atl;
+        r->ad_title = xrealloc(r->ad_title, atl + 1);
+        memcpy(r->ad_title, at, atl + 1);
+        r->ad_title_len = atl;
+    }
     code = 0;
 out:
     hist_free(&ph);
@@ -434,6 +446,7 @@ json_t *title_json(request *r) {
     json_object_set_new(o, "finish", json_string(r->pruned ? "pruned" : hc_finish_name(r->finish)));
     json_object_set_new(o, "cached", json_boolean(r->tc == TC_HIT || r->tc == TC_TABLE));
     json_object_set_new(o, "pruned", json_boolean(r->pruned));
+    if (r->has_mscore) json_object_set_new(o, "score", json_real(r->mscore));
     if (r->client_id[0]) json_object_set_new(o, "request_id", json_string(r->client_id));
     add_timings(r, o);
     return o;
@@ -590,6 +603,10 @@ void handle_event(server *s, event *e) {
         s->max_new_default = c->pkg.max_new_tokens;
         s->sampling_default = c->pkg.sampling;
         s->n_clusters = c->clusters ? hc_cluster_index_k(c->clusters) : 0;
+        s->match_head = hc_creator_has_match_head(c);
+        if (s->cfg.prune_threshold >= 0 && !s->match_head)
+            hlog(&s->cfg, 1, 0, "prune-threshold %g: the package has no match head; nothing is "
+                 "pruned", s->cfg.prune_threshold);
         if (tables_load_start(s)) {
             s->load_failed = 1;
             s->exit_code = 1;
@@ -705,6 +722,25 @@ void handle_event(server *s, event *e) {
         complete(s, r);
         break;
     }
+    case EV_SCORED: /* pruning (engine_thread.c: prune_job) */
+        r->mscore = e->score;
+        r->has_mscore = 1;
+        if (!e->status) break;
+        s->m_pruned++;
+        r->t_finished = e->t;
+        if (!r->t_embedded || r->t_embedded < r->t_accept) r->t_embedded = e->t;
+        if (e->cluster >= 0) r->cluster = e->cluster;
+        r->pruned = 1;
+        r->finish = HC_FINISH_STOP;
+        r->n_ids = 0;
+        r->text_len = 0;
+        if (r->ad_title_len) buf_append(&r->text, &r->text_len, &r->text_cap, r->ad_title, r->ad_title_len);
+        if (r->stream && r->conn && r->ad_title_len)
+            sse_event(r, "token", json_pack("{s:s%}", "text", r->ad_title, r->ad_title_len));
+        hlog(&s->cfg, 2, r->id, "pruned: match probability %.4f below %g", (double)e->score,
+             s->cfg.prune_threshold);
+        complete(s, r);
+        break;
     case EV_FAILED:
         r->t_finished = e->t;
         r->fail_status = 500;
@@ -911,7 +947,9 @@ static void fill_title(request *r, const int32_t *ids, int n_ids, const char *te
     r->finish = finish;
 }
 
-static void title_cache_store(server *s, flight *f, hc_finish finish) {
+/* value: int32 cluster, finish, n_ids, n_pieces; ids; piece ends; text; float match probability,
+ * int32 flags (1: it has one, 2: pruned: the text is the original title, no ids) */
+static void title_cache_store(server *s, flight *f, hc_finish finish, int pruned) {
     hcd_bytes v = {0};
     hcd_bytes_i32(&v, f->cluster);
     hcd_bytes_i32(&v, (int32_t)finish);
@@ -920,6 +958,8 @@ static void title_cache_store(server *s, flight *f, hc_finish finish) {
     hcd_bytes_add(&v, f->ids, sizeof(int32_t) * (size_t)f->n_ids);
     hcd_bytes_add(&v, f->piece_end, sizeof(uint32_t) * (size_t)f->n_pieces);
     hcd_bytes_add(&v, f->text, f->n_pieces ? f->piece_end[f->n_pieces - 1] : 0);
+    hcd_bytes_add(&v, &f->mscore, sizeof f->mscore);
+    hcd_bytes_i32(&v, (f->has_mscore ? 1 : 0) | (pruned ? 2 : 0));
     if (hcd_cache_put(s->title_cache, f->hash, f->key.b, f->key.len, v.b, v.len) < 0)
         hlog(&s->cfg, 1, f->id, "title cache: out of memory; entry not stored");
     hcd_bytes_free(&v);
@@ -935,8 +975,13 @@ static void title_hit(server *s, request *r, const unsigned char *v, size_t n) {
     memcpy(ids, v + 16, sizeof(int32_t) * (size_t)n_ids);
     memcpy(ends, v + 16 + 4 * (size_t)n_ids, sizeof(uint32_t) * (size_t)n_pieces);
     const char *text = (const char *)v + 16 + 4 * ((size_t)n_ids + (size_t)n_pieces);
-    if (16 + 4 * ((size_t)n_ids + (size_t)n_pieces) + (n_pieces ? ends[n_pieces - 1] : 0) != n)
-        abort(); /* written by title_cache_store */
+    const size_t tail = 16 + 4 * ((size_t)n_ids + (size_t)n_pieces) + (n_pieces ? ends[n_pieces - 1] : 0);
+    if (tail + 8 != n) abort(); /* written by title_cache_store */
+    int32_t flags;
+    memcpy(&r->mscore, v + tail, 4);
+    memcpy(&flags, v + tail + 4, 4);
+    r->has_mscore = flags & 1;
+    r->pruned = (flags & 2) != 0;
     r->tc = TC_HIT;
     r->cluster = hd[0];
     fill_title(r, ids, n_ids, text, ends, n_pieces, (hc_finish)hd[1]);
@@ -1107,14 +1152,25 @@ static void flight_end(server *s, flight *f, const event *e) {
             *p = f->next;
             break;
         }
-    int fail = 0, retry = 0;
+    int fail = 0, retry = 0, pruned = e->kind == EV_SCORED;
+    hc_finish finish = pruned ? HC_FINISH_STOP : e->finish;
     char msg[800] = "";
-    if (e->kind == EV_FINISHED) {
+    if (pruned) { /* not generated: the original title, cached like a title */
+        s->m_pruned++;
+        for (request *q = f->subs; q; q = q->fl_next)
+            if (q->ad_title) {
+                if (q->ad_title_len) flight_piece(f, q->ad_title, q->ad_title_len);
+                title_cache_store(s, f, finish, 1);
+                break;
+            }
+        hlog(&s->cfg, 2, f->id, "pruned: cluster %d, match probability %.4f below %g, %d clients",
+             f->cluster, (double)f->mscore, s->cfg.prune_threshold, f->n_subs);
+    } else if (e->kind == EV_FINISHED) {
         if (e->finish == HC_FINISH_STOP || e->finish == HC_FINISH_LENGTH) {
             if (f->uncacheable)
                 hlog(&s->cfg, 1, f->id, "not cached: the generation embedded to another cluster");
             else
-                title_cache_store(s, f, e->finish);
+                title_cache_store(s, f, e->finish, 0);
         }
         if (e->finish == HC_FINISH_CANCELLED) s->m_cancelled++;
         hlog(&s->cfg, 2, f->id, "generation finished: %s, %d tokens, %d clients",
@@ -1144,7 +1200,10 @@ static void flight_end(server *s, flight *f, const event *e) {
             snprintf(r->fail_msg, sizeof r->fail_msg, "%s", msg);
             if (fail == 429) s->m_rejected++;
         } else {
-            fill_title(r, f->ids, f->n_ids, f->text, f->piece_end, f->n_pieces, e->finish);
+            fill_title(r, f->ids, f->n_ids, f->text, f->piece_end, f->n_pieces, finish);
+            r->pruned = pruned;
+            r->mscore = f->mscore;
+            r->has_mscore = f->has_mscore;
         }
         complete(s, r);
     }
@@ -1193,6 +1252,11 @@ static void flight_event(server *s, const event *e) {
         flight_end(s, f, e);
         break;
     }
+    case EV_SCORED:
+        f->mscore = e->score;
+        f->has_mscore = 1;
+        if (e->status) flight_end(s, f, e);
+        break;
     case EV_REJECTED:
     case EV_FAILED:
         flight_end(s, f, e);

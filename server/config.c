@@ -25,6 +25,7 @@ void hcd_config_defaults(hcd_config *c) {
     c->max_batch = 64;
     c->user_cache_bytes = 256L << 20;
     c->title_cache_bytes = 64L << 20;
+    c->prune_threshold = -1;
     c->log_level = 2;
 }
 
@@ -98,6 +99,22 @@ static int set_key(hcd_config *c, const char *key, const char *v) {
             return -1;
         }
         return copy_str(key, v, c->backend, sizeof c->backend);
+    }
+    if (!strcmp(key, "prune-threshold")) {
+        char *end;
+        errno = 0;
+        double px = strtod(v, &end);
+        if (!strcmp(v, "none") || !strcmp(v, "off")) {
+            c->prune_threshold = -1;
+            return 0;
+        }
+        if (!*v || *end || errno || !(px >= 0 && px <= 1)) {
+            fprintf(stderr, "hllm-creatord: prune-threshold expects a probability in [0, 1] (or "
+                            "none), got '%s'\n", v);
+            return -1;
+        }
+        c->prune_threshold = px;
+        return 0;
     }
     if (!strcmp(key, "log-level")) {
         int l = hcd_log_level_parse(v);
@@ -201,6 +218,10 @@ static void usage(FILE *o) {
         "  --title-table FILE       a title table made by hllm titles (proto/title-table.md),\n"
         "                           answered from before the title cache; repeatable, or a\n"
         "                           comma-separated list; re-read on SIGHUP (default none)\n"
+        "  --prune-threshold X      with the package's match head: a title whose match\n"
+        "                           probability for (cluster or user, ad) is below X in [0, 1]\n"
+        "                           is not generated; the original title answers, \"pruned\":\n"
+        "                           true (default none = off)\n"
         "  --log-level L            error|warn|info|debug (default info)\n"
         "  -t                       check the config and the package, then exit 0 or 1\n"
         "  --help, --version\n");
@@ -220,6 +241,7 @@ int hcd_config_parse(hcd_config *c, int argc, char **argv) {
         {"user-cache-bytes", required_argument, 0, 1},
         {"title-cache-bytes", required_argument, 0, 1},
         {"title-table", required_argument, 0, 1}, {"title-tables", required_argument, 0, 1},
+        {"prune-threshold", required_argument, 0, 1},
         {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, 'V'}, {0, 0, 0, 0}};
     /* First pass: --config, -t, --help, --version. */
     int idx, o;

@@ -22,6 +22,8 @@ typedef struct hcd_config {
     long title_cache_bytes; /* the title cache's bound (0: off, and no single flight) */
     char title_tables[HCD_MAX_TABLES][4096]; /* pre-generated title tables (proto/title-table.md) */
     int n_title_tables;
+    double prune_threshold; /* match probability below which a title is not generated (the
+                               original title answers, "pruned": true); < 0: off (default) */
     int log_level;         /* 0 error, 1 warn, 2 info, 3 debug */
     int check_only;        /* -t */
 } hcd_config;

@@ -349,6 +349,7 @@ int main(int argc, char **argv) {
     if (s->item_ctx) hc_tok_ctx_free(s->item_ctx);
     if (s->creative_ctx) hc_tok_ctx_free(s->creative_ctx);
     hc_csched_free(s->sched);
+    free(s->drop_emb);
     hc_creator_free(s->creator);
     hc_backend_free(s->be);
     pthread_mutex_destroy(&s->mu);

@@ -2,6 +2,11 @@
  * queues. */
 #include "server.h"
 
+#include <math.h>
+
+#include "creator/creator_internal.h"
+#include "creator/match_head.h"
+
 void post_event(server *s, event *e) {
     e->t = now_ms();
     e->next = NULL;
@@ -28,6 +33,11 @@ void engine_sink(void *user, const hc_cevent *ev) {
     event *e;
     switch (ev->kind) {
     case HC_CEV_EMBEDDED:
+        for (int i = 0; i < s->n_drop_emb; i++)
+            if (s->drop_emb[i] == ev->id) { /* prune_job reported this user already */
+                s->drop_emb[i] = s->drop_emb[--s->n_drop_emb];
+                return;
+            }
         e = new_event(EV_EMBEDDED, ev->id);
         e->cluster = ev->cluster;
         e->score = ev->cluster_score;
@@ -87,6 +97,114 @@ int load_model(server *s, hc_errbuf *eb) {
     return hc_csched_create(&s->sched, s->creator, &sp, eb);
 }
 
+/* ---- pruning (MODEL_SPEC §7): the match head before generating ------------------------------ */
+
+/* u, U, cluster and cluster score of j's user, embedded here (hc_csched has no stage that
+ * stops between embedding and generating): the same item and user LLM passes as its embed
+ * stage, one user. */
+static int embed_now(server *s, const job *j, float *u, float *U, int32_t *cluster, float *cscore,
+                     hc_errbuf *eb) {
+    hc_creator *c = s->creator;
+    const int n = j->req.n_items;
+    hc_item_key *keys = calloc((size_t)(n ? n : 1), sizeof *keys);
+    float *vec = malloc(sizeof(float) * (size_t)(n ? n : 1) * (size_t)c->d_item);
+    int rc = keys && vec ? HC_OK : hc_seterr(eb, HC_ERR_NOMEM, "pruning: out of memory");
+    const int32_t *p = j->req.item_ids;
+    for (int i = 0; !rc && i < n; i++) {
+        keys[i].ids = (int32_t *)p;
+        keys[i].n = j->req.item_lens[i];
+        p += keys[i].n;
+    }
+    if (!rc && n) rc = hc_creator_encode_items_(c, keys, n, vec, NULL, eb);
+    if (!rc) rc = hc_creator_user_forward_(c, vec, &n, 1, u, U, NULL, eb);
+    *cluster = -1;
+    *cscore = 0.0f;
+    if (!rc && c->clusters) rc = hc_creator_assign(c, U, 1, cluster, cscore, eb);
+    free(keys);
+    free(vec);
+    return rc;
+}
+
+/* With pruning on and the match head, scores j's (centroid or U, ad) before it is submitted:
+ * p = sigmoid(match logit), posted as EV_SCORED (status 1: pruned). Returns 1 when j is pruned
+ * (not to be submitted), 0 to submit it (then it may carry the user it embedded as pre_U). */
+static int prune_job(server *s, job *j) {
+    hc_creator *c = s->creator;
+    if (!j->ad_title || s->cfg.prune_threshold < 0 || !c->match || j->req.mode == HC_CREQ_EMBED)
+        return 0;
+    if (j->req.mode == HC_CREQ_CLUSTER && !c->clusters) return 0; /* submit refuses it */
+    hc_errbuf eb = {{0}};
+    const int Hc = c->d_creative;
+    float *u = NULL, *U = NULL, *e_ad = malloc(sizeof(float) * (size_t)c->d_item);
+    int32_t cluster = j->req.pre_cluster;
+    float cscore = j->req.pre_score, logit = 0.0f;
+    int rc = HC_OK, embedded = 0;
+    const float *x = j->req.pre_U;
+    if (!x) {
+        u = malloc(sizeof(float) * (size_t)c->d_user);
+        U = malloc(sizeof(float) * (size_t)Hc);
+        rc = u && U ? embed_now(s, j, u, U, &cluster, &cscore, &eb) : HC_ERR_NOMEM;
+        x = U;
+        embedded = rc == HC_OK;
+    }
+    if (!rc && j->req.mode == HC_CREQ_CLUSTER) {
+        if (cluster < 0 || cluster >= hc_cluster_index_k(c->clusters)) rc = HC_ERR_RANGE;
+        else x = hc_cluster_index_centroids(c->clusters) + (size_t)cluster * (size_t)Hc;
+    }
+    const char *t = j->ad_title;
+    if (!rc) rc = e_ad ? hc_creator_embed_items(c, &t, &j->ad_title_len, 1, e_ad, &eb) : HC_ERR_NOMEM;
+    if (!rc) rc = hc_creator_match_scores(c, x, e_ad, 1, &logit, &eb);
+    if (rc) { /* generate as without pruning; say why */
+        event *e = new_event(EV_FAILED, 0);
+        e->status = rc;
+        snprintf(e->msg, sizeof e->msg, "request %" PRIu64 ": pruning skipped: %s", j->id,
+                 eb.msg[0] ? eb.msg : hc_strerror(rc));
+        post_event(s, e);
+        free(u);
+        free(U);
+        free(e_ad);
+        return 0;
+    }
+    const float p = 1.0f / (1.0f + expf(-logit));
+    const int pruned = p < s->cfg.prune_threshold;
+    if (embedded) {
+        if (pruned) post_event(s, new_event(EV_ACCEPTED, j->id));
+        event *e = new_event(EV_EMBEDDED, j->id); /* what the embed stage would have said */
+        e->cluster = cluster;
+        e->score = cscore;
+        e->n_u = c->d_user;
+        e->n_U = Hc;
+        e->u = u;
+        e->U = U;
+        u = NULL;
+        post_event(s, e);
+        if (!pruned) { /* generate from this U: the scheduler's own EMBEDDED is dropped */
+            j->buf.pre_U = xrealloc(j->buf.pre_U, sizeof(float) * (size_t)Hc);
+            memcpy(j->buf.pre_U, U, sizeof(float) * (size_t)Hc);
+            j->req.pre_U = j->buf.pre_U;
+            j->req.pre_cluster = cluster;
+            j->req.pre_score = cscore;
+            if (s->n_drop_emb == s->cap_drop_emb) {
+                s->cap_drop_emb = s->cap_drop_emb ? 2 * s->cap_drop_emb : 16;
+                s->drop_emb = xrealloc(s->drop_emb, sizeof(uint64_t) * (size_t)s->cap_drop_emb);
+            }
+            s->drop_emb[s->n_drop_emb++] = j->id;
+        }
+        U = NULL; /* owned by the event */
+    } else if (pruned) {
+        post_event(s, new_event(EV_ACCEPTED, j->id));
+    }
+    event *e = new_event(EV_SCORED, j->id);
+    e->score = p;
+    e->status = pruned;
+    e->cluster = cluster;
+    post_event(s, e);
+    free(u);
+    free(U);
+    free(e_ad);
+    return pruned;
+}
+
 void *engine_main(void *arg) {
     server *s = arg;
     hc_errbuf eb = {{0}};
@@ -119,9 +237,13 @@ void *engine_main(void *arg) {
             job *nx = j->next;
             if (j->kind == JOB_CANCEL) {
                 if (s->sched) hc_csched_cancel(s->sched, j->id);
+            } else if (s->sched && prune_job(s, j)) {
+                hc_creq_buf_free(&j->buf); /* answered with its original title */
             } else {
                 hc_errbuf reb = {{0}};
                 int src = s->sched ? hc_csched_submit(s->sched, &j->req, &reb) : HC_ERR_INVAL;
+                for (int i = 0; src && i < s->n_drop_emb; i++) /* no EMBEDDED will come */
+                    if (s->drop_emb[i] == j->id) s->drop_emb[i] = s->drop_emb[--s->n_drop_emb];
                 event *e = new_event(src ? EV_REJECTED : EV_ACCEPTED, j->id);
                 e->status = src;
                 if (src)
@@ -129,6 +251,7 @@ void *engine_main(void *arg) {
                 post_event(s, e);
                 hc_creq_buf_free(&j->buf);
             }
+            free(j->ad_title);
             free(j);
             j = nx;
         }

@@ -193,6 +193,10 @@ enum MHD_Result handle_get(server *s, struct MHD_Connection *c, const char *url)
                                           (json_int_t)st.entries));
         }
         json_object_set_new(o, "caches", caches);
+        json_object_set_new(o, "match_head", json_boolean(s->match_head));
+        json_object_set_new(o, "prune_threshold", s->cfg.prune_threshold >= 0
+                                                      ? json_real(s->cfg.prune_threshold)
+                                                      : json_null());
         json_t *files = json_array();
         for (int i = 0; i < s->cfg.n_title_tables; i++)
             json_array_append_new(files, json_string(s->cfg.title_tables[i]));
@@ -239,6 +243,7 @@ enum MHD_Result handle_get(server *s, struct MHD_Connection *c, const char *url)
               s->m_cancelled);
         MLINE("# TYPE hllm:rejected_total counter\nhllm:rejected_total %" PRIu64 "\n",
               s->m_rejected);
+        MLINE("# TYPE hllm:pruned_total counter\nhllm:pruned_total %" PRIu64 "\n", s->m_pruned);
         MLINE("# TYPE hllm:timed_out_total counter\nhllm:timed_out_total %" PRIu64 "\n",
               s->m_timed_out);
         hist_render(&b, &len, &cap, "hllm:time_to_first_token_seconds",

@@ -23,6 +23,7 @@
 #include "config.h"
 #include "creator/creator.h"
 #include "creator/creator_sched.h"
+#include "creator/match_head.h"
 #include "creator/title_key.h"
 #include "core/error.h"
 #include "tokenizer/tokenizer.h"
@@ -37,6 +38,9 @@ typedef struct job {
     uint64_t id;
     hc_creq req;     /* SUBMIT */
     hc_creq_buf buf; /* SUBMIT: freed by the engine thread after submit */
+    char *ad_title;  /* SUBMIT with pruning on: the ad's title, scored by the engine thread with
+                        the match head before generating (engine_thread.c: prune_job) */
+    size_t ad_title_len;
 } job;
 
 typedef enum {
@@ -47,7 +51,8 @@ typedef enum {
     EV_EMBEDDED,
     EV_TOKEN,
     EV_FINISHED,
-    EV_FAILED
+    EV_FAILED,
+    EV_SCORED /* pruning: score = the match probability, status = 1 when pruned (not generated) */
 } ev_kind;
 
 typedef struct event {
@@ -105,6 +110,8 @@ typedef struct flight {
     request *subs;       /* attached requests (request.fl_next) */
     int n_subs, cancel_sent;
     int uncacheable; /* embedded to another cluster than its key's */
+    float mscore;    /* the match probability (has_mscore: pruning on) */
+    int has_mscore;
     double t_accept, t_last_tok;
 } flight;
 
@@ -176,6 +183,12 @@ typedef struct server {
     hcd_hist h_ttft, h_itl, h_e2e, h_queue;
     int hists_ready;
     uint64_t m_timed_out;
+    /* pruning (--prune-threshold with the package's match head): loop: match_head (set on
+     * READY), m_pruned; engine thread: the ids whose next EMBEDDED event it reported itself */
+    int match_head;
+    uint64_t m_pruned;
+    uint64_t *drop_emb;
+    int n_drop_emb, cap_drop_emb;
     double next_deadline; /* the earliest deadline of a live request (now_ms), 0: none */
 } server;
 
@@ -211,6 +224,10 @@ struct request {
     size_t text_len, text_cap;
     int32_t cluster;
     float score;
+    char *ad_title; /* pruning on: the ad's title (a pruned answer), its match probability */
+    size_t ad_title_len;
+    float mscore;
+    int has_mscore;
     float *u, *U;
     int n_u, n_U, want_full;
     float *cU; /* the user's U from the user cache or its embed job: a later generation job of

@@ -1140,6 +1140,91 @@ def test_titles_batch(d):
           b["results"][40].get("request_id") == "good", "64 items in order: %r" % sts)
 
 
+def test_pruning():
+    """--prune-threshold with the tiny package's match head: above every score (1) every title
+    is the original one, pruned, without generating (cluster and per-user mode, streamed, in a
+    batch, from the title cache); below every score (0) nothing is pruned and titles equal
+    hllm generate; the cluster-mode score equals hllm titles' table score of (cluster, ad)."""
+    hist, ad = ["The Hobbit", "Dune", "Small Gods"], "Night Flight"
+    tpath = "/tmp/hllm-creatord-prune-%d.jsonl" % os.getpid()
+    _, table = titles_table(tpath, [{"id": "a", "title": ad}], "--greedy", "--max-new", "16")
+    d = Daemon("--prune-threshold", "1")
+    try:
+        st, m, _ = d.req("GET", "/v1/model")
+        check(st == 200 and m.get("match_head") is True and m.get("prune_threshold") == 1,
+              "v1/model with pruning: %r" % (m,))
+        tok0 = d.metric("hllm:generated_tokens_total")
+        st, b, _ = d.req("POST", "/v1/titles", title_body(hist, ad, None))
+        check(st == 200 and b.get("pruned") is True and b.get("title") == ad and b.get("ids") == []
+              and b.get("finish") == "pruned" and b.get("cached") is False and
+              0 < b.get("score", -1) < 1, "pruned cluster-mode title: %s %r" % (st, b))
+        e = table.get((b.get("cluster"), "a"))
+        check(e is not None and abs(e["score"] - b.get("score", -1)) < 1e-5,
+              "daemon score %r equals hllm titles' %r" % (b.get("score"), e and e["score"]))
+        st, b2, _ = d.req("POST", "/v1/titles", title_body(hist, ad, None))
+        check(st == 200 and b2.get("cached") is True and b2.get("pruned") is True and
+              b2.get("title") == ad and b2.get("score") == b.get("score"),
+              "a pruned answer is title-cached: %r" % (b2,))
+        st, p, _ = d.req("POST", "/v1/titles", title_body(["Emma", "Ulysses"], "Per-user ad", None,
+                                                          mode="per_user"))
+        check(st == 200 and p.get("pruned") is True and p.get("title") == "Per-user ad" and
+              p.get("ids") == [] and isinstance(p.get("cluster"), int) and 0 < p.get("score", -1) < 1,
+              "pruned per-user title: %s %r" % (st, p))
+        st, raw, _ = d.req("POST", "/v1/titles", title_body(["war", "peace"], "Streamed ad", None,
+                                                            mode="per_user", stream=True), raw=True)
+        ev = sse_parse(raw) if st == 200 else []
+        names = [n for n, _ in ev]
+        toks = "".join(x["text"] for n, x in ev if n == "token")
+        done = [x for n, x in ev if n == "done"]
+        check(names and names[-1] == "done" and toks == "Streamed ad" and done and
+              done[0].get("pruned") is True and done[0].get("title") == "Streamed ad",
+              "pruned stream: %r" % (ev,))
+        st, bb, _ = d.req("POST", "/v1/titles:batch", {"requests": [
+            title_body(["Kyoto"], "Batch ad", None), title_body(["Kyoto"], "Batch ad 2", None,
+                                                                mode="per_user")]})
+        check(st == 200 and [(x.get("status"), x.get("pruned"), x.get("title")) for x in
+                             bb.get("results", [])] == [(200, True, "Batch ad"),
+                                                        (200, True, "Batch ad 2")],
+              "pruned batch: %r" % (bb,))
+        check(d.metric("hllm:generated_tokens_total") == tok0,
+              "pruned titles generated no token")
+        check(d.metric("hllm:pruned_total") == 5, "hllm:pruned_total %r, want 5 (the cache hit "
+              "is not scored again)" % d.metric("hllm:pruned_total"))
+    finally:
+        rc, log = d.stop()
+        check(rc == 0 and "AddressSanitizer" not in log and "LeakSanitizer" not in log,
+              "pruning daemon exit %s:\n%s" % (rc, log[-2000:]))
+    d = Daemon("--prune-threshold", "0")
+    try:
+        for mode in ("cluster", "per_user"):
+            ref = cli_generate(hist, ad, None, per_user=mode == "per_user")
+            st, b, _ = d.req("POST", "/v1/titles", title_body(hist, ad, None, mode=mode))
+            check(st == 200 and b.get("pruned") is False and b.get("ids") == ref["ids"] and
+                  b.get("title") == ref["title"] and 0 < b.get("score", -1) < 1,
+                  "threshold 0, %s: %r vs hllm generate %r" % (mode, b, ref))
+        st, b, _ = d.req("POST", "/v1/titles", title_body(hist, ad, None))
+        check(st == 200 and b.get("cached") is True and b.get("pruned") is False and
+              0 < b.get("score", -1) < 1, "threshold 0, cached: %r" % (b,))
+        check(d.metric("hllm:pruned_total") == 0 and d.metric("hllm:generated_tokens_total") > 0,
+              "threshold 0 prunes nothing")
+    finally:
+        rc, log = d.stop()
+        check(rc == 0 and "AddressSanitizer" not in log, "threshold-0 daemon exit %s" % rc)
+    d = Daemon()
+    try:
+        st, m, _ = d.req("GET", "/v1/model")
+        check(m.get("match_head") is True and m.get("prune_threshold") is None,
+              "v1/model without pruning: %r" % (m,))
+        st, b, _ = d.req("POST", "/v1/titles", title_body(hist, ad, None))
+        check(st == 200 and b.get("pruned") is False and "score" not in b,
+              "pruning off: no score: %r" % (b,))
+    finally:
+        d.stop()
+    r = subprocess.run([DAEMON, "--model", PKG, "--prune-threshold", "2"], capture_output=True,
+                       text=True)
+    check(r.returncode == 2 and "prune-threshold" in r.stderr, "prune-threshold 2: %r" % r.stderr)
+
+
 def main():
     test_check_only()
     test_tables()
@@ -1166,6 +1251,7 @@ def main():
     test_queue_full()
     test_sigterm_drains()
     test_request_timeout_config()
+    test_pruning()
     if FAILS:
         print("%d failure(s)" % len(FAILS))
         sys.exit(1)
