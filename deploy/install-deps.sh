@@ -18,6 +18,7 @@ PKGS=(
   valgrind               # memcheck run of the engine tests
   systemd                # test: systemd-analyze verify of deploy/hllm-creatord.service
   nginx-light            # test: nginx -t of deploy/nginx-lb.conf (tests/cli/deploy_units.sh)
+  curl                   # deploy/demo.sh (the README's main job) and its test
 )
 
 missing=()
