@@ -20,12 +20,39 @@ enum MHD_Result queue_body(server *s, struct MHD_Connection *c, int code, const 
     return ret;
 }
 
+/* Replaces each byte of s that is not part of a valid UTF-8 sequence by '?' (jansson's parse
+ * errors quote the body, which may be anything; a message truncated by snprintf may end inside a
+ * sequence): a JSON string must be valid UTF-8. */
+void utf8_sanitize(char *s) {
+    unsigned char *p = (unsigned char *)s;
+    while (*p) {
+        int n = *p < 0x80 ? 1 : (*p & 0xE0) == 0xC0 ? 2 : (*p & 0xF0) == 0xE0 ? 3
+                : (*p & 0xF8) == 0xF0 ? 4 : 0;
+        int ok = n > 0;
+        for (int i = 1; ok && i < n; i++)
+            ok = (p[i] & 0xC0) == 0x80;
+        if (ok && n > 1) { /* overlong forms, surrogates, past U+10FFFF */
+            unsigned cp = n == 2 ? (p[0] & 0x1Fu) : n == 3 ? (p[0] & 0x0Fu) : (p[0] & 0x07u);
+            for (int i = 1; i < n; i++)
+                cp = cp << 6 | (p[i] & 0x3Fu);
+            ok = (n == 2 && cp >= 0x80) || (n == 3 && cp >= 0x800 && (cp < 0xD800 || cp > 0xDFFF))
+                 || (n == 4 && cp >= 0x10000 && cp <= 0x10FFFF);
+        }
+        if (!ok) {
+            *p++ = '?';
+            continue;
+        }
+        p += n;
+    }
+}
+
 char *json_error(const char *fmt, ...) {
     char msg[1024];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    utf8_sanitize(msg);
     json_t *o = json_pack("{s:s}", "error", msg);
     char *t = json_dumps(o, JSON_COMPACT);
     json_decref(o);
@@ -195,6 +222,7 @@ int build_job(server *s, request *r, job **out, char *err, size_t errn) {
     if (!root) {
         snprintf(err, errn, "invalid JSON body: %s (line %d, column %d)", je.text, je.line,
                  je.column);
+        utf8_sanitize(err); /* je.text quotes the body */
         return 400;
     }
     int code = build_job_json(s, r, root, out, err, errn);
@@ -480,6 +508,7 @@ void wake(request *r) {
 /* The request got its last event: build the response (or the stream's last event). */
 void complete(server *s, request *r) {
     r->finished = 1;
+    utf8_sanitize(r->fail_msg); /* it may quote the engine's or the body's bytes */
     unlink_live(s, r);
     if (r->fl) detach_flight(s, r);
     if (r->type == RT_TITLES && !r->fail_status)

@@ -341,6 +341,7 @@ int build_batch(server *s, request *r, request ***chs, job ***jobs, char *err, s
     if (!root) {
         snprintf(err, errn, "invalid JSON body: %s (line %d, column %d)", je.text, je.line,
                  je.column);
+        utf8_sanitize(err); /* je.text quotes the body */
         return 400;
     }
     int code = 400;
@@ -391,6 +392,7 @@ int build_batch(server *s, request *r, request ***chs, job ***jobs, char *err, s
         if (c) {
             char m[1100];
             snprintf(m, sizeof m, "requests[%zu]: %s", i, e2);
+            utf8_sanitize(m);
             json_array_set_new(r->results, i, json_pack("{s:i,s:s}", "status", c, "error", m));
             request_free(ch);
             continue;

@@ -274,7 +274,8 @@ void push_job(server *s, job *j);
 /* api.c: parsing, validation and responses */
 enum MHD_Result queue_body(server *s, struct MHD_Connection *c, int code, const char *type,
                            const char *body, int retry_after);
-char *json_error(const char *fmt, ...);
+char *json_error(const char *fmt, ...); /* {"error": message}, the message made valid UTF-8 */
+void utf8_sanitize(char *s);
 enum MHD_Result send_error(server *s, struct MHD_Connection *c, int code, const char *msg);
 request *find_live(server *s, uint64_t id);
 void unlink_live(server *s, request *q);

@@ -1063,6 +1063,19 @@ def test_deadline(d):
         check(st == 400 and "deadline_ms" in b["error"], "deadline_ms %r: 400: %r" % (bad, b))
 
 
+def test_parse_error_quoting_bad_utf8(d):
+    # found by fuzz_request: jansson's parse error quotes the body ("near '...'"); with a broken
+    # UTF-8 sequence there the error body could not be made and the daemon crashed
+    body = open(os.path.join(TESTS, "fuzz", "request",
+                             "regress_invalid_utf8_in_parse_error.json"), "rb").read()
+    for path in ("/v1/titles", "/v1/users:embed", "/v1/titles:batch"):
+        st, b, _ = d.req("POST", path, body)
+        check(st == 400 and isinstance(b, dict) and "invalid JSON body" in b.get("error", ""),
+              "%s: a parse error quoting invalid UTF-8: 400 with a JSON body: %s %r" % (path, st, b))
+    st, _, _ = d.req("GET", "/healthz")
+    check(st == 200, "alive after parse errors quoting invalid UTF-8")
+
+
 def test_request_timeout_config():
     d = Daemon("--request-timeout-ms", "30")
     try:
@@ -1238,6 +1251,7 @@ def main():
         sampled = test_title_cache(d)
         test_user_cache(d)
         test_single_flight(d)
+        test_parse_error_quoting_bad_utf8(d)
         test_metrics_histograms(d)
         test_titles_batch(d)
         test_deadline(d)
