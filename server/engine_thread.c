@@ -56,6 +56,8 @@ void engine_sink(void *user, const hc_cevent *ev) {
         e->token = ev->token;
         break;
     case HC_CEV_FINISHED:
+        for (int i = 0; i < s->n_drop_emb; i++) /* ended before its embed stage (cancelled) */
+            if (s->drop_emb[i] == ev->id) s->drop_emb[i] = s->drop_emb[--s->n_drop_emb];
         e = new_event(EV_FINISHED, ev->id);
         e->finish = ev->finish;
         break;
