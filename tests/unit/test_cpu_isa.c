@@ -1,6 +1,7 @@
 /* test_cpu_isa.c: run-time ISA selection of the CPU backend (cpu_isa.h): names round-trip,
  * detection picks a supported level, an explicit level is honoured, an unsupported or invalid
- * request fails with a clear code. (test_backend_ops runs every op on every supported level.) */
+ * request fails with a clear code; each level maps to its small-M kernel. (test_backend_ops runs
+ * every op on every supported level.) */
 #include "backend/backend.h"
 #include "backend/cpu_isa.h"
 #include "testutil.h"
@@ -52,6 +53,13 @@ int main(int argc, char **argv) {
             CHECK(rc == HC_ERR_UNSUPPORTED && be == NULL);
         }
     }
+    /* each level's small-M kernel (cpu_isa.h); AUTO is the detected level's */
+    CHECK(hc_cpu_gemm_for(HC_CPU_ISA_PORTABLE) == hc_cpu_gemm_portable);
+    CHECK(hc_cpu_gemm_for(HC_CPU_ISA_AVX2) == hc_cpu_gemm_avx2);
+    CHECK(hc_cpu_gemm_for(HC_CPU_ISA_AVX512F) == hc_cpu_gemm_avx512);
+    CHECK(hc_cpu_gemm_for(HC_CPU_ISA_AVX512BF16) == hc_cpu_gemm_avx512);
+    CHECK(hc_cpu_gemm_for(HC_CPU_ISA_AUTO) == hc_cpu_gemm_for(best));
+    CHECK(hc_cpu_gemm_scratch_floats(199) >= 4 * 199 && hc_cpu_gemm_scratch_floats(0) == 0);
     printf("test_cpu_isa: ok\n");
     return 0;
 }
