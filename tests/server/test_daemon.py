@@ -1223,6 +1223,18 @@ def test_pruning():
     finally:
         rc, log = d.stop()
         check(rc == 0 and "AddressSanitizer" not in log, "threshold-0 daemon exit %s" % rc)
+    for thr in ("1", "0"):  # no title cache: a cluster-mode title is one job, embedded for the score
+        d = Daemon("--prune-threshold", thr, "--title-cache-bytes", "0")
+        try:
+            ref = cli_generate(hist, ad, None)
+            st, b, _ = d.req("POST", "/v1/titles", title_body(hist, ad, None))
+            want = (True, ad, []) if thr == "1" else (False, ref["title"], ref["ids"])
+            check(st == 200 and (b.get("pruned"), b.get("title"), b.get("ids")) == want and
+                  b.get("cluster") == ref["cluster"] and 0 < b.get("score", -1) < 1,
+                  "no title cache, threshold %s: %r (hllm generate %r)" % (thr, b, ref))
+        finally:
+            rc, log = d.stop()
+            check(rc == 0 and "AddressSanitizer" not in log, "no-cache pruning daemon exit %s" % rc)
     d = Daemon()
     try:
         st, m, _ = d.req("GET", "/v1/model")
