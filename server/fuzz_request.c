@@ -85,13 +85,6 @@ static void setup(void) {
     metrics_init(&S);
 }
 
-static void teardown(void) {
-    caches_free(&S);
-    hc_tok_ctx_free(S.item_ctx);
-    hc_tok_ctx_free(S.creative_ctx);
-    hc_creator_free(S.creator);
-    hc_backend_free(S.be);
-}
 
 #define FUZZ_CHECK(c)                                                                              \
     do {                                                                                           \
@@ -203,6 +196,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 }
 
 #ifdef HC_FUZZ_DRIVER
+static void teardown(void) {
+    caches_free(&S);
+    hc_tok_ctx_free(S.item_ctx);
+    hc_tok_ctx_free(S.creative_ctx);
+    hc_creator_free(S.creator);
+    hc_backend_free(S.be);
+}
+
 /* ---- the standalone driver: the corpus, then random mutations for a bounded time -------- */
 
 typedef struct {
