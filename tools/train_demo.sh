@@ -71,11 +71,11 @@ EOF
 # The benchmark (seed 0, default sizes): its train split is trained on, its valid and test
 # splits are judged. Its train split has only 150 ads, each in 16 rows: a tiny model then learns
 # to recall a known ad's title from its description instead of copying it from prompt2, and
-# fails on unseen ads (measured on the valid split: 0 of 200 titles kept after 1500 steps, 10 of
-# 200 with 1000 ads in 6 rows each; docs/DEMO.md). So the training rows add a second world of the same generator
-# (seed 1: the same lexicons and selling points; other books, users and ads) where every row
-# has its own ad (4000 ads, one per user), minus any row whose ad title is a valid or test ad
-# title of the benchmark.
+# fails on unseen ads (measured on the valid split: 0 of 200 titles kept after 1500 steps;
+# 10 of 200 with 1000 ads in 6 rows each; docs/DEMO.md). So the training rows add a second
+# world of the same generator (seed 1: the same lexicons and selling points; other books, users
+# and ads) where every row has its own ad (4000 ads, one per user), minus any row whose ad
+# title is a valid or test ad title of the benchmark.
 "$PY" "$ROOT/tools/synth/generate.py" --out "$OUT/synth" --seed "$SEED" --templates "$OUT/templates.json" \
   > "$OUT/synth.log" || die "tools/synth/generate.py (benchmark) failed"
 "$PY" "$ROOT/tools/synth/generate.py" --out "$OUT/extra" --seed "$EXTRA_SEED" --templates "$OUT/templates.json" \
