@@ -17,7 +17,8 @@
 #
 # Hyper-parameters are the ones below; each can be overridden from the environment for
 # experiments (DEMO_EPOCHS, DEMO_BATCH, DEMO_LR, DEMO_WARMUP, DEMO_CLIP, DEMO_K, DEMO_THREADS,
-# DEMO_SEED, DEMO_EXTRA_SEED, DEMO_EXTRA_ADS, DEMO_SPLITS, DEMO_MODEL_ARGS).
+# DEMO_SEED, DEMO_EXTRA_SEED, DEMO_EXTRA_ADS, DEMO_SPLITS, DEMO_MODEL_ARGS, DEMO_TEMPLATES:
+# a templates JSON file instead of the short templates below).
 # Python: tools/requirements.txt (torch, tokenizers, safetensors, transformers), only to make
 # the starting package.
 set -euo pipefail
@@ -60,13 +61,16 @@ stage() { local now; now=$(date +%s); echo "$1 $((now - T0))" >> "$OUT/times.txt
 # Short templates: the benchmark's default prompt1 is 176 creative tokens, most of the sequence
 # the creative loss runs through; these keep the same structure (prompt1 ends with the profile
 # line the user slot follows; prompt2 is the benchmark's) at a third of the cost.
-cat > "$OUT/templates.json" <<'EOF'
+if [ -n "${DEMO_TEMPLATES:-}" ]; then
+  cp "$DEMO_TEMPLATES" "$OUT/templates.json" || die "DEMO_TEMPLATES=$DEMO_TEMPLATES: cannot copy"
+else cat > "$OUT/templates.json" <<'EOF'
 {
  "user_prompt": "The books above, oldest first. Next book:",
  "prompt1": "Rewrite the book title for this reader. Keep the title; add at most one selling point from the description that fits the reader, or none.\nUser profile:\n",
  "prompt2": "Original title:\n{title}\nDescription:\n{description}\nNew title:\n"
 }
 EOF
+fi
 
 # The benchmark (seed 0, default sizes): its train split is trained on, its valid and test
 # splits are judged. Its train split has only 150 ads, each in 16 rows: a tiny model then learns
