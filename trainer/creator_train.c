@@ -65,6 +65,11 @@ void hc_ctrain_free(hc_ctrain *tr) {
     scratch_free(tr->s);
     free(tr->scalar);
     free(tr->profile_prompt);
+    for (int i = 0; i < tr->n_keep; i++) {
+        free(tr->keep[i].name);
+        free(tr->keep[i].data);
+    }
+    free(tr->keep);
     free(tr);
 }
 
@@ -118,7 +123,34 @@ int hc_ctrain_create(hc_ctrain **out, const char *pkg_dir, int n_threads, hc_err
     const size_t n_st = hc_st_count(st);
     for (size_t i = 0; i < n_st; i++) {
         const hc_st_tensor *x = hc_st_get(st, i);
-        if (is_llm_tensor(x->name)) continue;
+        if (is_llm_tensor(x->name)) {
+            /* an LLM tensor the models do not use (an item/user lm_head of a CausalLM export):
+             * not trained, written back unchanged */
+            if (hc_ptab_find(&tr->t, x->name) >= 0) continue;
+            hc_ctrain_keep *kp = realloc(tr->keep, sizeof *kp * (size_t)(tr->n_keep + 1));
+            if (!kp) {
+                rc = hc_seterr(eb, HC_ERR_NOMEM, "out of memory");
+                goto fail;
+            }
+            tr->keep = kp;
+            hc_ctrain_keep *k = &tr->keep[tr->n_keep];
+            memset(k, 0, sizeof *k);
+            k->name = strdup(x->name);
+            k->data = malloc(x->nbytes ? x->nbytes : 1);
+            if (!k->name || !k->data) {
+                free(k->name);
+                free(k->data);
+                rc = hc_seterr(eb, HC_ERR_NOMEM, "out of memory");
+                goto fail;
+            }
+            memcpy(k->data, x->data, x->nbytes);
+            k->dtype = x->dtype;
+            k->n_dims = x->n_dims;
+            for (int d = 0; d < x->n_dims; d++)
+                k->shape[d] = x->shape[d];
+            tr->n_keep++;
+            continue;
+        }
         if (!hc_dtype_is_float(x->dtype)) {
             rc = hc_seterr(eb, HC_ERR_UNSUPPORTED,
                            "%s: tensor '%s' has dtype %s, not a float "
@@ -465,7 +497,8 @@ int hc_ctrain_step(hc_ctrain *tr, const hc_ctrain_row *rows, int n, const hc_ctr
     G(c_rows, n, int32_t);
     G(c_lab, Tc, int32_t);
     G(dh_c, (size_t)Tc * Hc, float);
-    G(neg, (size_t)n * HC_CTRAIN_CLS_NEG, int32_t);
+    const int k_neg = w->cls > 0 ? hc_cls_num_negatives(n, tr->cls_neg_num) : 0;
+    G(neg, (size_t)n * (size_t)(k_neg > 0 ? k_neg : 1), int32_t);
     G(prof_lens, n, int32_t);
     G(prof_ids, 1, int32_t);
     const float *Wp = tr->t.w + tr->t.params[tr->p_proj].offset;
@@ -512,7 +545,7 @@ int hc_ctrain_step(hc_ctrain *tr, const hc_ctrain_row *rows, int n, const hc_ctr
     }
     /* L_cls on the projected U and the ad vectors (negatives from the other rows) */
     if (ads) {
-        const int k = hc_cls_num_negatives(n, tr->cls_neg_num);
+        const int k = k_neg;
         if ((rc = hc_cls_pick_negatives(&tr->cls_rng, n, k, s->neg, eb)) ||
             (rc = hc_cls_loss(&tr->t, ops, s->U, s->e + (size_t)Ni * Hi, n, s->neg, k,
                               w->cls * scale, backward, backward ? s->dU : NULL,
@@ -747,7 +780,7 @@ oom:
 
 int hc_ctrain_save_weights(const hc_ctrain *tr, const char *path, hc_dtype dtype, hc_errbuf *eb) {
     const hc_ptab *t = &tr->t;
-    hc_st_write_item *items = calloc((size_t)t->n, sizeof *items);
+    hc_st_write_item *items = calloc((size_t)(t->n + tr->n_keep), sizeof *items);
     void **bufs = calloc((size_t)t->n, sizeof *bufs);
     int rc = items && bufs ? HC_OK : HC_ERR_NOMEM;
     for (int i = 0; !rc && i < t->n; i++) {
@@ -774,10 +807,20 @@ int hc_ctrain_save_weights(const hc_ctrain *tr, const char *path, hc_dtype dtype
         for (int d = 0; d < P->ndim && d < HC_MAX_DIMS; d++)
             items[i].shape[d] = P->shape[d];
     }
+    for (int i = 0; !rc && i < tr->n_keep; i++) { /* the untouched LLM tensors, as they were */
+        const hc_ctrain_keep *k = &tr->keep[i];
+        hc_st_write_item *it = &items[t->n + i];
+        it->name = k->name;
+        it->dtype = k->dtype;
+        it->n_dims = k->n_dims;
+        for (int d = 0; d < k->n_dims; d++)
+            it->shape[d] = k->shape[d];
+        it->data = k->data;
+    }
     if (rc)
         hc_seterr(eb, rc, "out of memory writing %s", path);
     else
-        rc = hc_st_write(path, items, (size_t)t->n, eb);
+        rc = hc_st_write(path, items, (size_t)(t->n + tr->n_keep), eb);
     for (int i = 0; bufs && i < t->n; i++)
         free(bufs[i]);
     free(bufs);

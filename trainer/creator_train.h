@@ -63,6 +63,15 @@ typedef struct hc_ctrain_losses {
 
 typedef struct hc_ctrain_scratch hc_ctrain_scratch;
 
+/* A package tensor the trainer does not use, written back unchanged. */
+typedef struct hc_ctrain_keep {
+    char *name;
+    hc_dtype dtype;
+    int n_dims;
+    int64_t shape[HC_MAX_DIMS];
+    void *data;
+} hc_ctrain_keep;
+
 typedef struct hc_ctrain {
     hc_creator *c;  /* config, tokenizers, prompt ids; its own weights are not trained */
     hc_backend *be; /* the creator's CPU backend */
@@ -78,6 +87,8 @@ typedef struct hc_ctrain {
     int max_profile;  /* MAX_USER_PROFILE_TEXT_LENGTH (1024) */
     int cls_neg_num;  /* negatives per user for L_cls (8) */
     uint64_t cls_rng; /* the negatives' generator state (checkpointed by the caller) */
+    hc_ctrain_keep *keep; /* (n_keep) LLM tensors no model uses (e.g. an item lm_head) */
+    int n_keep;
     hc_ctrain_scratch *s;
 } hc_ctrain;
 

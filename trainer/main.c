@@ -16,9 +16,12 @@
 #include "package_out.h"
 #include "progress.h"
 
+#include <sys/stat.h>
+
 typedef struct opts {
     const char *package, *data, *out, *ckpt_dir, *metrics, *items, *task;
     int resume, epochs, batch, accum, threads, save_every, keep, quiet, row_prompts, shuffle;
+    char out_buf[4096];
     long stop_after;
     long steps;
     double lr, warmup_ratio, weight_decay, clip, beta1, beta2, eps;
@@ -26,7 +29,7 @@ typedef struct opts {
     uint64_t seed;
     int max_item_list_length, max_text_length, max_gen_text_length, max_user_profile_text_length;
     hc_dtype weights_dtype;
-    char ckpt_buf[4096];
+    char ckpt_buf[4200];
 } opts;
 
 static volatile sig_atomic_t g_stop;
@@ -250,6 +253,13 @@ static int load_config(opts *o, const char *path, json_t **keep) {
     return 0;
 }
 
+/* "dir/" and "dir//" name dir. */
+static void strip_slashes(char *p) {
+    size_t n = strlen(p);
+    while (n > 1 && p[n - 1] == '/')
+        p[--n] = 0;
+}
+
 static double now_s(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -298,10 +308,13 @@ int main(int argc, char **argv) {
             usage(stdout);
             return 0;
         }
-        if (!strcmp(argv[i], "--config")) {
-            if (i + 1 >= argc) return fail("--config needs a file");
+        const char *cf = !strcmp(argv[i], "--config")       ? (i + 1 < argc ? argv[i + 1] : NULL)
+                         : !strncmp(argv[i], "--config=", 9) ? argv[i] + 9
+                                                             : "";
+        if (!cf) return fail("--config needs a file");
+        if (*cf) {
             if (g_cfg) return fail("--config given twice");
-            if (load_config(&o, argv[i + 1], &g_cfg)) return 2;
+            if (load_config(&o, cf, &g_cfg)) return 2;
         }
     }
     for (int i = 1; i < argc; i++) {
@@ -310,6 +323,7 @@ int main(int argc, char **argv) {
             i++;
             continue;
         }
+        if (!strncmp(a, "--config=", 9)) continue;
         if (strncmp(a, "--", 2) || !a[2]) return fail("unexpected argument '%s' (see --help)", a);
         const char *name = a + 2, *eq = strchr(name, '=');
         char nb[64];
@@ -334,9 +348,30 @@ int main(int argc, char **argv) {
     if (nextitem != (o.items != NULL))
         return fail(nextitem ? "--task nextitem needs --items (the split's items.jsonl)"
                              : "--items is for --task nextitem");
+    /* the output paths, checked before any training: a run must not end unable to save */
+    snprintf(o.out_buf, sizeof o.out_buf, "%s", o.out);
+    strip_slashes(o.out_buf);
+    o.out = o.out_buf;
     if (!o.ckpt_dir) {
         snprintf(o.ckpt_buf, sizeof o.ckpt_buf, "%s.ckpt", o.out);
-        o.ckpt_dir = o.ckpt_buf;
+    } else {
+        snprintf(o.ckpt_buf, sizeof o.ckpt_buf, "%s", o.ckpt_dir);
+        strip_slashes(o.ckpt_buf);
+    }
+    o.ckpt_dir = o.ckpt_buf;
+    {
+        hc_errbuf pe = {{0}};
+        if (hc_package_out_check(o.out, o.package, "--out", 0, &pe) ||
+            hc_package_out_check(o.ckpt_dir, o.package, "--checkpoint-dir", 1, &pe)) {
+            fail("%s", pe.msg);
+            return 1;
+        }
+        struct stat ms;
+        if (o.metrics && !stat(o.metrics, &ms) &&
+            (S_ISFIFO(ms.st_mode) || S_ISSOCK(ms.st_mode) || S_ISDIR(ms.st_mode))) {
+            fail("--metrics %s: not a regular file (a FIFO, socket or directory)", o.metrics);
+            return 1;
+        }
     }
 
     hc_errbuf eb = {{0}};
@@ -423,11 +458,20 @@ int main(int argc, char **argv) {
         goto done;
     }
     if (o.quiet) prog.tty = 0;
+    /* the first SIGINT / SIGTERM stops at the next micro-batch boundary with a checkpoint; a
+     * second one ends the process at once (SA_RESETHAND); a closed metrics pipe is an error */
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESETHAND;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    if (o.batch > rows) {
+        fail("--batch %d is more than the %lld usable rows of %s (a row would be its own "
+             "negative)", o.batch, (long long)rows, o.data);
+        goto done;
+    }
 
     hc_data_sample *smp = calloc((size_t)o.batch, sizeof *smp);
     hc_ctrain_row *rw = calloc((size_t)o.batch, sizeof *rw);
@@ -439,13 +483,18 @@ int main(int argc, char **argv) {
     }
     const double t0 = now_s();
     int64_t done_here = 0;
-    int rc = HC_OK;
+    int rc = HC_OK, nonfinite = 0;
     while (st.step < st.total_steps && !g_stop) {
         hc_grad_zero(&tr->t);
         double loss = 0, terms[4] = {0, 0, 0, 0};
         int64_t tokens = 0;
         const double ts = now_s();
+        int interrupted = 0;
         for (int a = 0; a < o.accum && !rc; a++) {
+            if (g_stop) { /* between micro-batches: this step is dropped, its rows re-read */
+                interrupted = 1;
+                break;
+            }
             for (int b = 0; b < o.batch && !rc; b++) {
                 hc_data_sample_free(&smp[b]);
                 if ((rc = hc_data_next(data, &smp[b], &eb))) break;
@@ -487,6 +536,10 @@ int main(int argc, char **argv) {
             fail("step %lld: %s", (long long)st.step + 1, eb.msg);
             break;
         }
+        if (interrupted) { /* the reader goes back to the step's first row for --resume */
+            hc_data_seek(data, st.cursor, &eb);
+            break;
+        }
         const double gn = o.clip > 0 ? hc_clip_grad_norm(&tr->t, o.clip)
                                      : sqrt(hc_grad_sumsq_range(&tr->t, 0, tr->t.total));
         const double lr = hc_cosine_lr(st.peak_lr, st.step, st.warmup, st.total_steps);
@@ -519,6 +572,7 @@ int main(int argc, char **argv) {
             fail("step %lld: the loss is not finite (%g): stopping; lower --lr", (long long)st.step,
                  loss);
             rc = HC_ERR_RANGE;
+            nonfinite = 1;
             break;
         }
         if (o.stop_after && done_here == o.stop_after && st.step < st.total_steps)
@@ -533,7 +587,14 @@ int main(int argc, char **argv) {
     free(smp);
     free(rw);
     if (prog.tty) fputc('\n', stderr);
-    if (rc) goto done;
+    if (rc) {
+        /* keep what the finished steps did (not after a non-finite loss: those weights are
+         * garbage, the previous checkpoint stays the newest) */
+        if (!nonfinite && done_here > 0 && !save(o.ckpt_dir, tr, &st, &o))
+            fprintf(stderr, "hllm-train: the %lld finished steps are in the checkpoint; continue "
+                    "with --resume\n", (long long)st.step);
+        goto done;
+    }
     if (save(o.ckpt_dir, tr, &st, &o)) goto done;
     if (g_stop) {
         fprintf(stderr, "hllm-train: stopped by signal %d at step %lld of %lld; continue with "

@@ -171,6 +171,61 @@ static int replaceable(const char *out_dir, int *exists, hc_errbuf *eb) {
                              out_dir);
 }
 
+int hc_package_out_check(const char *path, const char *in_dir, const char *what, int any_dir,
+                         hc_errbuf *eb) {
+    char parent[PATH_MAX], base[PATH_MAX];
+    if (!*path || snprintf(parent, sizeof parent, "%s", path) >= (int)sizeof parent)
+        return hc_seterr(eb, HC_ERR_INVAL, "%s '%s': empty or too long", what, path);
+    char *slash = strrchr(parent, '/');
+    if (!slash) {
+        snprintf(base, sizeof base, "%s", parent);
+        snprintf(parent, sizeof parent, ".");
+    } else {
+        snprintf(base, sizeof base, "%s", slash + 1);
+        if (slash == parent) slash[1] = 0;
+        else *slash = 0;
+    }
+    if (!strcmp(base, ".") || !strcmp(base, "..") || !*base)
+        return hc_seterr(eb, HC_ERR_INVAL, "%s '%s': name a directory to create, not . or ..", what,
+                         path);
+    struct stat sb;
+    if (stat(parent, &sb) || !S_ISDIR(sb.st_mode))
+        return hc_seterr(eb, HC_ERR_NOTFOUND, "%s '%s': its parent %s is not an existing directory",
+                         what, path, parent);
+    if (access(parent, W_OK))
+        return hc_seterr(eb, HC_ERR_IO, "%s '%s': cannot write in %s: %s", what, path, parent,
+                         strerror(errno));
+    if (!lstat(path, &sb) && S_ISLNK(sb.st_mode))
+        return hc_seterr(eb, HC_ERR_INVAL, "%s '%s' is a symbolic link: name the directory itself",
+                         what, path);
+    int exists, rc = HC_OK;
+    if (any_dir) {
+        if (!stat(path, &sb) && !S_ISDIR(sb.st_mode))
+            rc = hc_seterr(eb, HC_ERR_INVAL, "%s exists and is not a directory", path);
+    } else {
+        rc = replaceable(path, &exists, eb);
+    }
+    if (rc) {
+        char msg[sizeof eb->msg];
+        snprintf(msg, sizeof msg, "%s", eb->msg);
+        return hc_seterr(eb, rc, "%s: %s", what, msg);
+    }
+    char *cin = hc_path_canonical(in_dir), *cpar = hc_path_canonical(parent);
+    int inside = 0;
+    if (cin && cpar) {
+        char full[2 * PATH_MAX + 2];
+        snprintf(full, sizeof full, "%s/%s", strcmp(cpar, "/") ? cpar : "", base);
+        const size_t n = strlen(cin);
+        inside = !strncmp(full, cin, n) && full[n] == '/';
+    }
+    free(cin);
+    free(cpar);
+    if (inside)
+        return hc_seterr(eb, HC_ERR_INVAL, "%s '%s' is inside the input package %s: choose a "
+                         "place outside it", what, path, in_dir);
+    return HC_OK;
+}
+
 static int write_creator_json(const char *in_dir, const char *path, hc_errbuf *eb) {
     char src[PATH_MAX];
     snprintf(src, sizeof src, "%s/creator.json", in_dir);

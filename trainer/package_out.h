@@ -19,4 +19,11 @@
 int hc_ctrain_write_package(const hc_ctrain *tr, const char *in_dir, const char *out_dir,
                             hc_dtype dtype, hc_errbuf *eb);
 
+/* Before training: may `path` (named `what` in messages) be written? Its parent must be an
+ * existing writable directory; path itself missing or a directory that may be replaced (a
+ * package or empty; any_dir: any directory, as a checkpoint directory); not a symbolic link; and
+ * not inside the input package in_dir (its copy would copy itself). */
+int hc_package_out_check(const char *path, const char *in_dir, const char *what, int any_dir,
+                         hc_errbuf *eb);
+
 #endif

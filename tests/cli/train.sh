@@ -69,6 +69,39 @@ mkdir -p "$T/notapkg" && echo keep >"$T/notapkg/precious.txt"
 expect_err 1 "not a model package" "$TRAIN" "${COMMON[@]}" --out "$T/notapkg" --steps 1
 [ "$(cat "$T/notapkg/precious.txt")" = keep ] && ok || bad "a non-package --out was touched"
 expect_err 1 "/dev/full" "$TRAIN" "${COMMON[@]}" --out "$T/full" --metrics /dev/full --steps 2
+# bad output places are refused before any training (a run must never end unable to save)
+expect_err 1 "parent .* is not an existing directory" "$TRAIN" "${COMMON[@]}" --out "$T/no/such/pkg"
+expect_err 1 "inside the input package" "$TRAIN" "${COMMON[@]}" --out "$PKG/trained"
+ln -s "$T/notapkg" "$T/link"
+expect_err 1 "symbolic link" "$TRAIN" "${COMMON[@]}" --out "$T/link"
+expect_err 1 "not a regular file" "$TRAIN" "${COMMON[@]}" --out "$T/x" --metrics "$T/fifo"
+expect_err 1 "more than the 6 usable rows" "$TRAIN" "${COMMON[@]}" --out "$T/x" --batch 7
+[ ! -e "$PKG/trained" ] && [ ! -e "$PKG/trained.ckpt" ] && ok || bad "wrote into the package"
+# a package tensor no model uses (an item lm_head, as a CausalLM export has) is written back as it
+# was, not dropped; the trained ones change
+cp -r "$PKG" "$T/lmh"
+python3 - "$T/lmh/model.safetensors" <<'EOF' || bad "could not add a tensor"
+import sys, torch
+from safetensors.torch import load_file, save_file
+st = load_file(sys.argv[1])
+st["item_llm.lm_head.weight"] = torch.arange(512 * 64, dtype=torch.float32).reshape(512, 64)
+save_file(st, sys.argv[1], metadata={"format": "pt"})
+EOF
+"$TRAIN" "${COMMON[@]}" --package "$T/lmh" --out "$T/lmh_out" --steps 3 2>"$T/err" \
+    || bad "lm_head package: $(cat "$T/err")"
+python3 - "$T/lmh/model.safetensors" "$T/lmh_out/model.safetensors" <<'EOF' && ok \
+    || bad "the unused tensor was not kept"
+import sys, torch
+from safetensors.torch import load_file
+a, b = load_file(sys.argv[1]), load_file(sys.argv[2])
+assert torch.equal(a["item_llm.lm_head.weight"], b["item_llm.lm_head.weight"])
+assert not torch.equal(a["user_projector.weight"], b["user_projector.weight"])
+assert set(a) <= set(b), set(a) - set(b)
+EOF
+# --out with a trailing slash is the directory itself; --config=FILE works like --config FILE
+echo '{"steps": 1}' >"$T/one.json"
+"$TRAIN" "${COMMON[@]}" --out "$T/slash/" --config="$T/one.json" 2>"$T/err" && \
+    [ -f "$T/slash/creator.json" ] && [ -d "$T/slash.ckpt" ] && ok || bad "trailing slash: $(cat "$T/err")"
 
 # --- a run ------------------------------------------------------------------------------------
 "$TRAIN" "${COMMON[@]}" --out "$T/a" --metrics "$T/a.jsonl" --save-every 2 2>"$T/err" \
