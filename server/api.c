@@ -916,6 +916,7 @@ job *embed_job_of(const job *j) {
     e->req.stop = NULL;
     e->req.n_stop = 0;
     e->req.seed_by_cluster = 0;
+    e->req.pre_U = NULL; /* an embed-only job embeds */
     int n_ids = 0;
     for (int i = 0; i < j->req.n_items; i++)
         n_ids += j->req.item_lens[i];

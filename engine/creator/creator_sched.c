@@ -400,6 +400,11 @@ static void hand_over(hc_csched *s) {
     int done = 0;
     for (; done < s->n_ready; done++) {
         csreq *q = s->ready[done];
+        if (q->cancelled) { /* marked from inside a sink during this step's embed stage */
+            emit_finished(s, q->r.id, HC_FINISH_CANCELLED);
+            free(q);
+            continue;
+        }
         hc_lm_req lr = {.id = q->r.id,
                         .prompt = q->prompt,
                         .n_prompt = q->n_prompt,

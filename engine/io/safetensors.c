@@ -665,8 +665,11 @@ int hc_st_write(const char *path, const hc_st_write_item *items, size_t n, hc_er
         rc = hc_seterr(eb, HC_ERR_NOMEM, "%s: out of memory", path);
         goto done;
     }
-    sprintf(tmp, "%s.tmp-%ld", path, (long)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    /* unique per process and call (two threads writing one path never share a temporary); never
+     * follow a link planted there */
+    static _Atomic unsigned long st_tmp_seq;
+    sprintf(tmp, "%s.tmp-%ld-%lu", path, (long)getpid(), ++st_tmp_seq);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
     f = fd >= 0 ? fdopen(fd, "wb") : NULL;
     if (!f) {
         int e = errno;
@@ -688,6 +691,19 @@ int hc_st_write(const char *path, const hc_st_write_item *items, size_t n, hc_er
     if (ok && rename(tmp, path) != 0) {
         ok = 0;
         e = errno;
+    }
+    if (ok) { /* the rename itself durable: fsync the directory */
+        char *dir = strdup(path);
+        if (dir) {
+            char *sl = strrchr(dir, '/');
+            const char *d = sl ? (sl == dir ? "/" : (*sl = 0, dir)) : ".";
+            int dfd = open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+            if (dfd >= 0) {
+                fsync(dfd);
+                close(dfd);
+            }
+            free(dir);
+        }
     }
     if (!ok) {
         unlink(tmp);

@@ -4,6 +4,7 @@
 #include "io/safetensors.h"
 #include "testutil.h"
 
+#include <dirent.h>
 #include <ftw.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -234,9 +235,16 @@ static void test_writer_errors(void) {
     CHECK_OK(hc_st_open(&st, path, &eb));
     CHECK(st && hc_st_count(st) == 1 && hc_st_find(st, "a") != NULL);
     hc_st_close(st);
-    char tmp[300];
-    snprintf(tmp, sizeof tmp, "%s.tmp-%ld", path, (long)getpid());
-    CHECK(access(tmp, F_OK) != 0);
+    /* no temporary left beside it */
+    char dirp[256], *sl;
+    snprintf(dirp, sizeof dirp, "%s", path);
+    sl = strrchr(dirp, '/');
+    if (sl) *sl = 0;
+    DIR *dd = opendir(dirp);
+    CHECK(dd != NULL);
+    for (struct dirent *de; dd && (de = readdir(dd));)
+        CHECKF(strncmp(de->d_name, "keep.safetensors.tmp-", 21) != 0, "left over: %s", de->d_name);
+    if (dd) closedir(dd);
 }
 
 /* ---- sharded ------------------------------------------------------------------------------- */
