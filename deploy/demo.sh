@@ -36,9 +36,12 @@ for _ in $(seq 300); do
 done
 [ -n "$port" ] || { echo "demo.sh: hllm-creatord not ready after 30 s:" >&2; cat "$LOG" >&2; exit 1; }
 URL=http://127.0.0.1:$port
-AD='{"title": "Night Flight", "description": "A pilot crosses the Andes at night."}'
-A='["The Last Train to Paris", "Pride and Prejudice", "The Hobbit"]'
-B='["A Brief History of Time", "Deep Space Nine", "The Joy of Numbers"]'
+# readers and an ad in the synthetic benchmark's world (docs/SYNTH.md), which the demo package
+# was trained on: A reads baking books, B gardening ones; the ad's description has a selling
+# point for each (the right personalized title adds A's or B's, never forced)
+AD='{"title": "A Wealthy Budget", "description": "Expect recipes that rise every time. Inside: vegetables you grow yourself. Also investing with confidence."}'
+A='["Buttery Pastry and Croissant", "The Cinnamon Baguette of Muffin", "The Frosted Croissant of Oven", "Scone of Pretzel", "The Almond Bakery of Scone"]'
+B='["Heirloom Trellis", "The Mossy Meadow of Border", "The Seasonal Rose", "Perennial Trellis and Border", "Heirloom Tulip and Hedge"]'
 echo "hllm-creatord on $URL with $PKG"
 echo
 echo "== reader A, JSON: curl -s $URL/v1/titles -H 'Content-Type: application/json' -d '{...}'"
@@ -52,3 +55,7 @@ curl -sS -N --fail-with-body "$URL/v1/titles" -H 'Content-Type: application/json
 echo
 echo "== the daemon's counters: curl -s $URL/metrics | grep generated_tokens"
 curl -sS "$URL/metrics" | grep '^hllm:generated_tokens_total'
+if [ -n "${DEMO_REQUESTS_OUT:-}" ]; then # the same two requests as hllm generate input lines
+    printf '{"history": %s, "ad": %s}\n{"history": %s, "ad": %s}\n' "$A" "$AD" "$B" "$AD" \
+        >"$DEMO_REQUESTS_OUT"
+fi

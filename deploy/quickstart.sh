@@ -9,8 +9,10 @@ deploy/install-deps.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
 cmake --build build -j"$(nproc 2>/dev/null || echo 2)"
 echo
-deploy/demo.sh build
+REQ=$(mktemp)
+trap 'rm -f "$REQ"' EXIT
+DEMO_REQUESTS_OUT=$REQ deploy/demo.sh build
 if [ -f demo/pkg/creator.json ]; then PKG=demo/pkg; else PKG=tests/data/creator/tiny; fi
 echo
-echo "== offline: head -3 tests/data/creator/cases.jsonl | build/cli/hllm generate --model $PKG --per-user --max-new 16"
-head -3 tests/data/creator/cases.jsonl | build/cli/hllm generate --model "$PKG" --per-user --max-new 16
+echo "== offline, the same two readers: build/cli/hllm generate --model $PKG --per-user < requests.jsonl"
+build/cli/hllm generate --model "$PKG" --per-user --max-new 24 <"$REQ"
