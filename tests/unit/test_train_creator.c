@@ -180,8 +180,8 @@ int main(int argc, char **argv) {
     user_case *cs = NULL;
     int n_cases = load_cases(path, &cs);
     enum { N = 4 };
-    CHECK(n_cases >= N);
-    if (n_cases < N) return hc_test_finish("test_train_creator");
+    CHECK(n_cases >= N + 5); /* cases 5.. under valgrind */
+    if (n_cases < N + 5) return hc_test_finish("test_train_creator");
     hc_errbuf eb = {{0}};
     hc_ctrain *t = NULL;
     CHECK_OK(hc_ctrain_create(&t, pkg, 1, &eb));
@@ -190,7 +190,9 @@ int main(int argc, char **argv) {
     const int n = vg ? 2 : N, Hu = c->d_user, Hc = c->d_creative;
     trow tr[N];
     hc_ctrain_row rows[N];
-    rows_from_cases(c, cs, n, tr, rows);
+    /* under valgrind: two users with short histories (cases 5 and 6: 6 and 4 titles) */
+    user_case *cu = cs + (vg ? 5 : 0);
+    rows_from_cases(c, cu, n, tr, rows);
 
     /* --- u, U against the engine ----------------------------------------------------------- */
     float *u = malloc(sizeof(float) * N * (size_t)Hu), *U = malloc(sizeof(float) * N * (size_t)Hc);
@@ -199,7 +201,7 @@ int main(int argc, char **argv) {
     CHECK_OK(hc_ctrain_embed(t, rows, n, u, U, &eb));
     hc_history hs[N];
     for (int i = 0; i < n; i++)
-        hs[i] = (hc_history){cs[i].titles, cs[i].lens, cs[i].n};
+        hs[i] = (hc_history){cu[i].titles, cu[i].lens, cu[i].n};
     CHECK_OK(hc_creator_embed_users(c, hs, n, ue, Ue, &eb));
     double eu = rel_err(u, ue, (size_t)n * Hu), eU = rel_err(U, Ue, (size_t)n * Hc);
     CHECKF(eu < 1e-5 && eU < 1e-5, "u/U differ from the engine: %.3g %.3g", eu, eU);
@@ -231,7 +233,8 @@ int main(int argc, char **argv) {
                            "creative_llm.model.layers.0.self_attn.k_norm.weight",
                            "creative_llm.lm_head.weight"};
     double worst = 0;
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+    /* under valgrind (memory checking, each evaluation slow): every third tensor, one coordinate */
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i += vg ? 3 : 1)
         fd_check(t, rows, n, names[i], vg ? 1 : 2, &worst);
     printf("u err %.2e, U err %.2e, loss %.6f vs engine %.6f, worst finite-difference rel err "
            "%.2e\n",
@@ -258,8 +261,11 @@ int main(int argc, char **argv) {
                             "item_llm.model.layers.0.self_attn.q_proj.weight",
                             "creative_llm.model.layers.0.self_attn.k_norm.weight"};
     double worst4 = 0;
-    for (size_t i = 0; i < sizeof names4 / sizeof names4[0]; i++)
-        fd_check(t, rows, n, names4[i], vg ? 1 : 2, &worst4);
+    /* under valgrind the finite differences of the four terms and of the next-item loss are
+     * skipped (minutes there): test_train_creator_ref checks those gradients against PyTorch
+     * under valgrind too */
+    for (size_t i = 0; !vg && i < sizeof names4 / sizeof names4[0]; i++)
+        fd_check(t, rows, n, names4[i], 2, &worst4);
     printf("all terms: creative %.4f recon %.4f align %.4f cls %.4f; worst finite-difference rel "
            "err %.2e\n",
            la.creative, la.recon, la.align, la.cls, worst4);
@@ -297,7 +303,7 @@ int main(int argc, char **argv) {
                               "user_llm.model.norm.weight",
                               "nextitem_logit_scale"};
     double worst_ni = 0;
-    for (size_t i = 0; i < sizeof names_ni / sizeof names_ni[0]; i++)
+    for (size_t i = 0; !vg && i < sizeof names_ni / sizeof names_ni[0]; i++)
         fd_check(t, nr, nn, names_ni[i], 1, &worst_ni);
     printf("next-item: loss %.4f over %d pairs; worst finite-difference rel err %.2e\n", lni,
            npairs, worst_ni);
