@@ -98,6 +98,28 @@ assert torch.equal(a["item_llm.lm_head.weight"], b["item_llm.lm_head.weight"])
 assert not torch.equal(a["user_projector.weight"], b["user_projector.weight"])
 assert set(a) <= set(b), set(a) - set(b)
 EOF
+# --accum 2 --batch 1: its first loss is the mean of the two rows' losses (each micro-batch's
+# token mean, as torch's backward of loss/accum), which a --batch 1 run at lr 0 shows; --clip, --warmup-ratio change the run; --checkpoint-dir + --keep 1 leave
+# one checkpoint there
+CW=(--package "$PKG" --data "$DATA" --lr 1e-3 --quiet --recon-weight 0 --align-weight 0 \
+    --cls-weight 0 --no-shuffle --steps 3)
+"$TRAIN" "${CW[@]}" --batch 2 --out "$T/ac1" --metrics "$T/ac1.jsonl" 2>"$T/err" || bad "ac1: $(cat "$T/err")"
+"$TRAIN" "${CW[@]}" --batch 1 --accum 2 --out "$T/ac2" --metrics "$T/ac2.jsonl" \
+    --checkpoint-dir "$T/ck" --keep 1 --save-every 1 2>"$T/err" || bad "ac2: $(cat "$T/err")"
+[ "$(ls "$T/ck" | grep -c '^step-')" -eq 1 ] && ok || bad "--keep 1: $(ls "$T/ck")"
+"$TRAIN" "${CW[@]}" --batch 2 --clip 1e-3 --warmup-ratio 0 --out "$T/ac3" --metrics "$T/ac3.jsonl" \
+    2>"$T/err" || bad "ac3: $(cat "$T/err")"
+"$TRAIN" "${CW[@]}" --batch 1 --lr 0 --out "$T/ac4" --metrics "$T/ac4.jsonl" 2>"$T/err" \
+    || bad "ac4: $(cat "$T/err")"
+python3 - "$T/ac1.jsonl" "$T/ac2.jsonl" "$T/ac3.jsonl" "$T/ac4.jsonl" <<'EOF' && ok \
+    || bad "accum/clip/warmup"
+import json, sys
+a, b, c, d = ([json.loads(l) for l in open(f)] for f in sys.argv[1:])
+want = 0.5 * (d[0]["loss"] + d[1]["loss"])
+assert abs(b[0]["loss"] - want) < 1e-5 * want, (b[0], want)
+assert a[0]["lr"] == 0 and c[0]["lr"] > 0  # warm-up 0: the first step already at the peak
+assert c[1]["loss"] != a[1]["loss"]  # clipping at 1e-3 changes the update
+EOF
 # --out with a trailing slash is the directory itself; --config=FILE works like --config FILE
 echo '{"steps": 1}' >"$T/one.json"
 "$TRAIN" "${COMMON[@]}" --out "$T/slash/" --config="$T/one.json" 2>"$T/err" && \
