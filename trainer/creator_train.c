@@ -33,8 +33,10 @@ struct hc_ctrain_scratch {
                        next-item 30..34 */
 };
 
+/* Never leaves *p NULL, so an empty batch part (a history of no titles) still memsets a valid
+ * pointer. */
 static int grow(void **p, size_t *cap, size_t n, size_t elem) {
-    if (n <= *cap) return HC_OK;
+    if (n <= *cap && *p) return HC_OK;
     void *q = realloc(*p, (n ? n : 1) * elem);
     if (!q) return HC_ERR_NOMEM;
     *p = q;
