@@ -12,6 +12,7 @@
 #include "ckpt.h"
 #include "creator_train.h"
 #include "data.h"
+#include "ops/train_ops.h"
 #include "optim.h"
 #include "package_out.h"
 #include "progress.h"
@@ -82,7 +83,9 @@ static void usage(FILE *f) {
 "  --keep N                 checkpoints kept (default 3; 0 keeps all)\n"
 "  --weights-dtype D        as-stored (default), f32, bf16 or f16 for the written weights\n"
 "  --metrics FILE           per-step metrics, JSON lines (appended)\n"
-"  --threads N              CPU threads for the package's engine (default 1)\n"
+"  --threads N              CPU threads (default 1): the trainer's matmuls, attention and\n"
+"                           lm_head + loss, and the package's engine; results are bit-identical\n"
+"                           for every N\n"
 "  --quiet                  no progress line\n"
 "  --stop-after N           stop as SIGINT does after N steps of this run (checkpoint, exit\n"
 "                           130); for testing --resume\n"
@@ -379,6 +382,10 @@ int main(int argc, char **argv) {
     hc_data *data = NULL;
     hc_progress prog = {0};
     int status = 1;
+    if (hc_train_ops_cpu_set_threads(o.threads)) {
+        fail("--threads %d: cannot start the threads", o.threads);
+        goto done;
+    }
     if (hc_ctrain_create(&tr, o.package, o.threads, &eb)) {
         fail("%s", eb.msg);
         goto done;
@@ -620,5 +627,6 @@ done:
     }
     hc_data_free(data);
     hc_ctrain_free(tr);
+    hc_train_ops_cpu_set_threads(1);
     return status;
 }

@@ -348,6 +348,114 @@ static void test_infonce(void) {
     free(c.a), free(c.p), free(da), free(dp);
 }
 
+/* Threads (hc_train_ops_cpu_set_threads): shapes large enough to be cut into several blocks and
+ * tasks give bit-identical outputs with 1 and 3 threads, and the blocked matmul and the blocked
+ * lm_head gradient equal a direct double evaluation (so a wrong block offset cannot pass just by
+ * being the same for every thread count). */
+static double max_rel(const float *a, const double *ref, int64_t n) {
+    double m = 0.0, s = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - ref[i]);
+        if (d > m) m = d;
+        if (fabs(ref[i]) > s) s = fabs(ref[i]);
+    }
+    return m / (s > 0 ? s : 1.0);
+}
+
+typedef struct thr_out {
+    float *y, *dx, *dw, *att, *lse, *dq, *dk, *dv, *dh, *dW;
+    double loss;
+} thr_out;
+
+enum { TT = 300, TI = 96, TO = 80, AT = 150, AH = 4, AKV = 2, AD = 8, LT = 60, LC = 16, LV = 600 };
+
+static void thr_run(thr_out *r, const float *x, const float *w, const float *dy, const float *q,
+                    const float *k, const float *v, const float *dout, const int32_t *seg,
+                    const float *h, const float *W, const int32_t *labels) {
+    r->y = zeros((int64_t)TT * TO), r->dx = zeros((int64_t)TT * TI), r->dw = zeros((int64_t)TO * TI);
+    O->matmul_fwd(r->y, x, w, NULL, TT, TI, TO);
+    O->matmul_bwd(r->dx, r->dw, NULL, dy, x, w, TT, TI, TO);
+    r->att = zeros((int64_t)AT * AH * AD), r->lse = zeros((int64_t)AT * AH);
+    r->dq = zeros((int64_t)AT * AH * AD), r->dk = zeros((int64_t)AT * AKV * AD);
+    r->dv = zeros((int64_t)AT * AKV * AD);
+    O->attn_fwd(r->att, r->lse, q, k, v, seg, AT, AH, AKV, AD);
+    O->attn_bwd(r->dq, r->dk, r->dv, dout, r->att, r->lse, q, k, v, seg, AT, AH, AKV, AD);
+    r->dh = zeros((int64_t)LT * LC), r->dW = zeros((int64_t)LV * LC);
+    r->loss = O->lmhead_ce(r->dh, r->dW, h, W, labels, LT, LC, LV, 100, 1.0f);
+}
+
+static void thr_free(thr_out *r) {
+    free(r->y), free(r->dx), free(r->dw), free(r->att), free(r->lse), free(r->dq), free(r->dk);
+    free(r->dv), free(r->dh), free(r->dW);
+}
+
+static int same(const float *a, const float *b, int64_t n) {
+    return memcmp(a, b, sizeof(float) * (size_t)n) == 0;
+}
+
+static void test_threads(void) {
+    if (O != hc_train_ops_cpu()) return;
+    float *x = rnd((int64_t)TT * TI), *w = rnd((int64_t)TO * TI), *dy = rnd((int64_t)TT * TO);
+    float *q = rnd((int64_t)AT * AH * AD), *k = rnd((int64_t)AT * AKV * AD);
+    float *v = rnd((int64_t)AT * AKV * AD), *dout = rnd((int64_t)AT * AH * AD);
+    int32_t seg[AT], labels[LT];
+    for (int t = 0; t < AT; t++) seg[t] = t < 20 ? 0 : t < 21 ? 1 : t < 90 ? 2 : 3;
+    float *h = rnd((int64_t)LT * LC), *W = rnd((int64_t)LV * LC);
+    for (int t = 0; t < LT; t++) labels[t] = t % 7 == 3 ? -100 : (t * 37) % LV;
+    thr_out a, b;
+    CHECK(hc_train_ops_cpu_set_threads(1) == 0);
+    thr_run(&a, x, w, dy, q, k, v, dout, seg, h, W, labels);
+    CHECK(hc_train_ops_cpu_set_threads(3) == 0 && hc_train_ops_cpu_threads() == 3);
+    thr_run(&b, x, w, dy, q, k, v, dout, seg, h, W, labels);
+    CHECK(hc_train_ops_cpu_set_threads(1) == 0 && hc_train_ops_cpu_threads() == 1);
+    CHECK(same(a.y, b.y, (int64_t)TT * TO) && same(a.dx, b.dx, (int64_t)TT * TI) &&
+          same(a.dw, b.dw, (int64_t)TO * TI));
+    CHECK(same(a.att, b.att, (int64_t)AT * AH * AD) && same(a.lse, b.lse, (int64_t)AT * AH));
+    CHECK(same(a.dq, b.dq, (int64_t)AT * AH * AD) && same(a.dk, b.dk, (int64_t)AT * AKV * AD) &&
+          same(a.dv, b.dv, (int64_t)AT * AKV * AD));
+    CHECK(same(a.dh, b.dh, (int64_t)LT * LC) && same(a.dW, b.dW, (int64_t)LV * LC) &&
+          a.loss == b.loss);
+    /* the blocked results against double loops */
+    double *ry = calloc((size_t)TT * TO, sizeof(double)), *rdx = calloc((size_t)TT * TI, sizeof(double));
+    double *rdw = calloc((size_t)TO * TI, sizeof(double));
+    for (int t = 0; t < TT; t++)
+        for (int o = 0; o < TO; o++) {
+            ry[t * TO + o] = dotd(x + t * TI, w + o * TI, TI);
+            for (int i = 0; i < TI; i++) {
+                rdx[t * TI + i] += (double)dy[t * TO + o] * w[o * TI + i];
+                rdw[o * TI + i] += (double)dy[t * TO + o] * x[t * TI + i];
+            }
+        }
+    CHECK(max_rel(a.y, ry, (int64_t)TT * TO) < 1e-5 && max_rel(a.dx, rdx, (int64_t)TT * TI) < 1e-5 &&
+          max_rel(a.dw, rdw, (int64_t)TO * TI) < 1e-5);
+    double *rdh = calloc((size_t)LT * LC, sizeof(double)), *rdW = calloc((size_t)LV * LC, sizeof(double));
+    double *lg = malloc(sizeof(double) * LV), loss = 0.0;
+    int n_lab = 0;
+    for (int t = 0; t < LT; t++) n_lab += labels[t] != -100;
+    for (int t = 0; t < LT; t++) {
+        if (labels[t] == -100) continue;
+        double m = -INFINITY, z = 0.0;
+        for (int u = 0; u < LV; u++) {
+            lg[u] = dotd(h + t * LC, W + u * LC, LC);
+            if (lg[u] > m) m = lg[u];
+        }
+        for (int u = 0; u < LV; u++) z += exp(lg[u] - m);
+        loss += m + log(z) - lg[labels[t]];
+        for (int u = 0; u < LV; u++) {
+            double d = (exp(lg[u] - m) / z - (u == labels[t])) / n_lab;
+            for (int i = 0; i < LC; i++) {
+                rdh[t * LC + i] += d * W[u * LC + i];
+                rdW[u * LC + i] += d * h[t * LC + i];
+            }
+        }
+    }
+    CHECK(fabs(a.loss - loss / n_lab) < 1e-5 * fabs(loss / n_lab));
+    CHECK(max_rel(a.dh, rdh, (int64_t)LT * LC) < 1e-4 && max_rel(a.dW, rdW, (int64_t)LV * LC) < 1e-4);
+    thr_free(&a), thr_free(&b);
+    free(ry), free(rdx), free(rdw), free(rdh), free(rdW), free(lg);
+    free(x), free(w), free(dy), free(q), free(k), free(v), free(dout), free(h), free(W);
+}
+
 int main(int argc, char **argv) {
     (void)argc, (void)argv;
     const hc_train_ops *tables[] = {hc_train_ops_cpu()};
@@ -369,6 +477,7 @@ int main(int argc, char **argv) {
         test_heads();
         test_bce();
         test_infonce();
+        test_threads();
     }
     return hc_test_finish("test_train_ops");
 }

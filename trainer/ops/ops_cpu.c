@@ -1,6 +1,20 @@
 /* CPU implementation of hc_train_ops (see ops/train_ops.h): OpenBLAS sgemm for the matmuls,
  * plain C11 loops over contiguous rows for the rest, written so the inner loops auto-vectorize;
- * accumulations in f32 except reductions that feed losses (double). */
+ * accumulations in f32 except reductions that feed losses (double).
+ *
+ * Threads (hc_train_ops_cpu_set_threads): the matmuls, the attention and the fused lm_head + CE
+ * run their work as tasks on one process-wide pool. Every task computes a fixed piece of the
+ * output in the serial loop order, and the pieces depend on the shapes only, never on the thread
+ * count, so every result is bit-identical for any number of threads:
+ *  - matmul: the sgemm is split into row blocks of the output whose size is a function of the
+ *    shape (each block one single-threaded sgemm call);
+ *  - attention forward: one task per range of query rows (each (row, head) is independent);
+ *    backward: one task per (packed segment, kv head), which owns that segment's dk, dv rows of
+ *    the kv head and the dq rows of its query heads, visiting them in the serial order;
+ *  - lm_head + CE: the log-sum-exp of each labelled row is a task of its own; the gradient goes
+ *    through blocks of vocabulary rows: per block, one task per row computes its dlogits and adds
+ *    them into dh, then one task per range of vocabulary rows adds them into dW (rows in order),
+ *    so every sum runs in the serial order. */
 #include "ops/train_ops.h"
 
 #include <cblas.h>
@@ -9,25 +23,107 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The matmuls go through OpenBLAS sgemm (whose result for a given thread count is deterministic;
- * the engine's CPU backend keeps OpenBLAS single-threaded by default). */
+#include "core/error.h"
+#include "core/threadpool.h"
+
+/* ---- the pool --------------------------------------------------------------------------------- */
+
+static hc_pool *g_pool;
+static int g_threads = 1;
+
+int hc_train_ops_cpu_set_threads(int n) {
+    if (n < 1) n = 1;
+    if (n == g_threads) return HC_OK;
+    hc_pool_free(g_pool);
+    g_pool = NULL;
+    g_threads = 1;
+    if (n == 1) return HC_OK;
+    int rc = hc_pool_create(&g_pool, n);
+    if (rc) {
+        g_pool = NULL;
+        return rc;
+    }
+    /* the tasks call sgemm concurrently: OpenBLAS itself stays single-threaded */
+    openblas_set_num_threads(1);
+    g_threads = n;
+    return HC_OK;
+}
+
+int hc_train_ops_cpu_threads(void) { return g_threads; }
+
+static void par_run(int n_tasks, hc_pool_fn fn, void *ctx) {
+    if (g_pool && n_tasks > 1) {
+        hc_pool_run(g_pool, n_tasks, fn, ctx);
+        return;
+    }
+    for (int i = 0; i < n_tasks; i++) fn(ctx, i);
+}
+
+/* How many blocks a dimension of `rows` is cut into for work of `flops`: a function of the shape
+ * only (at least 32 rows and about 2^18 multiply-adds per block, at most 16 blocks). */
+static int n_blocks(int64_t rows, double flops) {
+    int64_t nb = rows / 32;
+    const double by_work = flops / (double)(1 << 18);
+    if ((double)nb > by_work) nb = (int64_t)by_work;
+    if (nb > 16) nb = 16;
+    return nb < 1 ? 1 : (int)nb;
+}
+
+/* ---- matmul ----------------------------------------------------------------------------------- */
+
+/* One sgemm of the shape (M, N, K) cut into row blocks of C: block b is rows
+ * [b*M/nb, (b+1)*M/nb). kind 0: C = A(M,K) B(N,K)^T (beta); 1: C += A(M,K) B(K,N);
+ * 2: C(M,N) += A(K,M)^T B(K,N) (A's rows of length lda = M_total). */
+typedef struct mm_args {
+    int kind, M, N, K, nb;
+    const float *a, *b;
+    float *c;
+    float beta;
+} mm_args;
+
+static void mm_task(void *ctx, int task) {
+    const mm_args *g = ctx;
+    const int r0 = (int)((int64_t)task * g->M / g->nb), r1 = (int)((int64_t)(task + 1) * g->M / g->nb);
+    const int m = r1 - r0;
+    if (m <= 0) return;
+    if (g->kind == 0)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, g->N, g->K, 1.0f,
+                    g->a + (int64_t)r0 * g->K, g->K, g->b, g->K, g->beta,
+                    g->c + (int64_t)r0 * g->N, g->N);
+    else if (g->kind == 1)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, g->N, g->K, 1.0f,
+                    g->a + (int64_t)r0 * g->K, g->K, g->b, g->N, 1.0f,
+                    g->c + (int64_t)r0 * g->N, g->N);
+    else
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, m, g->N, g->K, 1.0f, g->a + r0,
+                    g->M, g->b, g->N, 1.0f, g->c + (int64_t)r0 * g->N, g->N);
+}
+
+static void mm_run(int kind, int M, int N, int K, const float *a, const float *b, float *c,
+                   float beta) {
+    mm_args g = {kind, M, N, K, n_blocks(M, (double)M * N * K), a, b, c, beta};
+    par_run(g.nb, mm_task, &g);
+}
+
 static void matmul_fwd(float *y, const float *x, const float *w, const float *b, int T, int I,
                        int O) {
     if (T <= 0 || O <= 0) return;
     if (b)
         for (int t = 0; t < T; t++) memcpy(y + (int64_t)t * O, b, sizeof(float) * (size_t)O);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, O, I, 1.0f, x, I, w, I,
-                b ? 1.0f : 0.0f, y, O);
+    if (I <= 0) {
+        if (!b) memset(y, 0, sizeof(float) * (size_t)T * (size_t)O);
+        return;
+    }
+    mm_run(0, T, O, I, x, w, y, b ? 1.0f : 0.0f);
 }
 
 static void matmul_bwd(float *dx, float *dw, float *db, const float *dy, const float *x,
                        const float *w, int T, int I, int O) {
     if (T <= 0 || O <= 0 || I <= 0) return;
     if (dx) /* dX (T,I) += dY (T,O) W (O,I) */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, I, O, 1.0f, dy, O, w, I, 1.0f,
-                    dx, I);
+        mm_run(1, T, I, O, dy, w, dx, 1.0f);
     /* dW (O,I) += dY^T (O,T) X (T,I) */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, O, I, T, 1.0f, dy, O, x, I, 1.0f, dw, I);
+    mm_run(2, O, I, T, dy, x, dw, 1.0f);
     if (db)
         for (int t = 0; t < T; t++)
             for (int o = 0; o < O; o++) db[o] += dy[(int64_t)t * O + o];
@@ -98,21 +194,32 @@ static int seg_start(const int32_t *seg, int t) {
     return s;
 }
 
-static void attn_fwd(float *out, float *lse, const float *q, const float *k, const float *v,
-                     const int32_t *seg, int T, int H, int KVH, int D) {
-    const int group = H / KVH;
+/* Forward: tasks over ranges of query rows; each (row, head) is computed as in a serial loop. */
+typedef struct attn_fwd_args {
+    float *out, *lse;
+    const float *q, *k, *v;
+    const int32_t *seg;
+    int T, H, KVH, D, n_tasks;
+} attn_fwd_args;
+
+static void attn_fwd_task(void *ctx, int task) {
+    const attn_fwd_args *g = ctx;
+    const int T = g->T, H = g->H, KVH = g->KVH, D = g->D, group = H / KVH;
+    const int t0 = (int)((int64_t)task * T / g->n_tasks), t1 = (int)((int64_t)(task + 1) * T / g->n_tasks);
+    if (t1 <= t0) return;
     const float scale = 1.0f / sqrtf((float)D);
-    float *sc = malloc(sizeof(float) * (size_t)(T > 0 ? T : 1));
+    float *sc = malloc(sizeof(float) * (size_t)T);
     if (!sc) abort();
-    int s0 = 0;
-    for (int t = 0; t < T; t++) {
-        if (t > 0 && (!seg || seg[t] != seg[t - 1])) s0 = seg ? t : 0;
+    const int32_t *seg = g->seg;
+    int s0 = seg_start(seg, t0);
+    for (int t = t0; t < t1; t++) {
+        if (t > t0 && seg && seg[t] != seg[t - 1]) s0 = t;
         for (int h = 0; h < H; h++) {
-            const float *qr = q + ((int64_t)t * H + h) * D;
+            const float *qr = g->q + ((int64_t)t * H + h) * D;
             int kh = h / group;
             float m = -INFINITY;
             for (int j = s0; j <= t; j++) {
-                const float *kr = k + ((int64_t)j * KVH + kh) * D;
+                const float *kr = g->k + ((int64_t)j * KVH + kh) * D;
                 float d = 0.0f;
                 for (int i = 0; i < D; i++) d += qr[i] * kr[i];
                 sc[j] = d * scale;
@@ -120,37 +227,55 @@ static void attn_fwd(float *out, float *lse, const float *q, const float *k, con
             }
             float sum = 0.0f;
             for (int j = s0; j <= t; j++) sum += (sc[j] = expf(sc[j] - m));
-            float *o = out + ((int64_t)t * H + h) * D;
+            float *o = g->out + ((int64_t)t * H + h) * D;
             for (int i = 0; i < D; i++) o[i] = 0.0f;
             float inv = 1.0f / sum;
             for (int j = s0; j <= t; j++) {
-                const float *vr = v + ((int64_t)j * KVH + kh) * D;
+                const float *vr = g->v + ((int64_t)j * KVH + kh) * D;
                 float pj = sc[j] * inv;
                 for (int i = 0; i < D; i++) o[i] += pj * vr[i];
             }
-            lse[(int64_t)t * H + h] = m + logf(sum);
+            g->lse[(int64_t)t * H + h] = m + logf(sum);
         }
     }
     free(sc);
 }
 
-static void attn_bwd(float *dq, float *dk, float *dv, const float *dout, const float *out,
-                     const float *lse, const float *q, const float *k, const float *v,
+static void attn_fwd(float *out, float *lse, const float *q, const float *k, const float *v,
                      const int32_t *seg, int T, int H, int KVH, int D) {
-    const int group = H / KVH;
+    if (T <= 0) return;
+    int nt = g_threads > 1 ? 4 * g_threads : 1;
+    if (nt > T) nt = T;
+    attn_fwd_args g = {out, lse, q, k, v, seg, T, H, KVH, D, nt};
+    par_run(nt, attn_fwd_task, &g);
+}
+
+/* Backward: one task per (segment, kv head). dk and dv rows of a kv head get contributions only
+ * from the query heads of its group within the segment; the task visits (t, h) in the serial
+ * order (t ascending, then h), so each sum is the serial one. */
+typedef struct attn_bwd_args {
+    float *dq, *dk, *dv;
+    const float *dout, *out, *lse, *q, *k, *v;
+    const int32_t *bounds; /* segment s is rows [bounds[s], bounds[s + 1]) */
+    int T, H, KVH, D;
+} attn_bwd_args;
+
+static void attn_bwd_task(void *ctx, int task) {
+    const attn_bwd_args *g = ctx;
+    const int H = g->H, KVH = g->KVH, D = g->D, group = H / KVH;
+    const int sidx = task / KVH, kh = task % KVH;
+    const int s0 = g->bounds[sidx], s1 = g->bounds[sidx + 1];
     const float scale = 1.0f / sqrtf((float)D);
-    for (int t = 0; t < T; t++) {
-        int s0 = seg_start(seg, t);
-        for (int h = 0; h < H; h++) {
+    for (int t = s0; t < s1; t++) {
+        for (int h = kh * group; h < (kh + 1) * group; h++) {
             int64_t qi = ((int64_t)t * H + h) * D;
-            const float *qr = q + qi, *dor = dout + qi, *orow = out + qi;
-            float *dqr = dq + qi;
-            int kh = h / group;
-            float L = lse[(int64_t)t * H + h], Dt = 0.0f;
+            const float *qr = g->q + qi, *dor = g->dout + qi, *orow = g->out + qi;
+            float *dqr = g->dq + qi;
+            float L = g->lse[(int64_t)t * H + h], Dt = 0.0f;
             for (int i = 0; i < D; i++) Dt += dor[i] * orow[i];
             for (int j = s0; j <= t; j++) {
                 int64_t ki = ((int64_t)j * KVH + kh) * D;
-                const float *kr = k + ki, *vr = v + ki;
+                const float *kr = g->k + ki, *vr = g->v + ki;
                 float s = 0.0f, dp = 0.0f;
                 for (int i = 0; i < D; i++) {
                     s += qr[i] * kr[i];
@@ -158,7 +283,7 @@ static void attn_bwd(float *dq, float *dk, float *dv, const float *dout, const f
                 }
                 float p = expf(s * scale - L);
                 float ds = p * (dp - Dt) * scale;
-                float *dkr = dk + ki, *dvr = dv + ki;
+                float *dkr = g->dk + ki, *dvr = g->dv + ki;
                 for (int i = 0; i < D; i++) {
                     dvr[i] += p * dor[i];
                     dqr[i] += ds * kr[i];
@@ -167,6 +292,22 @@ static void attn_bwd(float *dq, float *dk, float *dv, const float *dout, const f
             }
         }
     }
+}
+
+static void attn_bwd(float *dq, float *dk, float *dv, const float *dout, const float *out,
+                     const float *lse, const float *q, const float *k, const float *v,
+                     const int32_t *seg, int T, int H, int KVH, int D) {
+    if (T <= 0) return;
+    int32_t *bounds = malloc(sizeof(int32_t) * ((size_t)T + 1));
+    if (!bounds) abort();
+    int ns = 0;
+    bounds[ns++] = 0;
+    for (int t = 1; t < T; t++)
+        if (seg && seg[t] != seg[t - 1]) bounds[ns++] = t;
+    bounds[ns] = T;
+    attn_bwd_args g = {dq, dk, dv, dout, out, lse, q, k, v, bounds, T, H, KVH, D};
+    par_run(ns * KVH, attn_bwd_task, &g);
+    free(bounds);
 }
 
 static void swiglu_fwd(float *h, const float *g, const float *u, int64_t n) {
@@ -210,31 +351,48 @@ static void inject_bwd(float *dvecs, const float *dx, const int32_t *rows, int n
     }
 }
 
-static double lmhead_ce(float *dh, float *dW, const float *h, const float *W,
-                        const int32_t *labels, int T, int C, int V, int chunk, float dloss) {
-    int n_lab = 0;
-    for (int t = 0; t < T; t++) n_lab += labels[t] != -100;
-    if (n_lab == 0) return 0.0;
-    if (chunk <= 0 || chunk > V) chunk = V;
+/* lm_head + CE. Pass 1 (a task per range of labelled rows): each row's online log-sum-exp over
+ * vocabulary chunks of `chunk` rows and its label's logit. Pass 2 (with dh): vocabulary blocks of
+ * LM_BLOCK rows in order; per block the labelled rows' dlogits (recomputed logits) are added into
+ * their dh row (a task per range of rows; v ascending as the serial loop), then into dW (a task
+ * per range of the block's vocabulary rows; labelled rows ascending). */
+#define LM_BLOCK 256
+
+static float lm_dot(const float *a, const float *b, int C) {
+    float s = 0.0f;
+    for (int i = 0; i < C; i++) s += a[i] * b[i];
+    return s;
+}
+
+typedef struct lm_args {
+    float *dh, *dW;
+    const float *h, *W;
+    const int32_t *labels, *rows; /* rows: the labelled rows, ascending */
+    int n_lab, C, V, chunk, n_tasks, v0, nv;
+    float g;
+    float *lse, *lab, *dl; /* per labelled row; dl: (n_lab, LM_BLOCK) */
+} lm_args;
+
+static void lm_lse_task(void *ctx, int task) {
+    const lm_args *a = ctx;
+    const int r0 = (int)((int64_t)task * a->n_lab / a->n_tasks),
+              r1 = (int)((int64_t)(task + 1) * a->n_lab / a->n_tasks);
+    if (r1 <= r0) return;
+    const int C = a->C, V = a->V, chunk = a->chunk;
     float *lg = malloc(sizeof(float) * (size_t)chunk);
     if (!lg) abort();
-    double loss = 0.0;
-    const float g = dloss / (float)n_lab;
-    for (int t = 0; t < T; t++) {
-        if (labels[t] == -100) continue;
-        const float *hr = h + (int64_t)t * C;
-        /* pass 1: online log-sum-exp over vocabulary chunks, and the label's logit */
+    for (int r = r0; r < r1; r++) {
+        const int t = a->rows[r];
+        const float *hr = a->h + (int64_t)t * C;
         float m = -INFINITY, sum = 0.0f, lab = 0.0f;
         for (int v0 = 0; v0 < V; v0 += chunk) {
             int n = V - v0 < chunk ? V - v0 : chunk;
             float cm = -INFINITY;
             for (int j = 0; j < n; j++) {
-                const float *wr = W + (int64_t)(v0 + j) * C;
-                float s = 0.0f;
-                for (int i = 0; i < C; i++) s += hr[i] * wr[i];
+                float s = lm_dot(hr, a->W + (int64_t)(v0 + j) * C, C);
                 lg[j] = s;
                 if (s > cm) cm = s;
-                if (v0 + j == labels[t]) lab = s;
+                if (v0 + j == a->labels[t]) lab = s;
             }
             if (cm > m) {
                 sum *= expf(m - cm);
@@ -242,27 +400,77 @@ static double lmhead_ce(float *dh, float *dW, const float *h, const float *W,
             }
             for (int j = 0; j < n; j++) sum += expf(lg[j] - m);
         }
-        float lse = m + logf(sum);
-        loss += (double)lse - (double)lab;
-        if (!dh) continue;
-        /* pass 2: recompute each chunk's logits, dlogit = g * (softmax - onehot) */
-        float *dhr = dh + (int64_t)t * C;
-        for (int v0 = 0; v0 < V; v0 += chunk) {
-            int n = V - v0 < chunk ? V - v0 : chunk;
-            for (int j = 0; j < n; j++) {
-                const float *wr = W + (int64_t)(v0 + j) * C;
-                float s = 0.0f;
-                for (int i = 0; i < C; i++) s += hr[i] * wr[i];
-                float d = g * (expf(s - lse) - (v0 + j == labels[t] ? 1.0f : 0.0f));
-                float *dwr = dW + (int64_t)(v0 + j) * C;
-                for (int i = 0; i < C; i++) {
-                    dhr[i] += d * wr[i];
-                    dwr[i] += d * hr[i];
-                }
-            }
-        }
+        a->lse[r] = m + logf(sum);
+        a->lab[r] = lab;
     }
     free(lg);
+}
+
+static void lm_dh_task(void *ctx, int task) { /* dlogits of the block, added into dh */
+    const lm_args *a = ctx;
+    const int r0 = (int)((int64_t)task * a->n_lab / a->n_tasks),
+              r1 = (int)((int64_t)(task + 1) * a->n_lab / a->n_tasks);
+    const int C = a->C;
+    for (int r = r0; r < r1; r++) {
+        const int t = a->rows[r];
+        const float *hr = a->h + (int64_t)t * C;
+        float *dhr = a->dh + (int64_t)t * C, *dl = a->dl + (int64_t)r * LM_BLOCK;
+        for (int j = 0; j < a->nv; j++) {
+            const int v = a->v0 + j;
+            const float *wr = a->W + (int64_t)v * C;
+            float s = lm_dot(hr, wr, C);
+            float d = a->g * (expf(s - a->lse[r]) - (v == a->labels[t] ? 1.0f : 0.0f));
+            dl[j] = d;
+            for (int i = 0; i < C; i++) dhr[i] += d * wr[i];
+        }
+    }
+}
+
+static void lm_dw_task(void *ctx, int task) { /* the block's dlogits, added into dW */
+    const lm_args *a = ctx;
+    const int j0 = (int)((int64_t)task * a->nv / a->n_tasks),
+              j1 = (int)((int64_t)(task + 1) * a->nv / a->n_tasks);
+    const int C = a->C;
+    for (int j = j0; j < j1; j++) {
+        float *dwr = a->dW + (int64_t)(a->v0 + j) * C;
+        for (int r = 0; r < a->n_lab; r++) {
+            const float d = a->dl[(int64_t)r * LM_BLOCK + j];
+            const float *hr = a->h + (int64_t)a->rows[r] * C;
+            for (int i = 0; i < C; i++) dwr[i] += d * hr[i];
+        }
+    }
+}
+
+static double lmhead_ce(float *dh, float *dW, const float *h, const float *W,
+                        const int32_t *labels, int T, int C, int V, int chunk, float dloss) {
+    int n_lab = 0;
+    for (int t = 0; t < T; t++) n_lab += labels[t] != -100;
+    if (n_lab == 0) return 0.0;
+    if (chunk <= 0 || chunk > V) chunk = V;
+    int32_t *rows = malloc(sizeof(int32_t) * (size_t)n_lab);
+    float *lse = malloc(sizeof(float) * (size_t)n_lab * 2);
+    float *dl = dh ? malloc(sizeof(float) * (size_t)n_lab * LM_BLOCK) : NULL;
+    if (!rows || !lse || (dh && !dl)) abort();
+    for (int t = 0, r = 0; t < T; t++)
+        if (labels[t] != -100) rows[r++] = t;
+    const int par = g_threads > 1 ? 4 * g_threads : 1;
+    lm_args a = {dh, dW, h, W, labels, rows, n_lab, C, V, chunk, par < n_lab ? par : n_lab, 0, 0,
+                 dloss / (float)n_lab, lse, lse + n_lab, dl};
+    par_run(a.n_tasks, lm_lse_task, &a);
+    double loss = 0.0;
+    for (int r = 0; r < n_lab; r++) loss += (double)lse[r] - (double)a.lab[r];
+    if (dh) {
+        for (a.v0 = 0; a.v0 < V; a.v0 += LM_BLOCK) {
+            a.nv = V - a.v0 < LM_BLOCK ? V - a.v0 : LM_BLOCK;
+            a.n_tasks = par < n_lab ? par : n_lab;
+            par_run(a.n_tasks, lm_dh_task, &a);
+            a.n_tasks = par < a.nv ? par : a.nv;
+            par_run(a.n_tasks, lm_dw_task, &a);
+        }
+    }
+    free(rows);
+    free(lse);
+    free(dl);
     return loss / n_lab;
 }
 

@@ -76,4 +76,11 @@ typedef struct hc_train_ops {
 /* The CPU implementation. */
 const hc_train_ops *hc_train_ops_cpu(void);
 
+/* Threads of the CPU table's matmul, attention and lm_head + CE (process-wide; default 1; 1 frees
+ * the pool). Results are bit-identical for every thread count (ops_cpu.c says how). Not to be
+ * called while an op runs; the ops must be driven from one thread. Returns HC_OK or an error
+ * code (the count is then 1). */
+int hc_train_ops_cpu_set_threads(int n);
+int hc_train_ops_cpu_threads(void);
+
 #endif
