@@ -1,9 +1,12 @@
 /* progress.c: metrics JSON lines and the terminal progress line (see progress.h). */
+#define _POSIX_C_SOURCE 200809L
 #include "progress.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <math.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 int hc_progress_open(hc_progress *p, const char *metrics_path, int64_t total, hc_errbuf *eb) {
@@ -103,4 +106,49 @@ int hc_progress_close(hc_progress *p, hc_errbuf *eb) {
         rc = hc_seterr(eb, HC_ERR_IO, "metrics file: close failed: %s", strerror(errno));
     p->metrics = NULL;
     return rc;
+}
+
+int hc_metrics_cut(const char *path, int64_t step, int64_t *cut_lines, hc_errbuf *eb) {
+    if (cut_lines) *cut_lines = 0;
+    struct stat sb;
+    if (stat(path, &sb) != 0) {
+        if (errno == ENOENT) return HC_OK;
+        return hc_seterr(eb, HC_ERR_IO, "metrics file %s: %s", path, strerror(errno));
+    }
+    if (!S_ISREG(sb.st_mode)) return HC_OK;
+    FILE *f = fopen(path, "r");
+    if (!f) return hc_seterr(eb, HC_ERR_IO, "metrics file %s: %s", path, strerror(errno));
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    off_t off = 0, cut = -1;
+    int64_t lines = 0;
+    while ((n = getline(&line, &cap, f)) > 0) {
+        if (cut >= 0) {
+            lines++;
+            continue;
+        }
+        int stop = line[n - 1] != '\n'; /* torn: the last line, without its newline */
+        if (!stop) {
+            json_t *o = json_loadb(line, (size_t)n, 0, NULL);
+            json_t *s = json_is_object(o) ? json_object_get(o, "step") : NULL;
+            stop = json_is_integer(s) && json_integer_value(s) > step;
+            json_decref(o);
+        }
+        if (stop) {
+            cut = off;
+            lines++;
+        }
+        off += n;
+    }
+    int rerr = ferror(f);
+    free(line);
+    fclose(f);
+    if (rerr) return hc_seterr(eb, HC_ERR_IO, "metrics file %s: read failed", path);
+    if (cut < 0) return HC_OK;
+    if (truncate(path, cut) != 0)
+        return hc_seterr(eb, HC_ERR_IO, "metrics file %s: cannot cut it at step %lld: %s", path,
+                         (long long)step, strerror(errno));
+    if (cut_lines) *cut_lines = lines;
+    return HC_OK;
 }

@@ -35,6 +35,13 @@ int hc_progress_step(hc_progress *p, int64_t step, double lr, double loss, int n
 int hc_progress_format(char *buf, size_t n, int64_t step, int64_t total, double loss, int nterms,
                        const char *const *names, const double *terms, double tokens_per_s,
                        double eta_s);
+/* For --resume from a checkpoint at `step`: cuts the metrics file at its first line whose "step"
+ * is beyond `step`, or at a last line without its newline (a write torn by a kill), so the resumed
+ * run's lines follow the checkpoint's without duplicates. Lines before the cut stay as they are
+ * (only complete JSON objects with an integer "step" can stop it). One truncate(2): the file is
+ * never rewritten. A missing file or one that is not a regular file is left alone. *cut_lines
+ * (may be NULL) gets the number of lines removed (a torn one counts). HC_ERR_IO names the file. */
+int hc_metrics_cut(const char *path, int64_t step, int64_t *cut_lines, hc_errbuf *eb);
 /* Closes the file; HC_ERR_IO if the final flush/close failed. */
 int hc_progress_close(hc_progress *p, hc_errbuf *eb);
 

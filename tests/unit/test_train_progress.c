@@ -82,8 +82,69 @@ static void test_format(void) {
     CHECK(n == 7 && strlen(small) == 7);
 }
 
+/* hc_metrics_cut: the resume cut. */
+static void put_file(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    if (!f) return;
+    fputs(text, f);
+    fclose(f);
+}
+
+static int file_is(const char *path, const char *want) {
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    char buf[1024];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    return !strcmp(buf, want);
+}
+
+static void test_cut(void) {
+    char path[] = "/tmp/hc_metrics_cut_XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    if (fd < 0) return;
+    close(fd);
+    hc_errbuf eb = {{0}};
+    int64_t cut = -1;
+    const char *l1 = "{\"step\":1,\"loss\":3}\n", *l2 = "{\"step\":2,\"loss\":2}\n",
+               *l3 = "{\"step\":3,\"loss\":1}\n", *torn = "{\"step\":4,\"lo";
+    char all[512], want[512];
+    /* lines beyond the checkpoint and a torn last line go */
+    snprintf(all, sizeof all, "%s%s%s%s", l1, l2, l3, torn);
+    put_file(path, all);
+    CHECK(hc_metrics_cut(path, 2, &cut, &eb) == HC_OK && cut == 2);
+    snprintf(want, sizeof want, "%s%s", l1, l2);
+    CHECK(file_is(path, want));
+    /* only the torn line */
+    put_file(path, all);
+    CHECK(hc_metrics_cut(path, 3, &cut, &eb) == HC_OK && cut == 1);
+    snprintf(want, sizeof want, "%s%s%s", l1, l2, l3);
+    CHECK(file_is(path, want));
+    /* nothing to cut: untouched */
+    CHECK(hc_metrics_cut(path, 3, &cut, &eb) == HC_OK && cut == 0 && file_is(path, want));
+    /* step 0 (a resume that starts fresh) keeps nothing of this run's steps; a non-metrics line
+     * before them stays */
+    snprintf(all, sizeof all, "not json\n%s%s", l1, l2);
+    put_file(path, all);
+    CHECK(hc_metrics_cut(path, 0, &cut, &eb) == HC_OK && cut == 2 && file_is(path, "not json\n"));
+    /* the first line beyond the step cuts, even when an earlier step follows it */
+    snprintf(all, sizeof all, "%s%s%s%s", l1, l3, l2, l3);
+    put_file(path, all);
+    CHECK(hc_metrics_cut(path, 2, &cut, &eb) == HC_OK && cut == 3 && file_is(path, l1));
+    unlink(path);
+    /* a missing file and a character device are left alone */
+    CHECK(hc_metrics_cut(path, 1, &cut, &eb) == HC_OK && cut == 0);
+    CHECK(hc_metrics_cut("/dev/null", 1, &cut, &eb) == HC_OK && cut == 0);
+    /* a directory in the path is an error naming the file */
+    CHECK(hc_metrics_cut("/etc/passwd/x", 1, &cut, &eb) == HC_ERR_IO && strstr(eb.msg, "/etc/passwd/x"));
+}
+
 int main(void) {
     test_metrics();
     test_format();
+    test_cut();
     return hc_test_finish("test_train_progress");
 }
