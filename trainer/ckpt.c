@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -295,6 +296,17 @@ static int write_trainer_json(const char *path, const hc_ptab *t, const hc_ckpt_
                                      json_pack("{s:s, s:o, s:s}", "name", p->name, "shape", shape,
                                                "dtype", hc_dtype_name(saved_dtype(p, want))));
     }
+    if (st->run[0]) {
+        json_t *run = json_loads(st->run, 0, NULL);
+        if (!json_is_object(run)) {
+            json_decref(run);
+            json_decref(rng);
+            json_decref(params);
+            json_decref(root);
+            return hc_seterr(eb, HC_ERR_INVAL, "%s: the run settings are not a JSON object", path);
+        }
+        bad |= json_object_set_new(root, "run", run);
+    }
     bad |= json_object_set(root, "params", params);
     bad |= json_object_set_new(root, "files",
                                json_pack("{s:I, s:I}", "model.safetensors", (json_int_t)model_size,
@@ -564,6 +576,19 @@ static int parse_state(const jctx *j, json_t *root, hc_ckpt_state *st) {
         return rc;
     if (!json_is_array(rng) || json_array_size(rng) > HC_CKPT_MAX_RNG)
         return jfield_err(j, "rng", "an array of at most 8 strings");
+    json_t *run = json_object_get(root, "run");
+    if (run) {
+        char *text = json_is_object(run) ? json_dumps(run, JSON_COMPACT | JSON_SORT_KEYS |
+                                                                JSON_REAL_PRECISION(17))
+                                         : NULL;
+        size_t n = text ? strlen(text) : 0;
+        if (!text || n >= sizeof st->run) {
+            free(text);
+            return jfield_err(j, "run", "a JSON object of the run's settings");
+        }
+        memcpy(st->run, text, n + 1);
+        free(text);
+    }
     st->n_rng = (int)json_array_size(rng);
     for (int i = 0; i < st->n_rng; i++) {
         char f[32];
@@ -742,4 +767,65 @@ int hc_ckpt_load_latest(const char *dir, hc_ptab *t, hc_ckpt_state *st, hc_ckpt_
                        dir, n, info->skipped_why);
     free(v);
     return rc;
+}
+
+/* ---- lock and leftovers --------------------------------------------------------------------- */
+
+int hc_ckpt_lock(const char *dir, int *fd, hc_errbuf *eb) {
+    *fd = -1;
+    int rc = ensure_dir(dir, eb);
+    if (rc) return rc;
+    char p[PATH_N];
+    if (join(p, sizeof p, dir, ".lock")) return hc_seterr(eb, HC_ERR_INVAL, "%s: path too long", dir);
+    int f = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (f < 0) return sys_err(eb, p, "open the lock file", errno);
+    if (flock(f, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        char buf[32] = {0};
+        ssize_t n = pread(f, buf, sizeof buf - 1, 0);
+        close(f);
+        if (e != EWOULDBLOCK) return sys_err(eb, p, "lock", e);
+        long pid = n > 0 ? strtol(buf, NULL, 10) : 0;
+        return hc_seterr(eb, HC_ERR_AGAIN,
+                         "%s is in use by another hllm-train (process %ld): one run per checkpoint "
+                         "directory",
+                         dir, pid);
+    }
+    char buf[32];
+    int n = snprintf(buf, sizeof buf, "%ld\n", (long)getpid());
+    if (ftruncate(f, 0) != 0 || pwrite(f, buf, (size_t)n, 0) != n) {
+        int e = errno;
+        close(f);
+        return sys_err(eb, p, "write the lock file", e);
+    }
+    *fd = f;
+    return HC_OK;
+}
+
+int hc_ckpt_clean(const char *dir, FILE *log) {
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    int removed = 0;
+    struct dirent *de;
+    char p[PATH_N], fin[PATH_N];
+    while ((de = readdir(d))) {
+        const char *nm = de->d_name;
+        int64_t step;
+        int old = 0, gone = !strncmp(nm, ".tmp-step-", 10) || !strncmp(nm, ".del-step-", 10) ||
+                            !strcmp(nm, ".latest.tmp");
+        if (!gone && parse_step_name(nm, 1, &step, &old) && old) {
+            struct stat sb;
+            gone = !join(fin, sizeof fin, dir, nm + 5) && lstat(fin, &sb) == 0;
+        }
+        if (!gone || join(p, sizeof p, dir, nm)) continue;
+        if (rm_tree(p, 0) == 0) {
+            removed++;
+            if (log) fprintf(log, "hllm-train: removed %s, left by an interrupted save\n", p);
+        } else if (log) {
+            fprintf(log, "hllm-train: cannot remove %s, left by an interrupted save: %s\n", p,
+                    strerror(errno));
+        }
+    }
+    closedir(d);
+    return removed;
 }

@@ -39,6 +39,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "core/error.h"
 #include "core/tensor.h"
@@ -47,6 +48,7 @@
 
 #define HC_CKPT_VERSION 1
 #define HC_CKPT_MAX_RNG 8
+#define HC_CKPT_RUN_MAX 4096
 
 typedef struct hc_ckpt_state {
     int64_t step; /* optimizer steps taken */
@@ -58,6 +60,9 @@ typedef struct hc_ckpt_state {
     double peak_lr; /* schedule: hc_cosine_lr(peak_lr, step, warmup, total_steps) */
     double warmup;
     int64_t total_steps;
+    /* the run's settings as a compact JSON object (trainer.json "run"; "" = none), for --resume
+     * to compare with its own; written and read back as is (an older checkpoint has none) */
+    char run[HC_CKPT_RUN_MAX];
 } hc_ckpt_state;
 
 typedef struct hc_ckpt_params {
@@ -86,5 +91,16 @@ int hc_ckpt_load_latest(const char *dir, hc_ptab *t, hc_ckpt_state *st, hc_ckpt_
                         hc_errbuf *eb);
 /* Loads one checkpoint directory (DIR/step-N). An incomplete one is HC_ERR_FORMAT. */
 int hc_ckpt_load(const char *ckpt_dir, hc_ptab *t, hc_ckpt_state *st, hc_errbuf *eb);
+
+/* One trainer per checkpoint directory: creates DIR if missing (its parent must exist) and takes
+ * an exclusive flock(2) on DIR/.lock (holding this process's id, for the message), kept until the
+ * process ends (*fd stays open). Another live holder is HC_ERR_AGAIN naming its process id. */
+int hc_ckpt_lock(const char *dir, int *fd, hc_errbuf *eb);
+
+/* With the lock held: removes what an interrupted save left in DIR (.tmp-step-N, .del-step-N,
+ * .latest.tmp, and .old-step-N where step-N exists: an .old-step-N without it is the newest
+ * complete copy of that step and is kept), printing one line per entry to `log` (NULL: none).
+ * Returns the number of entries removed. */
+int hc_ckpt_clean(const char *dir, FILE *log);
 
 #endif

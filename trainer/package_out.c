@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <jansson.h>
 #include <limits.h>
 #include <stdio.h>
@@ -313,4 +314,74 @@ int hc_ctrain_write_package(const hc_ctrain *tr, const char *in_dir, const char 
         free(skip.paths[i]);
     free(skip.paths);
     return rc;
+}
+
+/* Is pid a running hllm-train? A process that exists but whose /proc comm is another program is
+ * not (its id was reused); without /proc an existing process counts as one. */
+static int live_trainer(long pid) {
+    if (pid <= 0 || pid == (long)getpid()) return 0;
+    if (kill((pid_t)pid, 0) != 0 && errno != EPERM) return 0;
+    char p[64], comm[64] = {0};
+    snprintf(p, sizeof p, "/proc/%ld/comm", pid);
+    FILE *f = fopen(p, "r");
+    if (!f) return 1;
+    size_t n = fread(comm, 1, sizeof comm - 1, f);
+    fclose(f);
+    comm[n] = 0;
+    return !strncmp(comm, "hllm-train", 10);
+}
+
+int hc_package_out_clean(const char *out_dir, FILE *log) {
+    char parent[PATH_MAX], base[PATH_MAX];
+    snprintf(parent, sizeof parent, "%s", out_dir);
+    char *slash = strrchr(parent, '/');
+    if (!slash) {
+        snprintf(base, sizeof base, "%s", parent);
+        snprintf(parent, sizeof parent, ".");
+    } else {
+        snprintf(base, sizeof base, "%s", slash + 1);
+        if (slash == parent) slash[1] = 0;
+        else *slash = 0;
+    }
+    const size_t nb = strlen(base);
+    if (!nb) return 0;
+    DIR *d = opendir(parent);
+    if (!d) return 0;
+    int handled = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        const char *nm = e->d_name;
+        if (strncmp(nm, base, nb) || (strncmp(nm + nb, ".tmp-", 5) && strncmp(nm + nb, ".old-", 5)))
+            continue;
+        const char *digits = nm + nb + 5;
+        const size_t nd = strlen(digits);
+        if (nd < 1 || nd > 10 || strspn(digits, "0123456789") != nd) continue;
+        const long pid = strtol(digits, NULL, 10);
+        if (live_trainer(pid)) continue;
+        char p[PATH_MAX + 2];
+        if (snprintf(p, sizeof p, "%s/%s", strcmp(parent, ".") ? parent : ".", nm) >= (int)sizeof p)
+            continue;
+        struct stat sb;
+        if (!strncmp(nm + nb, ".old-", 5) && lstat(out_dir, &sb) != 0 && errno == ENOENT &&
+            lstat(p, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+            if (rename(p, out_dir) == 0) {
+                handled++;
+                if (log)
+                    fprintf(log, "hllm-train: restored %s from %s, left by a run (process %ld) "
+                            "killed while replacing it\n", out_dir, p, pid);
+                continue;
+            }
+        }
+        if (remove_tree(p, 0) == 0) {
+            handled++;
+            if (log)
+                fprintf(log, "hllm-train: removed %s, left by an interrupted run (process %ld)\n",
+                        p, pid);
+        } else if (log) {
+            fprintf(log, "hllm-train: cannot remove %s, left by process %ld: %s\n", p, pid,
+                    strerror(errno));
+        }
+    }
+    closedir(d);
+    return handled;
 }

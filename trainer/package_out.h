@@ -12,6 +12,8 @@
 #ifndef HC_TRAIN_PACKAGE_OUT_H
 #define HC_TRAIN_PACKAGE_OUT_H
 
+#include <stdio.h>
+
 #include "core/error.h"
 #include "core/tensor.h"
 #include "creator_train.h"
@@ -25,5 +27,13 @@ int hc_ctrain_write_package(const hc_ctrain *tr, const char *in_dir, const char 
  * not inside the input package in_dir (its copy would copy itself). */
 int hc_package_out_check(const char *path, const char *in_dir, const char *what, int any_dir,
                          hc_errbuf *eb);
+
+/* Before training: what a run killed while writing `out_dir` left beside it. OUT.tmp-<pid> (a
+ * package being built) and OUT.old-<pid> (the package being replaced) whose process is gone, or
+ * is no hllm-train (/proc/<pid>/comm; the id was reused), are removed, except that an
+ * OUT.old-<pid> while OUT itself is missing (killed between its two renames) is renamed back to
+ * OUT. Entries of a live hllm-train are left alone. One line per entry to `log` (NULL: none).
+ * Returns the number of entries handled. */
+int hc_package_out_clean(const char *out_dir, FILE *log);
 
 #endif

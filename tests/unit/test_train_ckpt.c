@@ -73,6 +73,8 @@ static hc_ckpt_state state_of(int64_t step) {
     st.peak_lr = 2e-5;
     st.warmup = 0.1 * 777;
     st.total_steps = 777;
+    snprintf(st.run, sizeof st.run, "{\"batch\":%lld,\"data\":\"/d/x.jsonl\",\"lr\":0.001}",
+             (long long)step);
     return st;
 }
 
@@ -82,7 +84,8 @@ static int state_eq(const hc_ckpt_state *a, const hc_ckpt_state *b) {
            !memcmp(a->rng, b->rng, sizeof a->rng) &&
            !memcmp(&a->adamw, &b->adamw, sizeof a->adamw) &&
            !memcmp(&a->peak_lr, &b->peak_lr, sizeof(double)) &&
-           !memcmp(&a->warmup, &b->warmup, sizeof(double)) && a->total_steps == b->total_steps;
+           !memcmp(&a->warmup, &b->warmup, sizeof(double)) && a->total_steps == b->total_steps &&
+           !strcmp(a->run, b->run);
 }
 
 /* The table: a BF16 embedding with its first row set to rounding ties, an F32 norm, an F16 and a
@@ -521,6 +524,43 @@ static int loop_mode(const char *dir) {
     return 0;
 }
 
+/* One trainer per directory (hc_ckpt_lock) and the leftovers of interrupted saves
+ * (hc_ckpt_clean). */
+static void test_lock_and_clean(const char *root) {
+    char dir[1200], p[1400], pid[32];
+    snprintf(dir, sizeof dir, "%s/lk", root);
+    hc_errbuf eb = {{0}};
+    int fd = -1, fd2 = -1;
+    CHECK_OK(hc_ckpt_lock(dir, &fd, &eb)); /* creates the directory */
+    CHECK(fd >= 0);
+    snprintf(pid, sizeof pid, "process %ld)", (long)getpid());
+    CHECK(hc_ckpt_lock(dir, &fd2, &eb) == HC_ERR_AGAIN && fd2 < 0 && strstr(eb.msg, pid) &&
+          strstr(eb.msg, dir));
+    close(fd);
+    CHECK_OK(hc_ckpt_lock(dir, &fd2, &eb)); /* released with its descriptor */
+    close(fd2);
+    snprintf(p, sizeof p, "%s/x/y", root);
+    CHECK(hc_ckpt_lock(p, &fd, &eb) != HC_OK && fd < 0); /* a missing parent */
+    /* leftovers: removed, except an .old-step-N without its step-N (the newest copy of N) */
+    const char *dirs[] = {".tmp-step-00000001", ".del-step-00000002", ".old-step-00000003",
+                          "step-00000003", ".old-step-00000004"};
+    for (int i = 0; i < 5; i++) {
+        snprintf(p, sizeof p, "%s/%s", dir, dirs[i]);
+        CHECK(mkdir(p, 0755) == 0);
+    }
+    snprintf(p, sizeof p, "%s/.tmp-step-00000001/model.safetensors", dir);
+    CHECK(write_text(p, "x") == 0);
+    snprintf(p, sizeof p, "%s/.latest.tmp", dir);
+    CHECK(write_text(p, "step-00000003\n") == 0);
+    CHECK(hc_ckpt_clean(dir, NULL) == 4);
+    CHECK(count_entries(dir, ".tmp-") == 0 && count_entries(dir, ".del-") == 0 &&
+          count_entries(dir, ".latest") == 0 && count_entries(dir, ".old-step-00000004") == 1 &&
+          count_entries(dir, ".old-step-00000003") == 0 && count_entries(dir, "step-00000003") == 1 &&
+          count_entries(dir, ".lock") == 1);
+    CHECK(hc_ckpt_clean(dir, NULL) == 0);
+    rm_rf(dir);
+}
+
 int main(int argc, char **argv) {
     if (argc == 4 && !strcmp(argv[2], "--loop")) return loop_mode(argv[3]);
     if (argc == 4 && !strcmp(argv[2], "--check")) {
@@ -534,6 +574,7 @@ int main(int argc, char **argv) {
     test_round_trip(root);
     test_leftovers_and_keep(root);
     test_errors(root);
+    test_lock_and_clean(root);
     rm_rf(root);
     return hc_test_finish("test_train_ckpt");
 }
