@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "ckpt.h"
+#include "core/fileio.h"
 #include "creator_train.h"
 #include "data.h"
 #include "ops/train_ops.h"
@@ -18,6 +19,7 @@
 #include "progress.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 typedef struct opts {
     const char *package, *data, *out, *ckpt_dir, *metrics, *items, *task;
@@ -281,6 +283,90 @@ static int save(const char *dir, hc_ctrain *tr, const hc_ckpt_state *st, const o
     return 0;
 }
 
+/* The settings that define a run's schedule and losses, as a JSON object stored in every
+ * checkpoint; --resume refuses other values (see docs/TRAINING.md "Resume"). Paths canonical. */
+static json_t *run_settings(const opts *o, int64_t rows) {
+    json_t *r = json_object();
+    const char *paths[][2] = {{"package", o->package}, {"data", o->data}, {"items", o->items}};
+    for (size_t i = 0; i < 3; i++) {
+        if (!paths[i][1]) {
+            json_object_set_new(r, paths[i][0], json_null());
+            continue;
+        }
+        char *c = hc_path_canonical(paths[i][1]);
+        json_object_set_new(r, paths[i][0], json_string(c ? c : paths[i][1]));
+        free(c);
+    }
+    json_object_set_new(r, "task", json_string(o->task));
+    json_object_set_new(r, "data-rows", json_integer(rows));
+    const struct { const char *k; long long v; } ints[] = {
+        {"epochs", o->epochs}, {"steps", o->steps}, {"batch", o->batch}, {"accum", o->accum},
+        {"seed", (long long)o->seed}, {"no-shuffle", !o->shuffle}, {"row-prompts", o->row_prompts},
+        {"max-item-list-length", o->max_item_list_length},
+        {"max-text-length", o->max_text_length},
+        {"max-gen-text-length", o->max_gen_text_length},
+        {"max-user-profile-text-length", o->max_user_profile_text_length}};
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
+        json_object_set_new(r, ints[i].k, json_integer(ints[i].v));
+    const struct { const char *k; double v; } dbls[] = {
+        {"lr", o->lr}, {"warmup-ratio", o->warmup_ratio}, {"weight-decay", o->weight_decay},
+        {"beta1", o->beta1}, {"beta2", o->beta2}, {"eps", o->eps}, {"clip", o->clip},
+        {"creative-weight", o->w_creative}, {"recon-weight", o->w_recon},
+        {"align-weight", o->w_align}, {"cls-weight", o->w_cls}};
+    for (size_t i = 0; i < sizeof dbls / sizeof dbls[0]; i++)
+        json_object_set_new(r, dbls[i].k, json_real(dbls[i].v));
+    return r;
+}
+
+static void show_value(char *buf, size_t n, json_t *v, json_t *other) {
+    if (json_is_string(v)) snprintf(buf, n, "%s", json_string_value(v));
+    else if (json_is_integer(v)) snprintf(buf, n, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+    else if (json_is_real(v)) {
+        snprintf(buf, n, "%g", json_real_value(v));
+        char b2[64];
+        if (json_is_real(other) && (snprintf(b2, sizeof b2, "%g", json_real_value(other)), !strcmp(buf, b2)))
+            snprintf(buf, n, "%.17g", json_real_value(v));
+    } else if (json_is_null(v)) snprintf(buf, n, "(none)");
+    else snprintf(buf, n, "?");
+}
+
+/* Compares the checkpoint's run settings (JSON text; "" for an older checkpoint: nothing to
+ * compare) with this run's; prints one line per difference; returns their number. */
+static int resume_mismatches(const char *saved_text, json_t *now, const char *ckpt) {
+    if (!saved_text[0]) return 0;
+    json_t *saved = json_loads(saved_text, 0, NULL);
+    if (!saved) return 0;
+    int n = 0;
+    const char *k;
+    json_t *v;
+    json_object_foreach(now, k, v) {
+        json_t *was = json_object_get(saved, k);
+        if (!was || json_equal(was, v)) continue;
+        char a[1200], b[1200];
+        show_value(a, sizeof a, was, v);
+        show_value(b, sizeof b, v, was);
+        if (!strcmp(k, "data-rows"))
+            fprintf(stderr, "hllm-train: --resume: the usable rows of --data: %s in the checkpoint, "
+                    "%s now (was the data file changed?)\n", a, b);
+        else if (!strcmp(k, "steps"))
+            fprintf(stderr, "hllm-train: --resume: --steps: %s in the checkpoint, %s now\n",
+                    strcmp(a, "0") ? a : "not set", strcmp(b, "0") ? b : "not set");
+        else if (!strcmp(k, "no-shuffle") || !strcmp(k, "row-prompts"))
+            fprintf(stderr, "hllm-train: --resume: --%s: %s in the checkpoint, %s now\n", k,
+                    strcmp(a, "0") ? "set" : "not set", strcmp(b, "0") ? "set" : "not set");
+        else
+            fprintf(stderr, "hllm-train: --resume: --%s: %s in the checkpoint, %s now\n", k, a, b);
+        n++;
+    }
+    json_decref(saved);
+    if (n)
+        fprintf(stderr, "hllm-train: --resume: %s was made with other settings: resume with the "
+                "same ones (only --out, --checkpoint-dir, --save-every, --keep, --metrics, "
+                "--threads, --quiet, --weights-dtype and --stop-after may change), or start a new "
+                "run with another --checkpoint-dir\n", ckpt);
+    return n;
+}
+
 int main(int argc, char **argv) {
     opts o;
     memset(&o, 0, sizeof o);
@@ -381,7 +467,8 @@ int main(int argc, char **argv) {
     hc_ctrain *tr = NULL;
     hc_data *data = NULL;
     hc_progress prog = {0};
-    int status = 1;
+    int status = 1, lock_fd = -1;
+    json_t *run = NULL;
     if (hc_train_ops_cpu_set_threads(o.threads)) {
         fail("--threads %d: cannot start the threads", o.threads);
         goto done;
@@ -438,6 +525,18 @@ int main(int argc, char **argv) {
     st.adamw.eps = o.eps;
     st.peak_lr = o.lr;
     st.warmup = o.warmup_ratio * (double)st.total_steps;
+    run = run_settings(&o, rows);
+    {
+        char *text = run ? json_dumps(run, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(17))
+                         : NULL;
+        if (!text || strlen(text) >= sizeof st.run) {
+            free(text);
+            fail("the run's settings do not fit in a checkpoint (paths too long?)");
+            goto done;
+        }
+        snprintf(st.run, sizeof st.run, "%s", text);
+        free(text);
+    }
     if (o.resume) {
         hc_ckpt_info info;
         int rc = hc_ckpt_load_latest(o.ckpt_dir, &tr->t, &st, &info, &eb);
@@ -448,6 +547,20 @@ int main(int argc, char **argv) {
             fail("resume: %s", eb.msg);
             goto done;
         } else {
+            char ckpt_run[HC_CKPT_RUN_MAX];
+            snprintf(ckpt_run, sizeof ckpt_run, "%s", st.run);
+            if (resume_mismatches(ckpt_run, run, info.path)) {
+                status = 2;
+                goto done;
+            }
+            if (!ckpt_run[0])
+                fprintf(stderr, "hllm-train: --resume: %s records no settings (an older "
+                        "checkpoint): its schedule (%lld steps, lr %g) is used\n", info.path,
+                        (long long)st.total_steps, st.peak_lr);
+            /* the checkpoint's own settings are this run's from here on (equal where recorded) */
+            char *text = json_dumps(run, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(17));
+            snprintf(st.run, sizeof st.run, "%s", text ? text : "");
+            free(text);
             if (st.n_rng >= 1) tr->cls_rng = st.rng[0];
             if (hc_data_seek(data, st.cursor, &eb)) {
                 fail("resume: %s (was the data file changed?)", eb.msg);
@@ -459,6 +572,29 @@ int main(int argc, char **argv) {
                         info.skipped ? "; skipped incomplete: " : "",
                         info.skipped ? info.skipped_why : "");
         }
+    }
+    if (o.batch > rows) {
+        fail("--batch %d is more than the %lld usable rows of %s (a row would be its own "
+             "negative)", o.batch, (long long)rows, o.data);
+        goto done;
+    }
+    /* one run per checkpoint directory; then what killed runs left behind goes */
+    if (hc_ckpt_lock(o.ckpt_dir, &lock_fd, &eb)) {
+        fail("--checkpoint-dir: %s", eb.msg);
+        goto done;
+    }
+    hc_ckpt_clean(o.ckpt_dir, stderr);
+    hc_package_out_clean(o.out, stderr);
+    if (o.resume && o.metrics) { /* the steps after the checkpoint run again: their lines go */
+        int64_t cut = 0;
+        if (hc_metrics_cut(o.metrics, st.step, &cut, &eb)) {
+            fail("%s", eb.msg);
+            goto done;
+        }
+        if (cut > 0)
+            fprintf(stderr, "hllm-train: --metrics %s: removed %lld line%s after step %lld (they "
+                    "are written again)\n", o.metrics, (long long)cut, cut == 1 ? "" : "s",
+                    (long long)st.step);
     }
     if (hc_progress_open(&prog, o.metrics, st.total_steps, &eb)) {
         fail("%s", eb.msg);
@@ -474,11 +610,6 @@ int main(int argc, char **argv) {
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
-    if (o.batch > rows) {
-        fail("--batch %d is more than the %lld usable rows of %s (a row would be its own "
-             "negative)", o.batch, (long long)rows, o.data);
-        goto done;
-    }
 
     hc_data_sample *smp = calloc((size_t)o.batch, sizeof *smp);
     hc_ctrain_row *rw = calloc((size_t)o.batch, sizeof *rw);
@@ -628,5 +759,7 @@ done:
     hc_data_free(data);
     hc_ctrain_free(tr);
     hc_train_ops_cpu_set_threads(1);
+    if (lock_fd >= 0) close(lock_fd);
+    json_decref(run);
     return status;
 }

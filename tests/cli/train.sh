@@ -7,7 +7,11 @@
 #  - stopped after 4 steps (--stop-after, as SIGINT) and resumed, the run equals the uninterrupted
 #    one bit for bit (every metrics line, the package weights); a SIGINT mid-run does the same;
 #    a SIGKILL mid-run loses at most the steps since the last checkpoint and a resumed run still
-#    ends bit-identical;
+#    ends bit-identical, metrics file included (its lines after the checkpoint and a torn line
+#    are cut); results do not depend on --threads (1 and 2 threads compared);
+#  - --resume with other run-defining settings is refused naming each; allowed changes work;
+#  - leftovers of killed runs (OUT.tmp-PID, OUT.old-PID, .tmp-step-N) are removed or restored,
+#    those of a live run kept, and a live run's checkpoint directory is refused;
 #  - the same settings from --config give the same package.
 # usage: train.sh /path/to/hllm /path/to/tests (hllm-train is $(dirname hllm)/../trainer/hllm-train
 #   or $HC_TEST_HLLM_TRAIN)
@@ -177,13 +181,25 @@ cp "$T/a/model.safetensors" "$T/a.weights"
 { ( ulimit -f 64; exec "$TRAIN" "${COMMON[@]}" --out "$T/a" --steps 1 ) >/dev/null 2>&1; } 2>/dev/null
 cmp -s "$T/a.weights" "$T/a/model.safetensors" && [ -f "$T/a/creator.json" ] && ok \
     || bad "a run killed mid-write damaged the package it was replacing"
+# ... and left its half-written checkpoint, which the next run on that directory removes with
+# a notice (a live run's directory is refused: see "leftovers" below)
+if compgen -G "$T/a.ckpt/.tmp-step-*" >/dev/null; then
+    "$TRAIN" "${COMMON[@]}" --out "$T/a2" --checkpoint-dir "$T/a.ckpt" --keep 0 --steps 1 \
+        2>"$T/err" || bad "run after the killed one: $(cat "$T/err")"
+    grep -q "removed $T/a.ckpt/.tmp-step-.*interrupted save" "$T/err" \
+        && ! compgen -G "$T/a.ckpt/.tmp-step-*" >/dev/null && ok \
+        || bad "the killed save's leftover: $(cat "$T/err"; ls -a "$T/a.ckpt")"
+else
+    bad "the file-size kill left no .tmp-step directory: $(ls -a "$T/a.ckpt")"
+fi
 # the same settings from a config file: the same weights
 cat >"$T/cfg.json" <<EOF
 {"package": "$PKG", "data": "$DATA", "epochs": 3, "batch": 2, "lr": 0.001, "quiet": true,
- "out": "$T/c", "save-every": 2, "recon-weight": 0, "align-weight": 0}
+ "out": "$T/c", "save-every": 2, "recon-weight": 0, "align-weight": 0, "threads": 2}
 EOF
 "$TRAIN" --config "$T/cfg.json" 2>"$T/err" || bad "config run: $(cat "$T/err")"
-cmp -s "$T/a/model.safetensors" "$T/c/model.safetensors" && ok || bad "--config differs from flags"
+cmp -s "$T/a/model.safetensors" "$T/c/model.safetensors" && ok \
+    || bad "--config (2 threads) differs from flags (1 thread)"
 # an option overrides the file
 "$TRAIN" --config "$T/cfg.json" --out "$T/c2" --steps 2 2>"$T/err" && [ -f "$T/c2/creator.json" ] \
     && ok || bad "override: $(cat "$T/err")"
@@ -193,8 +209,38 @@ cmp -s "$T/a/model.safetensors" "$T/c/model.safetensors" && ok || bad "--config 
     2>"$T/err"
 [ $? -eq 130 ] && grep -q "continue with --resume" "$T/err" && ok || bad "stop-after: $(cat "$T/err")"
 [ ! -e "$T/b" ] && ok || bad "a stopped run wrote the package"
-"$TRAIN" "${COMMON[@]}" --out "$T/b" --metrics "$T/b.jsonl" --save-every 2 --resume 2>"$T/err" \
-    || bad "resume: $(cat "$T/err")"
+# --resume with settings that define the run other than the checkpoint's: refused (exit 2), each
+# difference named with both values; the checkpoint is left as it was
+cp -r "$T/b.ckpt" "$T/b.ckpt.before"
+expect_err 2 "was made with other settings" "$TRAIN" "${COMMON[@]}" --out "$T/b" --resume \
+    --lr 2e-3 --batch 3 --seed 7 --cls-weight 0.5 --warmup-ratio 0.2 --accum 2 --epochs 4 \
+    --steps 20 --no-shuffle --clip 1
+for want in "--lr: 0.001 in the checkpoint, 0.002 now" "--batch: 2 in the checkpoint, 3 now" \
+    "--seed: 2020 in the checkpoint, 7 now" "--cls-weight: 1 in the checkpoint, 0.5 now" \
+    "--warmup-ratio: 0.1 in the checkpoint, 0.2 now" "--accum: 1 in the checkpoint, 2 now" \
+    "--epochs: 3 in the checkpoint, 4 now" "--steps: not set in the checkpoint, 20 now" \
+    "--no-shuffle: not set in the checkpoint, set now" "--clip: 0 in the checkpoint, 1 now"; do
+    grep -qF -- "$want" "$T/err" && ok || bad "refusal lacks '$want': $(cat "$T/err")"
+done
+cp "$DATA" "$T/data_copy.jsonl"
+expect_err 2 "--data: $(realpath "$DATA") in the checkpoint, $T/data_copy.jsonl now" \
+    "$TRAIN" "${COMMON[@]}" --data "$T/data_copy.jsonl" --out "$T/b" --resume
+expect_err 2 "--recon-weight: 0 in the checkpoint, 1 now" "$TRAIN" "${COMMON[@]}" \
+    --recon-weight 1 --out "$T/b" --resume
+diff -r "$T/b.ckpt" "$T/b.ckpt.before" >/dev/null && ok || bad "a refused resume changed the checkpoint"
+# a checkpoint of an older build records no settings: its own schedule is used, with a notice
+cp -r "$T/b.ckpt.before" "$T/bo.ckpt"
+python3 - "$T/bo.ckpt" <<'PY' || bad "could not strip the run settings"
+import glob, json, sys
+for p in glob.glob(sys.argv[1] + "/step-*/trainer.json"):
+    j = json.load(open(p)); del j["run"]; json.dump(j, open(p, "w"))
+PY
+"$TRAIN" "${COMMON[@]}" --out "$T/bo" --checkpoint-dir "$T/bo.ckpt" --resume --lr 5e-3 \
+    --stop-after 1 2>"$T/err"
+[ $? -eq 130 ] && grep -q "records no settings" "$T/err" && ok || bad "old checkpoint: $(cat "$T/err")"
+# allowed to change: --save-every, --keep, --threads (results are the same for any thread count)
+"$TRAIN" "${COMMON[@]}" --out "$T/b" --metrics "$T/b.jsonl" --save-every 3 --keep 2 --threads 2 \
+    --resume 2>"$T/err" || bad "resume: $(cat "$T/err")"
 strip() { sed 's/,"tokens_per_s":[^}]*//' "$1"; }
 diff <(strip "$T/a.jsonl") <(strip "$T/b.jsonl") >/dev/null && ok \
     || bad "resumed loss curve differs: $(diff <(strip "$T/a.jsonl") <(strip "$T/b.jsonl") | head -4)"
@@ -211,9 +257,10 @@ pid=
 [ "$st" -eq 130 ] && ok || bad "SIGINT: exit $st: $(cat "$T/s.err")"
 "$TRAIN" "${COMMON[@]}" --out "$T/s" --metrics "$T/s.jsonl" --epochs 12 --lr 1e-4 --resume \
     2>"$T/err" || bad "resume after SIGINT: $(cat "$T/err")"
-"$TRAIN" "${COMMON[@]}" --out "$T/s0" --metrics "$T/s0.jsonl" --epochs 12 --lr 1e-4 2>"$T/err" \
-    || bad "uninterrupted 40 epochs"
-diff <(strip "$T/s0.jsonl") <(strip "$T/s.jsonl") >/dev/null && ok || bad "SIGINT+resume curve differs"
+"$TRAIN" "${COMMON[@]}" --out "$T/s0" --metrics "$T/s0.jsonl" --epochs 12 --lr 1e-4 --threads 2 \
+    2>"$T/err" || bad "uninterrupted 12 epochs"
+diff <(strip "$T/s0.jsonl") <(strip "$T/s.jsonl") >/dev/null && ok \
+    || bad "SIGINT+resume (1 thread) curve differs from the uninterrupted run (2 threads)"
 cmp -s "$T/s0/model.safetensors" "$T/s/model.safetensors" && ok || bad "SIGINT+resume weights differ"
 
 # --- SIGKILL mid-run: resume from the last checkpoint, the result still identical -------------
@@ -226,13 +273,46 @@ kill -KILL "$pid"
 wait "$pid" 2>/dev/null || true
 pid=
 [ ! -e "$T/k" ] && ok || bad "the SIGKILL landed after the run had finished"
-"$TRAIN" "${COMMON[@]}" --out "$T/k" --metrics "$T/k2.jsonl" --epochs 12 --lr 1e-4 --save-every 3 \
+# what a kill in the middle of writes leaves: a torn metrics line, a package being built and one
+# being replaced by processes that are gone (or whose id now names another program: this shell),
+# a half-written checkpoint
+printf '{"step":999,"lr":' >>"$T/k.jsonl"
+sh -c 'exit 0' &
+dead=$!
+wait "$dead"
+mkdir "$T/k.tmp-$dead" "$T/k.tmp-$$" "$T/k.ckpt/.tmp-step-00000099"
+"$TRAIN" "${COMMON[@]}" --out "$T/k" --metrics "$T/k.jsonl" --epochs 12 --lr 1e-4 --save-every 3 \
     --resume 2>"$T/err" || bad "resume after SIGKILL: $(cat "$T/err")"
 cmp -s "$T/s0/model.safetensors" "$T/k/model.safetensors" && ok || bad "SIGKILL+resume weights differ"
-# the resumed run's lines are the tail of the uninterrupted curve
-n=$(wc -l <"$T/k2.jsonl")
-diff <(strip "$T/s0.jsonl" | tail -n "$n") <(strip "$T/k2.jsonl") >/dev/null && ok \
-    || bad "SIGKILL+resume curve differs"
+# the metrics file lost the lines after the checkpoint and the torn one: it equals the
+# uninterrupted run's
+diff <(strip "$T/s0.jsonl") <(strip "$T/k.jsonl") >/dev/null && ok \
+    || bad "SIGKILL+resume metrics differ: $(diff <(strip "$T/s0.jsonl") <(strip "$T/k.jsonl") | head -4)"
+grep -q "removed [0-9]* lines\? after step" "$T/err" && ok || bad "no metrics notice: $(cat "$T/err")"
+for d in "$T/k.tmp-$dead" "$T/k.tmp-$$" "$T/k.ckpt/.tmp-step-00000099"; do
+    [ ! -e "$d" ] && grep -qF "removed $d," "$T/err" && ok || bad "leftover $d: $(cat "$T/err")"
+done
+# a run killed between moving the old package aside and renaming the new one into place: the old
+# one comes back
+mv "$T/k" "$T/k.old-$dead"
+"$TRAIN" "${COMMON[@]}" --out "$T/k" --epochs 12 --lr 1e-4 --resume --stop-after 1 2>"$T/err"
+cmp -s "$T/s0/model.safetensors" "$T/k/model.safetensors" && [ ! -e "$T/k.old-$dead" ] \
+    && grep -q "restored $T/k from" "$T/err" && ok || bad "old package not restored: $(cat "$T/err")"
+
+# --- leftovers of a live run are left alone; its checkpoint directory is refused -----------------
+"$TRAIN" "${COMMON[@]}" --out "$T/lv" --epochs 1000 --lr 1e-4 2>/dev/null &
+pid=$!
+for _ in $(seq 400); do [ -s "$T/lv.ckpt/.lock" ] && break; sleep 0.05; done
+mkdir "$T/lv2.tmp-$pid" "$T/lv.ckpt/.tmp-step-00000042"
+expect_err 1 "in use by another hllm-train (process $pid)" "$TRAIN" "${COMMON[@]}" --out "$T/lv" \
+    --steps 1
+"$TRAIN" "${COMMON[@]}" --out "$T/lv2" --steps 1 2>"$T/err" || bad "lv2: $(cat "$T/err")"
+[ -d "$T/lv2.tmp-$pid" ] && [ -d "$T/lv.ckpt/.tmp-step-00000042" ] && ok \
+    || bad "a live run's leftovers were removed: $(cat "$T/err")"
+kill -0 "$pid" 2>/dev/null && ok || bad "the live run ended before the checks"
+kill -KILL "$pid"
+wait "$pid" 2>/dev/null
+pid=
 
 echo "train.sh: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]
