@@ -82,6 +82,7 @@ void unlink_live(server *s, request *q) {
 }
 
 void request_free(request *r) {
+    watch_stop(r);
     free(r->body);
     free(r->ids);
     free(r->text);
@@ -499,6 +500,7 @@ void sse_event(request *r, const char *name, json_t *data) {
 }
 
 void wake(request *r) {
+    watch_stop(r);
     if (r->suspended && r->conn) {
         r->suspended = 0;
         MHD_resume_connection(r->conn);

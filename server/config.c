@@ -92,6 +92,19 @@ static int set_key(hcd_config *c, const char *key, const char *v) {
     /* title-table = FILE (repeatable) and title-tables = FILE, FILE, ... add to one list */
     if (!strcmp(key, "title-table") || !strcmp(key, "title-tables")) return add_tables(c, key, v);
     if (!strcmp(key, "model")) return copy_str(key, v, c->model, sizeof c->model);
+    if (!strcmp(key, "api-key")) { /* the value itself is never printed */
+        if (strlen(v) > HCD_KEY_MAX) {
+            fprintf(stderr, "hllm-creatord: api-key is too long (at most %d characters)\n",
+                    HCD_KEY_MAX);
+            return -1;
+        }
+        memcpy(c->api_key, v, strlen(v) + 1);
+        return 0;
+    }
+    if (!strcmp(key, "api-key-file"))
+        return copy_str(key, v, c->api_key_file, sizeof c->api_key_file);
+    if (!strcmp(key, "tls-cert")) return copy_str(key, v, c->tls_cert, sizeof c->tls_cert);
+    if (!strcmp(key, "tls-key")) return copy_str(key, v, c->tls_key, sizeof c->tls_key);
     if (!strcmp(key, "listen")) return copy_str(key, v, c->listen, sizeof c->listen);
     if (!strcmp(key, "backend")) {
         if (strcmp(v, "auto") && strcmp(v, "cpu") && strcmp(v, "cuda")) {
@@ -222,6 +235,15 @@ static void usage(FILE *o) {
         "                           probability for (cluster or user, ad) is below X in [0, 1]\n"
         "                           is not generated; the original title answers, \"pruned\":\n"
         "                           true (default none = off)\n"
+        "  --api-key KEY            require Authorization: Bearer KEY on every endpoint but\n"
+        "                           /healthz (16 to 256 visible ASCII characters; visible in\n"
+        "                           ps: prefer --api-key-file) (default none = no auth)\n"
+        "  --api-key-file FILE      accepted keys, one per line (# comments, blank lines);\n"
+        "                           must not be accessible by other users; re-read on SIGHUP\n"
+        "                           (default none)\n"
+        "  --tls-cert FILE          PEM certificate (chain) for HTTPS; needs --tls-key\n"
+        "                           (default none = plain HTTP)\n"
+        "  --tls-key FILE           PEM private key of --tls-cert (unencrypted)\n"
         "  --log-level L            error|warn|info|debug (default info)\n"
         "  -t                       check the config and the package, then exit 0 or 1\n"
         "  --help, --version\n");
@@ -242,6 +264,8 @@ int hcd_config_parse(hcd_config *c, int argc, char **argv) {
         {"title-cache-bytes", required_argument, 0, 1},
         {"title-table", required_argument, 0, 1}, {"title-tables", required_argument, 0, 1},
         {"prune-threshold", required_argument, 0, 1},
+        {"api-key", required_argument, 0, 1}, {"api-key-file", required_argument, 0, 1},
+        {"tls-cert", required_argument, 0, 1}, {"tls-key", required_argument, 0, 1},
         {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, 'V'}, {0, 0, 0, 0}};
     /* First pass: --config, -t, --help, --version. */
     int idx, o;
@@ -269,6 +293,12 @@ int hcd_config_parse(hcd_config *c, int argc, char **argv) {
         if (!strncmp(opts[idx].name, "title-table", 11) && !tables_from_options++)
             c->n_title_tables = 0;
         if (set_key(c, opts[idx].name, optarg)) return -1;
+    }
+    if (!c->tls_cert[0] != !c->tls_key[0]) {
+        fprintf(stderr, "hllm-creatord: %s without %s: HTTPS needs both a certificate and its "
+                        "key\n", c->tls_cert[0] ? "tls-cert" : "tls-key",
+                c->tls_cert[0] ? "tls-key" : "tls-cert");
+        return -1;
     }
     if (!c->model[0]) {
         fprintf(stderr, "hllm-creatord: no model package: give --model DIR or model = DIR in the "

@@ -3,6 +3,8 @@
 #define HCD_CONFIG_H
 
 #define HCD_MAX_TABLES 32 /* title tables (--title-table) */
+#define HCD_KEY_MIN 16    /* API keys: 16 to 256 visible ASCII characters (server/auth.c) */
+#define HCD_KEY_MAX 256
 
 typedef struct hcd_config {
     char model[4096];
@@ -24,6 +26,9 @@ typedef struct hcd_config {
     int n_title_tables;
     double prune_threshold; /* match probability below which a title is not generated (the
                                original title answers, "pruned": true); < 0: off (default) */
+    char api_key[HCD_KEY_MAX + 1];   /* --api-key: one accepted Bearer key ("" none) */
+    char api_key_file[4096];         /* --api-key-file: keys one per line (server/auth.c) */
+    char tls_cert[4096], tls_key[4096]; /* --tls-cert / --tls-key: PEM files; both or neither */
     int log_level;         /* 0 error, 1 warn, 2 info, 3 debug */
     int check_only;        /* -t */
 } hcd_config;

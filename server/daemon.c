@@ -126,6 +126,7 @@ static void reload_start(server *s) {
 void on_sighup(uv_signal_t *h, int sig) {
     server *s = h->data;
     (void)sig;
+    if (!s->draining) keys_reload(s); /* auth.c: the old keys stay when the file fails */
     if (!s->ready || s->draining) {
         hlog(&s->cfg, 1, 0, "SIGHUP ignored: %s", s->draining ? "draining" : "still loading");
         return;
@@ -202,8 +203,9 @@ int check_only(server *s) {
         rc = 1;
     } else {
         fprintf(stderr, "hllm-creatord: -t: configuration, model package '%s' and %d title "
-                        "table%s (%zu entries) are OK\n", s->cfg.model, s->cfg.n_title_tables,
-                s->cfg.n_title_tables == 1 ? "" : "s", tt_entries(s->tables));
+                        "table%s (%zu entries) are OK%s%s\n", s->cfg.model, s->cfg.n_title_tables,
+                s->cfg.n_title_tables == 1 ? "" : "s", tt_entries(s->tables),
+                s->keys ? "; API keys required" : "", s->tls_cert_pem ? "; HTTPS" : "");
     }
     tt_free(s->tables);
     s->tables = NULL;
@@ -236,8 +238,23 @@ int main(int argc, char **argv) {
         free(s);
         return 2;
     }
+    char err[4400];
+    if (keys_load(&s->cfg, &s->keys, err, sizeof err) || tls_load(s, err, sizeof err)) {
+        fprintf(stderr, "hllm-creatord: %s%s\n", s->cfg.check_only ? "-t: " : "", err);
+        keys_free(s->keys);
+        free(s->tls_cert_pem);
+        free(s->tls_key_pem);
+        free(s);
+        return 1;
+    }
+    if (s->keys)
+        hlog(&s->cfg, 2, 0, "API keys: %d accepted (every path but /healthz needs one)",
+             s->keys->n);
     if (s->cfg.check_only) {
         int rc = check_only(s);
+        keys_free(s->keys);
+        free(s->tls_cert_pem);
+        free(s->tls_key_pem);
         free(s);
         return rc;
     }
@@ -250,23 +267,34 @@ int main(int argc, char **argv) {
     uv_loop_init(&s->loop);
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
-    s->mhd = MHD_start_daemon(MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME, (uint16_t)s->cfg.port, NULL,
-                              NULL, on_access, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+    /* TLS (tls.c): the PEM texts checked by tls_load */
+    struct MHD_OptionItem tls_opts[] = {
+        {MHD_OPTION_HTTPS_MEM_CERT, 0, s->tls_cert_pem},
+        {MHD_OPTION_HTTPS_MEM_KEY, 0, s->tls_key_pem},
+        {MHD_OPTION_END, 0, NULL}};
+    const int tls = s->tls_cert_pem != NULL;
+    s->mhd = MHD_start_daemon(MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | (tls ? MHD_USE_TLS : 0),
+                              (uint16_t)s->cfg.port, NULL, NULL, on_access, s,
+                              MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
                               MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
                               MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
                               MHD_OPTION_CONNECTION_LIMIT, (unsigned)s->cfg.max_connections,
-                              MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60, MHD_OPTION_END);
+                              MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60, MHD_OPTION_ARRAY,
+                              tls ? tls_opts : tls_opts + 2, MHD_OPTION_END);
     if (!s->mhd) {
-        fprintf(stderr, "hllm-creatord: cannot listen on %s:%d: %s\n", s->cfg.listen, s->cfg.port,
-                strerror(errno));
+        fprintf(stderr, "hllm-creatord: cannot listen on %s:%d%s: %s\n", s->cfg.listen,
+                s->cfg.port, tls ? " (HTTPS)" : "", strerror(errno));
         uv_loop_close(&s->loop);
         caches_free(s);
+        keys_free(s->keys);
+        free(s->tls_cert_pem);
+        free(s->tls_key_pem);
         free(s);
         return 1;
     }
     const union MHD_DaemonInfo *bi = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);
-    hlog(&s->cfg, 2, 0, "listening on %s:%u", s->cfg.listen,
-         bi ? (unsigned)bi->port : (unsigned)s->cfg.port);
+    hlog(&s->cfg, 2, 0, "listening on %s:%u (%s)", s->cfg.listen,
+         bi ? (unsigned)bi->port : (unsigned)s->cfg.port, tls ? "HTTPS" : "HTTP");
     const union MHD_DaemonInfo *ei = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_EPOLL_FD);
     uv_poll_init(&s->loop, &s->poll, ei->epoll_fd);
     s->poll.data = s;
@@ -295,6 +323,7 @@ int main(int argc, char **argv) {
     }
     s->eng_loading = 1;
     hlog(&s->cfg, 2, 0, "loading model package %s (backend %s)", s->cfg.model, s->cfg.backend);
+    sched_metrics_init(s);
     pthread_create(&s->engine, NULL, engine_main, s);
     run_mhd(s);
     uv_run(&s->loop, UV_RUN_DEFAULT);
@@ -350,6 +379,9 @@ int main(int argc, char **argv) {
     if (s->creative_ctx) hc_tok_ctx_free(s->creative_ctx);
     hc_csched_free(s->sched);
     free(s->drop_emb);
+    keys_free(s->keys);
+    free(s->tls_cert_pem);
+    free(s->tls_key_pem);
     hc_creator_free(s->creator);
     hc_backend_free(s->be);
     pthread_mutex_destroy(&s->mu);

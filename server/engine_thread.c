@@ -6,6 +6,8 @@
 
 #include "creator/creator_internal.h"
 #include "creator/match_head.h"
+#include "model/kv_cache.h"
+#include "model/lm_sched.h"
 
 void post_event(server *s, event *e) {
     e->t = now_ms();
@@ -52,6 +54,7 @@ void engine_sink(void *user, const hc_cevent *ev) {
         }
         break;
     case HC_CEV_TOKEN:
+        s->step_tok_events++; /* one per request that generated a token in this step */
         e = new_event(EV_TOKEN, ev->id);
         e->token = ev->token;
         break;
@@ -207,6 +210,34 @@ static int prune_job(server *s, job *j) {
     return pruned;
 }
 
+/* The scheduler's counters and the creative LLM's KV pool into s->snap (under mu); after a
+ * step (st0: the counters before it, t0 its start) also its tokens, requests and time. */
+static void snapshot(server *s, const hc_csched_stats *st0, double t0) {
+    const hc_csched_stats st = hc_csched_get_stats(s->sched);
+    hc_lm_sched *g = hc_csched_gen(s->sched);
+    hc_kv_cache *kv = g ? hc_lm_sched_kv(g) : NULL;
+    const double now = now_ms();
+    pthread_mutex_lock(&s->mu);
+    s->snap.queued = st.queued;
+    s->snap.embedded_waiting = st.embedded_waiting;
+    s->snap.generating = st.generating;
+    s->snap.prefill_tokens = st.gen.prefill_tokens;
+    s->snap.decode_tokens = st.gen.decode_tokens;
+    s->snap.prefix_hits = st.gen.prefix_hits;
+    s->snap.users_embedded = st.users_embedded;
+    s->kv_blocks_total = kv ? kv->n_blocks : 0;
+    s->kv_blocks_used = kv ? kv->n_blocks - hc_kv_n_free_blocks(kv) : 0;
+    if (st0) {
+        const uint64_t tok = (st.gen.prefill_tokens + st.gen.decode_tokens) -
+                             (st0->gen.prefill_tokens + st0->gen.decode_tokens);
+        hist_observe(&s->h_step_tokens, (double)tok);
+        hist_observe(&s->h_step_reqs, (double)s->step_tok_events);
+        hist_observe(&s->h_step_time, (now - t0) / 1000.0);
+        s->eng_beat = now;
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
 void *engine_main(void *arg) {
     server *s = arg;
     hc_errbuf eb = {{0}};
@@ -217,6 +248,7 @@ void *engine_main(void *arg) {
         snprintf(e->msg, sizeof e->msg, "%s", eb.msg[0] ? eb.msg : hc_strerror(rc));
         post_event(s, e);
     } else {
+        snapshot(s, NULL, 0); /* the KV pool's size */
         post_event(s, new_event(EV_READY, 0));
     }
     pthread_mutex_lock(&s->mu);
@@ -232,6 +264,7 @@ void *engine_main(void *arg) {
         s->eng_idle = 0;
         s->eng_beat = now_ms();
         job *j = s->jobs_head;
+        const int had_jobs = j != NULL;
         s->jobs_head = s->jobs_tail = NULL;
         int stop = s->stop_engine;
         pthread_mutex_unlock(&s->mu);
@@ -258,7 +291,11 @@ void *engine_main(void *arg) {
             j = nx;
         }
         if (stop) break;
+        if (s->sched && had_jobs) snapshot(s, NULL, 0); /* submissions show at once */
         if (s->sched && !hc_csched_idle(s->sched)) {
+            const hc_csched_stats st0 = hc_csched_get_stats(s->sched);
+            const double t0 = now_ms();
+            s->step_tok_events = 0;
             hc_errbuf seb = {{0}};
             int src = hc_csched_step(s->sched, engine_sink, s, &seb);
             if (src) {
@@ -268,17 +305,7 @@ void *engine_main(void *arg) {
                          seb.msg[0] ? seb.msg : hc_strerror(src));
                 post_event(s, e);
             }
-            hc_csched_stats st = hc_csched_get_stats(s->sched);
-            pthread_mutex_lock(&s->mu);
-            s->snap.queued = st.queued;
-            s->snap.embedded_waiting = st.embedded_waiting;
-            s->snap.generating = st.generating;
-            s->snap.prefill_tokens = st.gen.prefill_tokens;
-            s->snap.decode_tokens = st.gen.decode_tokens;
-            s->snap.prefix_hits = st.gen.prefix_hits;
-            s->snap.users_embedded = st.users_embedded;
-            s->eng_beat = now_ms();
-            pthread_mutex_unlock(&s->mu);
+            snapshot(s, &st0, t0);
         }
     }
     return NULL;

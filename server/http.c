@@ -35,6 +35,14 @@ static const double LE_ITL[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
 static const double LE_E2E[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                                 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 60.0, 120.0};
 
+/* the engine's steps (engine_thread.c: snapshot): creative-LLM tokens (prefill + decode) and
+ * requests that generated a token, per step; the step's wall time */
+static const double LE_STEP_TOK[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096,
+                                     8192, 16384};
+static const double LE_STEP_REQ[] = {0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512};
+static const double LE_STEP_TIME[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                      0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0};
+
 static void hist_set(hcd_hist *h, const double *le, int n) {
     memset(h, 0, sizeof *h);
     h->le = le;
@@ -48,6 +56,12 @@ void metrics_init(server *s) {
     hist_set(&s->h_e2e, LE_E2E, (int)(sizeof LE_E2E / sizeof LE_E2E[0]));
     hist_set(&s->h_queue, LE_E2E, (int)(sizeof LE_E2E / sizeof LE_E2E[0]));
     s->hists_ready = 1;
+}
+
+void sched_metrics_init(server *s) {
+    hist_set(&s->h_step_tokens, LE_STEP_TOK, (int)(sizeof LE_STEP_TOK / sizeof LE_STEP_TOK[0]));
+    hist_set(&s->h_step_reqs, LE_STEP_REQ, (int)(sizeof LE_STEP_REQ / sizeof LE_STEP_REQ[0]));
+    hist_set(&s->h_step_time, LE_STEP_TIME, (int)(sizeof LE_STEP_TIME / sizeof LE_STEP_TIME[0]));
 }
 
 void hist_observe(hcd_hist *h, double x) {
@@ -151,10 +165,8 @@ ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max) {
         return (ssize_t)n;
     }
     if (r->sse_end) return MHD_CONTENT_READER_END_OF_STREAM;
-    if (r->conn && !r->suspended) {
-        r->suspended = 1;
-        MHD_suspend_connection(r->conn);
-    }
+    if (r->client_gone) return MHD_CONTENT_READER_END_WITH_ERROR; /* conn_watch.c */
+    suspend_req(r->srv, r);
     return 0;
 }
 
@@ -211,8 +223,15 @@ enum MHD_Result handle_get(server *s, struct MHD_Connection *c, const char *url)
     }
     if (!strcmp(url, "/metrics")) {
         stats_snapshot sn;
+        hcd_hist hst[3];
+        int kv_total, kv_used;
         pthread_mutex_lock(&s->mu);
         sn = s->snap;
+        hst[0] = s->h_step_tokens;
+        hst[1] = s->h_step_reqs;
+        hst[2] = s->h_step_time;
+        kv_total = s->kv_blocks_total;
+        kv_used = s->kv_blocks_used;
         pthread_mutex_unlock(&s->mu);
         char *b = NULL;
         size_t len = 0, cap = 0;
@@ -254,6 +273,20 @@ enum MHD_Result handle_get(server *s, struct MHD_Connection *c, const char *url)
                     "arrival to the answer of a validated request", &s->h_e2e);
         hist_render(&b, &len, &cap, "hllm:request_queue_time_seconds",
                     "arrival to the engine's acceptance of its first job", &s->h_queue);
+        hist_render(&b, &len, &cap, "hllm:iteration_tokens_total",
+                    "creative-LLM tokens (prefill + decode) computed per engine step", &hst[0]);
+        hist_render(&b, &len, &cap, "hllm:scheduler_batch_size",
+                    "requests that generated a token per engine step", &hst[1]);
+        hist_render(&b, &len, &cap, "hllm:scheduler_step_seconds",
+                    "wall time of one engine step (hc_csched_step)", &hst[2]);
+        MLINE("# TYPE hllm:kv_blocks_total gauge\nhllm:kv_blocks_total %d\n", kv_total);
+        MLINE("# TYPE hllm:kv_blocks_in_use gauge\nhllm:kv_blocks_in_use %d\n", kv_used);
+        MLINE("# TYPE hllm:kv_cache_usage_perc gauge\nhllm:kv_cache_usage_perc %.6f\n",
+              kv_total ? (double)kv_used / kv_total : 0.0);
+        MLINE("# TYPE hllm:api_key_reloads_total counter\nhllm:api_key_reloads_total %" PRIu64
+              "\n", s->m_key_reloads);
+        MLINE("# TYPE hllm:api_key_reload_failures_total counter\n"
+              "hllm:api_key_reload_failures_total %" PRIu64 "\n", s->m_key_reload_failures);
         const char *cname[] = {"user", "title"};
         hcd_cache *cs[] = {s->user_cache, s->title_cache};
         for (int i = 0; i < 2; i++) {
@@ -436,7 +469,10 @@ enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char *url, 
     server *s = cls;
     request *r = *con_cls;
     metrics_init(s);
+    if (r && r->client_gone) return MHD_NO; /* conn_watch.c: close it, on_completed cancels */
     if (!r) {
+        enum MHD_Result aret;
+        if (!auth_check(s, c, url, &aret)) return aret;
         int is_post_path = !strcmp(url, "/v1/titles") || !strcmp(url, "/v1/users:embed") ||
                            !strcmp(url, "/v1/titles:batch");
         int is_get_path = !strcmp(url, "/healthz") || !strcmp(url, "/readyz") ||
@@ -513,8 +549,7 @@ enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char *url, 
             free(jobs);
             if (!r->n_children) batch_answer_now(s, r);
             if (r->state == RS_DONE) return respond_now(s, c, r);
-            r->suspended = 1;
-            MHD_suspend_connection(c);
+            suspend_req(s, r);
             return MHD_YES;
         }
         int code = build_job(s, r, &j, err, sizeof err);
@@ -573,8 +608,7 @@ enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char *url, 
                 push_job(s, cj);
             }
             if (r->state == RS_DONE) return respond_now(s, c, r);
-            r->suspended = 1;
-            MHD_suspend_connection(c);
+            suspend_req(s, r);
             return MHD_YES;
         }
         submit_request(s, r, j);
@@ -589,25 +623,41 @@ enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char *url, 
             return ret;
         }
         if (r->state == RS_DONE) return respond_now(s, c, r);
-        r->suspended = 1;
-        MHD_suspend_connection(c);
+        suspend_req(s, r);
         return MHD_YES;
     }
     if (r->state == RS_DONE && r->resp) return respond_now(s, c, r);
     return MHD_YES;
 }
 
+static const char *toe_name(enum MHD_RequestTerminationCode toe) {
+    switch (toe) {
+    case MHD_REQUEST_TERMINATED_COMPLETED_OK: return "completed";
+    case MHD_REQUEST_TERMINATED_WITH_ERROR: return "closed on an error";
+    case MHD_REQUEST_TERMINATED_TIMEOUT_REACHED: return "timed out";
+    case MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN: return "daemon shutdown";
+    case MHD_REQUEST_TERMINATED_READ_ERROR: return "read error";
+    case MHD_REQUEST_TERMINATED_CLIENT_ABORT: return "client aborted";
+    default: return "unknown";
+    }
+}
+
+/* The connection of r ended (any termination code). Unfinished work: a request on a shared
+ * generation leaves it; one with its own engine jobs (a batch: its children's) has them
+ * cancelled and is freed on their end; batch children on shared generations leave them. */
 void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                   enum MHD_RequestTerminationCode toe) {
     server *s = cls;
     request *r = *con_cls;
     *con_cls = NULL;
     if (!r) return;
+    watch_stop(r);
     r->conn = NULL;
     if (r->fl) {
         /* waiting on a shared generation: leave it (it goes on for the others, or is cancelled
          * when nobody is left); r's own embed job, if any, has ended or ends harmlessly */
-        hlog(&s->cfg, 2, r->id, "client disconnected; leaving the shared generation");
+        hlog(&s->cfg, 2, r->id, "client disconnected (%s); leaving the shared generation",
+             toe_name(toe));
         detach_flight(s, r);
         unlink_live(s, r);
         request_free(r);
@@ -615,14 +665,32 @@ void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     }
     if (r->submitted && !r->finished) {
         /* the client went away before the end: cancel; freed on its FINISHED event */
-        hlog(&s->cfg, 2, r->id, "client disconnected; cancelling");
+        hlog(&s->cfg, 2, r->id, "client disconnected (%s); cancelling", toe_name(toe));
+        int on_flights = 0;
         for (request *q = s->live; q; q = q->next) {
             if (q != r && q->parent != r) continue;
+            if (q->fl) {
+                on_flights++;
+                continue;
+            }
             job *j = calloc(1, sizeof *j);
             if (!j) abort();
             j->kind = JOB_CANCEL;
             j->id = q->id;
             push_job(s, j);
+        }
+        /* batch items on shared generations leave them now; the last one to complete frees r
+         * (r->conn is NULL) when no item of its own is left */
+        while (on_flights--) {
+            request *q = s->live;
+            while (q && !(q->parent == r && q->fl)) q = q->next;
+            if (!q) break;
+            const int last = r->pending == 1;
+            q->fail_status = 499;
+            snprintf(q->fail_msg, sizeof q->fail_msg, "the client disconnected");
+            q->t_finished = now_ms();
+            complete(s, q);
+            if (last) return;
         }
         return;
     }

@@ -84,6 +84,14 @@ typedef struct hcd_hist {
     double sum;
 } hcd_hist;
 
+/* API keys (auth.c): the accepted Bearer keys, each zero-padded to HCD_KEY_MAX bytes so that a
+ * comparison always reads the same number of bytes */
+typedef struct hcd_keys {
+    int n;
+    unsigned char (*key)[HCD_KEY_MAX];
+    size_t *len;
+} hcd_keys;
+
 /* ---- the server ------------------------------------------------------------------------- */
 
 typedef enum { RT_TITLES, RT_EMBED, RT_TBATCH } req_type; /* RT_TBATCH: /v1/titles:batch */
@@ -190,6 +198,15 @@ typedef struct server {
     uint64_t *drop_emb;
     int n_drop_emb, cap_drop_emb;
     double next_deadline; /* the earliest deadline of a live request (now_ms), 0: none */
+    /* API keys (auth.c; NULL: no auth), TLS (tls.c: the PEM texts, kept while MHD runs) */
+    hcd_keys *keys;
+    uint64_t m_key_reloads, m_key_reload_failures;
+    char *tls_cert_pem, *tls_key_pem;
+    /* scheduler metrics (engine thread writes them under mu, /metrics reads them under mu):
+     * per step its tokens, requests and seconds; the creative LLM's KV pool */
+    hcd_hist h_step_tokens, h_step_reqs, h_step_time;
+    int kv_blocks_total, kv_blocks_used;
+    int step_tok_events; /* engine thread: TOKEN events of the step in progress */
 } server;
 
 struct request {
@@ -254,6 +271,10 @@ struct request {
      * its cancel sent (answered 504 on its engine job's end, or at once when on a flight) */
     double deadline, t_first, t_last_tok;
     int timed_out;
+    /* while suspended (waiting for the engine): a watch on the socket for the client's hang-up
+     * (conn_watch.c); client_gone: it hung up, the connection is resumed to be closed */
+    uv_poll_t *watch;
+    int client_gone;
 };
 
 /* util.c: logging, clocks, buffers */
@@ -324,11 +345,28 @@ void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
 void on_timer(uv_timer_t *t);
 void run_mhd(server *s);
 void metrics_init(server *s);
+void sched_metrics_init(server *s); /* the step histograms: before the engine thread starts */
 void hist_observe(hcd_hist *h, double seconds);
 void observe_done(server *s, request *r); /* e2e and queue time of a finished request */
 void expire_deadlines(server *s);
 void submit_request(server *s, request *r, job *j); /* a validated titles/embed request */
 void on_poll(uv_poll_t *p, int status, int events);
+
+/* auth.c: API keys. keys_load: the keys of cfg (api-key, api-key-file) into *out (NULL when
+ * neither is set); 0, or -1 with err (never quoting a key). */
+int keys_load(const hcd_config *cfg, hcd_keys **out, char *err, size_t errn);
+void keys_free(hcd_keys *k);
+/* 1 when c may go on (no keys, /healthz, or a matching Bearer key); else queues the 401 (*ret). */
+int auth_check(server *s, struct MHD_Connection *c, const char *url, enum MHD_Result *ret);
+void keys_reload(server *s); /* SIGHUP: the new keys, or the old ones kept (logged) */
+
+/* tls.c: --tls-cert / --tls-key read and checked (a throwaway MHD daemon parses them); 0 or -1
+ * with err. Sets s->tls_cert_pem / tls_key_pem (NULL without TLS). */
+int tls_load(server *s, char *err, size_t errn);
+
+/* conn_watch.c: suspending a connection; the watch for its client's hang-up while suspended */
+void suspend_req(server *s, request *r);
+void watch_stop(request *r);
 
 /* daemon.c: signals, drain, main */
 void stop_all(server *s);
