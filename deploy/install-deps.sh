@@ -7,6 +7,7 @@ set -euo pipefail
 PKGS=(
   build-essential cmake pkg-config git python3 python3-pip
   libopenblas-dev        # BLAS for the CPU backend's matrix products
+  libdnnl-dev            # oneDNN: the CPU backend's prefill GEMM, f32 and bf16 (OpenBLAS without it)
   libpcre2-dev           # Unicode regex for the tokenizer's pre-tokenizers
   libutf8proc-dev        # NFC normalization
   libjansson-dev         # JSON: configs, tokenizer.json, CLI and HTTP I/O
@@ -19,6 +20,8 @@ PKGS=(
   systemd                # test: systemd-analyze verify of deploy/hllm-creatord.service
   nginx-light            # test: nginx -t of deploy/nginx-lb.conf (tests/cli/deploy_units.sh)
   curl                   # deploy/demo.sh (the README's main job) and its test
+  openssl                # test: a self-signed certificate for the daemon's HTTPS (tests/server)
+  python3-yaml python3-jsonschema  # test: responses checked against proto/openapi.yaml
 )
 
 missing=()
