@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -16,6 +17,8 @@ import time
 DAEMON, HLLM, TESTS = sys.argv[1], sys.argv[2], sys.argv[3]
 PKG = os.path.join(TESTS, "data", "creator", "tiny")
 FAILS = []
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import openapi_check  # noqa: E402  every response of Daemon.req is checked against the spec
 
 
 def check(cond, what):
@@ -33,7 +36,9 @@ def free_port():
 
 
 class Daemon:
-    def __init__(self, *extra, env=None, wait=True):
+    def __init__(self, *extra, env=None, wait=True, key=None, ca=None):
+        """key: the API key sent as Authorization: Bearer; ca: HTTPS with this CA file."""
+        self.key, self.ca = key, ca
         self.port = free_port()
         self.log = open(os.path.join("/tmp", "hllm-creatord-test-%d.log" % self.port), "w+")
         full_env = dict(os.environ)
@@ -61,11 +66,19 @@ class Daemon:
         raise RuntimeError("daemon not ready")
 
     def conn(self):
+        if self.ca:
+            return http.client.HTTPSConnection("127.0.0.1", self.port, timeout=120,
+                                               context=ssl.create_default_context(cafile=self.ca))
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
 
-    def req(self, method, path, body=None, ctype="application/json", raw=False):
+    def req(self, method, path, body=None, ctype="application/json", raw=False, headers=None,
+            key=True):
+        """key: send self.key (True), no Authorization (False), or this string as the key."""
         c = self.conn()
-        headers = {}
+        headers = dict(headers or {})
+        k = self.key if key is True else key or None
+        if k:
+            headers["Authorization"] = "Bearer " + k
         if body is not None:
             if not isinstance(body, (bytes, bytearray)):
                 body = json.dumps(body).encode()
@@ -76,6 +89,8 @@ class Daemon:
         data = r.read()
         c.close()
         hdrs = dict((k.lower(), v) for k, v in r.getheaders())
+        for p in openapi_check.validate(method, path, r.status, hdrs, data):
+            check(False, "openapi: " + p)
         if raw:
             return r.status, data, hdrs
         try:
