@@ -112,7 +112,23 @@ int hc_backend_create_ex(hc_backend **out, hc_backend_kind kind, const hc_backen
         return hc_seterr(eb, HC_ERR_INVAL, "unknown backend kind %d", (int)kind);
     if (p->cuda_device < 0)
         return hc_seterr(eb, HC_ERR_INVAL, "CUDA device index %d is negative", p->cuda_device);
-    if (kind == HC_BACKEND_CPU) return hc_backend_cpu_create_ex(out, p);
+    if (p->compute < 0 || p->compute >= HC_COMPUTE_COUNT)
+        return hc_seterr(eb, HC_ERR_INVAL, "unknown compute mode %d", p->compute);
+    if (p->cpu_gemm < 0 || p->cpu_gemm >= HC_CPU_GEMM_COUNT)
+        return hc_seterr(eb, HC_ERR_INVAL, "unknown CPU GEMM library %d", p->cpu_gemm);
+    /* bf16 compute is a CPU-backend mode: auto then means the CPU, cuda is refused */
+    if (p->compute != HC_COMPUTE_F32 && kind == HC_BACKEND_CUDA)
+        return hc_seterr(eb, HC_ERR_UNSUPPORTED,
+                         "bf16 compute is implemented by the CPU backend only (use --backend cpu)");
+    if (p->compute != HC_COMPUTE_F32) kind = HC_BACKEND_CPU;
+    if (kind == HC_BACKEND_CPU) {
+        int rc = hc_backend_cpu_create_ex(out, p);
+        if (rc == HC_ERR_UNSUPPORTED && p->cpu_gemm == HC_CPU_GEMM_DNNL && !hc_cpu_gemm_built(p->cpu_gemm))
+            return hc_seterr(eb, rc, "this build has no oneDNN (libdnnl) for the CPU GEMM");
+        if (rc == HC_ERR_UNSUPPORTED)
+            return hc_seterr(eb, rc, "CPU backend: unsupported CPU kernel level %d", p->cpu_isa);
+        return rc;
+    }
     if (kind == HC_BACKEND_AUTO && !nvidia_device_present()) return hc_backend_cpu_create_ex(out, p);
     int rc = cuda_create(out, p, eb);
     if (rc == HC_OK) {

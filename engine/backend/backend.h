@@ -5,7 +5,8 @@
  * Conventions (every op):
  *  - destination first, then sources, then sizes;
  *  - activation tensors are F32 and live in the backend's memory; weight tensors may be F32, BF16
- *    or F16 (compute is always f32 with f32 accumulation);
+ *    or F16 (compute is f32 with f32 accumulation; the CPU backend's bf16 compute mode,
+ *    hc_backend_params.compute, rounds matmul inputs to bf16, still accumulating in f32);
  *  - small integer metadata (token ids, positions, row indices, KV block tables) is passed as HOST
  *    arrays; a device backend stages it itself;
  *  - ops are enqueued in order on the backend's single stream; download() and synchronize() wait.
@@ -122,6 +123,28 @@ typedef enum hc_cpu_isa {
     HC_CPU_ISA_COUNT
 } hc_cpu_isa;
 
+/* Compute mode (hc_backend_params.compute). F32: every op in f32 (the default and the parity
+ * reference). BF16 (CPU backend only): matmul rounds its activations x to bf16 (round to nearest
+ * even) at every m and multiplies them with the weights as stored, accumulating in f32 -- what the
+ * reference runs under bf16 autocast for a bf16 checkpoint (MODEL_SPEC section 10); on the prefill
+ * path with bf16 weights that is oneDNN's bf16 matmul (AMX / AVX-512-BF16 where the CPU has them).
+ * Residual stream, norms, softmax, attention and every other op stay f32. */
+typedef enum hc_compute {
+    HC_COMPUTE_F32 = 0,
+    HC_COMPUTE_BF16,
+    HC_COMPUTE_COUNT
+} hc_compute;
+
+/* The library behind the CPU backend's prefill matmul (m > HC_CPU_SMALLM_MAX rows,
+ * hc_backend_params.cpu_gemm). AUTO: oneDNN when the build has it (cpu_dnnl.h), else OpenBLAS.
+ * DNNL on a build without oneDNN: create fails HC_ERR_UNSUPPORTED. */
+typedef enum hc_cpu_gemm {
+    HC_CPU_GEMM_AUTO = 0,
+    HC_CPU_GEMM_OPENBLAS,
+    HC_CPU_GEMM_DNNL,
+    HC_CPU_GEMM_COUNT
+} hc_cpu_gemm;
+
 typedef struct hc_backend_params {
     int n_threads;          /* CPU threads the backend may use; <= 0: all online CPUs */
     const char *cuda_lib;   /* libhc_cuda.so to dlopen, as given (a full path, or a name the loader
@@ -130,10 +153,12 @@ typedef struct hc_backend_params {
     int blas_single_thread; /* 1: the CPU backend sets OpenBLAS to one thread (above); 0: not */
     int cpu_isa;            /* hc_cpu_isa the CPU backend's kernels use; HC_CPU_ISA_AUTO (0): the
                                best this CPU supports. One it lacks: create fails HC_ERR_UNSUPPORTED */
+    int compute;            /* hc_compute (above); BF16 on a CUDA backend: HC_ERR_UNSUPPORTED */
+    int cpu_gemm;           /* hc_cpu_gemm: the CPU backend's prefill matmul library */
 } hc_backend_params;
 
 static inline hc_backend_params hc_backend_default_params(void) {
-    hc_backend_params p = {0, NULL, 0, 1, 0};
+    hc_backend_params p = {0, NULL, 0, 1, 0, HC_COMPUTE_F32, HC_CPU_GEMM_AUTO};
     return p;
 }
 
@@ -148,10 +173,23 @@ int hc_backend_create_ex(hc_backend **out, hc_backend_kind kind, const hc_backen
 int hc_backend_create(hc_backend **out, hc_backend_kind kind, int n_threads, hc_errbuf *eb);
 void hc_backend_free(hc_backend *be);
 
-/* The CPU backend: p->n_threads and p->blas_single_thread are used (NULL: defaults). */
+/* The CPU backend: p->n_threads, blas_single_thread, cpu_isa, compute and cpu_gemm are used
+ * (NULL: defaults). */
 int hc_backend_cpu_create_ex(hc_backend **out, const hc_backend_params *p);
 /* hc_backend_cpu_create_ex with default parameters and the given n_threads. */
 int hc_backend_cpu_create(hc_backend **out, int n_threads);
+/* "f32", "bf16"; "?" out of range. hc_compute_parse: the inverse (case-sensitive), HC_ERR_INVAL
+ * for anything else. */
+const char *hc_compute_name(int compute);
+int hc_compute_parse(const char *name, hc_compute *out);
+/* "auto", "openblas", "onednn"; "?" out of range. 1 if this build has library g (AUTO,
+ * OPENBLAS: always; DNNL: when built with oneDNN). */
+const char *hc_cpu_gemm_name(int g);
+int hc_cpu_gemm_built(int g);
+/* What a CPU backend runs: its compute mode and its prefill GEMM library (never AUTO); -1 for a
+ * backend that is not a CPU backend. */
+int hc_backend_cpu_compute(const hc_backend *be);
+int hc_backend_cpu_gemm(const hc_backend *be);
 
 /* The ABI the CUDA shared library exports (resolved with dlsym). */
 #define HC_CUDA_ENTRY_SYMBOL "hc_cuda_backend_create"

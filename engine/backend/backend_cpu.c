@@ -10,10 +10,15 @@
  *    for all m rows. Each output element is computed by the same instruction sequence whatever m
  *    is, so a sequence decoded inside a batch of up to HC_CPU_SMALLM_MAX gets bit-identical logits
  *    to the same sequence decoded alone.
- *  - larger m (prefill): OpenBLAS sgemm, single-threaded, one call per pool task on its own range
- *    of output columns; BF16/F16 weights are widened a panel of rows at a time into the task's
- *    scratch buffer first. Single-threaded is OpenBLAS's process-wide setting: create sets it
- *    only when hc_backend_params.blas_single_thread says so (the default; see backend.h).
+ *  - larger m (prefill): oneDNN matmul (cpu_dnnl.h) when the build has it, else OpenBLAS sgemm
+ *    (hc_backend_params.cpu_gemm picks), single-threaded, one call per pool task on its own range
+ *    of output columns; in f32 compute BF16/F16 weights are widened a panel of rows at a time
+ *    into the task's scratch buffer first. Single-threaded is OpenBLAS's process-wide setting:
+ *    create sets it only when hc_backend_params.blas_single_thread says so (the default; see
+ *    backend.h); oneDNN's is set per call (cpu_dnnl.h).
+ * bf16 compute (hc_backend_params.compute): x is rounded to bf16 once per matmul (every m); with
+ * bf16 weights on the oneDNN path the product is oneDNN's bf16 matmul (no widening), otherwise
+ * the f32 path runs on the rounded x (the same math: bf16 x bf16 products are exact in f32).
  * Everything else is parallelized over rows with the engine's thread pool.
  *
  * The small-M kernel is chosen once at creation by ISA level (cpu_isa.h): portable C (fixed
@@ -33,6 +38,7 @@
 #endif
 
 #include "backend/backend.h"
+#include "backend/cpu_dnnl.h"
 #include "backend/cpu_isa.h"
 #include "core/threadpool.h"
 
@@ -48,6 +54,11 @@ typedef struct cpu_ctx {
     size_t panel_cap;  /* floats */
     float *scores;     /* attention scratch: n_threads * scores_cap */
     size_t scores_cap; /* floats per thread */
+    hc_compute compute;  /* F32 or BF16 (backend.h) */
+    hc_cpu_gemm gemm_lib; /* prefill GEMM library, never AUTO */
+    hc_cpu_dnnl *dnnl;    /* when gemm_lib is DNNL */
+    void *xr;             /* bf16 compute: x rounded (m * k floats, or m * k bf16 for oneDNN) */
+    size_t xr_cap;        /* bytes */
 } cpu_ctx;
 
 static cpu_ctx *CTX(hc_backend *be) { return be->ctx; }
@@ -156,43 +167,88 @@ static void gemv_task(void *p, int task) {
 }
 
 /* Prefill GEMM: each pool task owns a contiguous range of output columns (weight rows) and runs
- * single-threaded sgemm on it, widening BF16/F16 weights one panel at a time into its own scratch.
- * Keeping OpenBLAS single-threaded means its threads never compete with the pool's. */
+ * a single-threaded oneDNN matmul or OpenBLAS sgemm on it; F32 weights in one call, BF16/F16 ones
+ * (f32 compute) widened one panel of rows at a time into the task's own scratch, which stays in
+ * L2 while the library sweeps x over it. x16: x as bf16 (bf16 compute with bf16 weights on
+ * oneDNN; then the weights go in as they are). Keeping the libraries single-threaded means their
+ * threads never compete with the pool's. */
 typedef struct gemm_args {
     float *out;
-    const float *x;
+    const float *x;      /* f32 x (already rounded to bf16 values in bf16 compute) */
+    const uint16_t *x16; /* non-NULL: bf16 x for oneDNN's bf16 matmul on bf16 weights */
     const void *w;
     hc_dtype wt;
     int64_t m, n, k;
     float *panels; /* n_tasks * HC_CPU_PANEL_ROWS * k floats */
     int n_tasks;
+    hc_cpu_dnnl *dnnl; /* NULL: OpenBLAS */
+    int *failed;       /* set by a task whose bf16 x bf16 call failed (no fallback for it) */
 } gemm_args;
+
+/* out[:, j0 .. j0 + nb) from f32 weight rows w32 (nb x k) */
+static void gemm_f32(const gemm_args *a, int task, const float *w32, int64_t j0, int64_t nb) {
+    if (a->dnnl && hc_cpu_dnnl_gemm(a->dnnl, task, 0, a->out + j0, a->n, a->x, a->m, w32, nb,
+                                    a->k) == HC_OK)
+        return;
+    /* OpenBLAS, also where oneDNN refused the shape */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)a->m, (int)nb, (int)a->k, 1.0f, a->x,
+                (int)a->k, w32, (int)a->k, 0.0f, a->out + j0, (int)a->n);
+}
 
 static void gemm_task(void *p, int task) {
     const gemm_args *a = p;
     int64_t lo, hi;
     task_range(a->n, a->n_tasks, task, &lo, &hi);
     if (lo >= hi) return;
-    float *panel = a->panels ? a->panels + (size_t)task * HC_CPU_PANEL_ROWS * (size_t)a->k : NULL;
-    /* panels of 256 weight rows: the panel stays in L2 while sgemm sweeps x over it */
+    const uint16_t *w16 = a->w;
+    if (a->x16) {
+        if (hc_cpu_dnnl_gemm(a->dnnl, task, 1, a->out + lo, a->n, a->x16, a->m,
+                             w16 + (size_t)(lo * a->k), hi - lo, a->k) != HC_OK)
+            __atomic_store_n(a->failed, 1, __ATOMIC_RELAXED);
+        return;
+    }
+    if (a->wt == HC_DTYPE_F32) {
+        gemm_f32(a, task, (const float *)a->w + (size_t)(lo * a->k), lo, hi - lo);
+        return;
+    }
+    float *panel = a->panels + (size_t)task * HC_CPU_PANEL_ROWS * (size_t)a->k;
     for (int64_t j0 = lo; j0 < hi; j0 += HC_CPU_PANEL_ROWS) {
         int64_t nb = hi - j0 < HC_CPU_PANEL_ROWS ? hi - j0 : HC_CPU_PANEL_ROWS;
         size_t off = (size_t)(j0 * a->k), cnt = (size_t)(nb * a->k);
-        if (a->wt == HC_DTYPE_F32) {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)a->m, (int)nb, (int)a->k,
-                        1.0f, a->x, (int)a->k, (const float *)a->w + off, (int)a->k, 0.0f,
-                        a->out + j0, (int)a->n);
-            continue;
-        }
         if (a->wt == HC_DTYPE_BF16)
-            for (size_t i = 0; i < cnt; i++)
-                panel[i] = hc_bf16_to_f32(((const uint16_t *)a->w)[off + i]);
+            for (size_t i = 0; i < cnt; i++) panel[i] = hc_bf16_to_f32(w16[off + i]);
         else
-            for (size_t i = 0; i < cnt; i++)
-                panel[i] = hc_f16_to_f32(((const uint16_t *)a->w)[off + i]);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)a->m, (int)nb, (int)a->k, 1.0f,
-                    a->x, (int)a->k, panel, (int)a->k, 0.0f, a->out + j0, (int)a->n);
+            for (size_t i = 0; i < cnt; i++) panel[i] = hc_f16_to_f32(w16[off + i]);
+        gemm_f32(a, task, panel, j0, nb);
     }
+}
+
+/* bf16 compute: x rounded to bf16 (round to nearest even), as bf16 bits or as f32 values */
+typedef struct round_args {
+    const float *x;
+    void *dst;
+    int to_bits;
+    int64_t n;
+    int n_tasks;
+} round_args;
+
+static void round_task(void *p, int task) {
+    const round_args *r = p;
+    int64_t lo, hi;
+    task_range(r->n, r->n_tasks, task, &lo, &hi);
+    if (r->to_bits)
+        for (int64_t i = lo; i < hi; i++) ((uint16_t *)r->dst)[i] = hc_f32_to_bf16(r->x[i]);
+    else
+        for (int64_t i = lo; i < hi; i++)
+            ((float *)r->dst)[i] = hc_bf16_to_f32(hc_f32_to_bf16(r->x[i]));
+}
+
+static int grow(void **buf, size_t *cap, size_t bytes) {
+    if (*cap >= bytes) return HC_OK;
+    free(*buf);
+    *buf = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+    *cap = *buf ? bytes : 0;
+    return *buf ? HC_OK : HC_ERR_NOMEM;
 }
 
 static int cpu_matmul(hc_backend *be, hc_tensor *out, const hc_tensor *x, const hc_tensor *w) {
@@ -202,6 +258,17 @@ static int cpu_matmul(hc_backend *be, hc_tensor *out, const hc_tensor *x, const 
     if (x->dtype != HC_DTYPE_F32 || out->dtype != HC_DTYPE_F32 || w->dtype == HC_DTYPE_I32)
         return HC_ERR_UNSUPPORTED;
     cpu_ctx *c = CTX(be);
+    const float *xf = x->data;
+    const uint16_t *x16 = NULL;
+    if (c->compute == HC_COMPUTE_BF16 && m * k > 0) {
+        /* bf16 bits for oneDNN's bf16 x bf16 matmul, else bf16-rounded f32 for the f32 kernels */
+        int bits = m > HC_CPU_SMALLM_MAX && c->dnnl && w->dtype == HC_DTYPE_BF16;
+        if (grow(&c->xr, &c->xr_cap, (size_t)(m * k) * (bits ? 2 : 4))) return HC_ERR_NOMEM;
+        round_args r = {x->data, c->xr, bits, m * k, n_tasks_for(be, m * k, 1 << 15)};
+        hc_pool_run(c->pool, r.n_tasks, round_task, &r);
+        if (bits) x16 = c->xr;
+        else xf = c->xr;
+    }
     if (m <= HC_CPU_SMALLM_MAX) {
         size_t per = hc_cpu_gemm_scratch_floats(k);
         if (c->gscratch_cap < per) {
@@ -211,16 +278,17 @@ static int cpu_matmul(hc_backend *be, hc_tensor *out, const hc_tensor *x, const 
             c->gscratch_cap = c->gscratch ? per : 0;
             if (!c->gscratch) return HC_ERR_NOMEM;
         }
-        gemv_args a = {out->data, x->data, w->data, w->dtype, m, n, k, 0, c->gemm, c->gscratch,
+        gemv_args a = {out->data, xf, w->data, w->dtype, m, n, k, 0, c->gemm, c->gscratch,
                        c->gscratch_cap};
         a.n_tasks = n_tasks_for(be, n * m * k, 1 << 15);
         hc_pool_run(c->pool, a.n_tasks, gemv_task, &a);
         return HC_OK;
     }
-    gemm_args a = {out->data, x->data, w->data, w->dtype, m, n, k, NULL, 0};
-    /* at least 64 output columns per task so each sgemm call has some width */
+    int failed = 0;
+    gemm_args a = {out->data, xf, x16, w->data, w->dtype, m, n, k, NULL, 0, c->dnnl, &failed};
+    /* at least 64 output columns per task so each library call has some width */
     a.n_tasks = n_tasks_for(be, n, 64);
-    if (w->dtype != HC_DTYPE_F32) {
+    if (w->dtype != HC_DTYPE_F32 && !x16) {
         size_t need = (size_t)a.n_tasks * HC_CPU_PANEL_ROWS * (size_t)k;
         if (c->panel_cap < need) {
             free(c->panel);
@@ -231,7 +299,7 @@ static int cpu_matmul(hc_backend *be, hc_tensor *out, const hc_tensor *x, const 
         a.panels = c->panel;
     }
     hc_pool_run(c->pool, a.n_tasks, gemm_task, &a);
-    return HC_OK;
+    return failed ? HC_ERR_UNSUPPORTED : HC_OK;
 }
 
 /* ---- rmsnorm ------------------------------------------------------------------------------------ */
@@ -493,6 +561,8 @@ static void cpu_destroy(hc_backend *be) {
     free(c->panel);
     free(c->gscratch);
     free(c->scores);
+    free(c->xr);
+    hc_cpu_dnnl_free(c->dnnl);
     free(c);
     free(be);
 }
@@ -523,7 +593,12 @@ int hc_backend_cpu_create_ex(hc_backend **out, const hc_backend_params *p) {
     if (!p) p = &defp;
     hc_cpu_isa isa = (hc_cpu_isa)p->cpu_isa;
     if ((int)isa < 0 || isa >= HC_CPU_ISA_COUNT) return HC_ERR_INVAL;
-    if (!hc_cpu_isa_supported(isa)) return HC_ERR_UNSUPPORTED;
+    if (p->compute < 0 || p->compute >= HC_COMPUTE_COUNT || p->cpu_gemm < 0 ||
+        p->cpu_gemm >= HC_CPU_GEMM_COUNT)
+        return HC_ERR_INVAL;
+    if (!hc_cpu_isa_supported(isa) || !hc_cpu_gemm_built(p->cpu_gemm)) return HC_ERR_UNSUPPORTED;
+    hc_cpu_gemm lib = (hc_cpu_gemm)p->cpu_gemm;
+    if (lib == HC_CPU_GEMM_AUTO) lib = hc_cpu_dnnl_built() ? HC_CPU_GEMM_DNNL : HC_CPU_GEMM_OPENBLAS;
     if (isa == HC_CPU_ISA_AUTO) isa = hc_cpu_isa_detect();
     int n_threads = p->n_threads;
     if (n_threads <= 0) {
@@ -541,8 +616,20 @@ int hc_backend_cpu_create_ex(hc_backend **out, const hc_backend_params *p) {
      * single-threaded. OpenBLAS's thread count is process-wide; who sets it is the caller's
      * explicit choice (hc_backend_params.blas_single_thread, backend.h). */
     if (p->blas_single_thread) openblas_set_num_threads(1);
+    if (lib == HC_CPU_GEMM_DNNL) {
+        int rc = hc_cpu_dnnl_create(&c->dnnl, n_threads);
+        if (rc && p->cpu_gemm == HC_CPU_GEMM_AUTO) lib = HC_CPU_GEMM_OPENBLAS; /* auto: fall back */
+        else if (rc) {
+            hc_pool_free(c->pool);
+            free(be);
+            free(c);
+            return rc;
+        }
+    }
     c->isa = isa;
     c->gemm = hc_cpu_gemm_for(isa);
+    c->compute = (hc_compute)p->compute;
+    c->gemm_lib = lib;
     be->iface = &cpu_iface;
     be->ctx = c;
     be->n_threads = n_threads;
@@ -558,4 +645,37 @@ int hc_backend_cpu_create(hc_backend **out, int n_threads) {
 
 int hc_backend_cpu_isa(const hc_backend *be) {
     return be && be->iface == &cpu_iface ? (int)((const cpu_ctx *)be->ctx)->isa : -1;
+}
+
+int hc_backend_cpu_compute(const hc_backend *be) {
+    return be && be->iface == &cpu_iface ? (int)((const cpu_ctx *)be->ctx)->compute : -1;
+}
+
+int hc_backend_cpu_gemm(const hc_backend *be) {
+    return be && be->iface == &cpu_iface ? (int)((const cpu_ctx *)be->ctx)->gemm_lib : -1;
+}
+
+static const char *const k_compute_names[HC_COMPUTE_COUNT] = {"f32", "bf16"};
+static const char *const k_gemm_names[HC_CPU_GEMM_COUNT] = {"auto", "openblas", "onednn"};
+
+const char *hc_compute_name(int compute) {
+    return compute >= 0 && compute < HC_COMPUTE_COUNT ? k_compute_names[compute] : "?";
+}
+
+int hc_compute_parse(const char *name, hc_compute *out) {
+    for (int i = 0; name && i < HC_COMPUTE_COUNT; i++)
+        if (!strcmp(name, k_compute_names[i])) {
+            *out = (hc_compute)i;
+            return HC_OK;
+        }
+    return HC_ERR_INVAL;
+}
+
+const char *hc_cpu_gemm_name(int g) {
+    return g >= 0 && g < HC_CPU_GEMM_COUNT ? k_gemm_names[g] : "?";
+}
+
+int hc_cpu_gemm_built(int g) {
+    if (g == HC_CPU_GEMM_AUTO || g == HC_CPU_GEMM_OPENBLAS) return 1;
+    return g == HC_CPU_GEMM_DNNL ? hc_cpu_dnnl_built() : 0;
 }

@@ -17,6 +17,11 @@
  *      HC_BENCH=1       after the checks, time matmul and attention on each backend and print a
  *                       table (HC_BENCH_BACKEND=cuda|cpu restricts it to one backend);
  *      HC_BENCH=smallm  instead, the CPU matmul over m = 1..64 (small-M kernel vs sgemm crossover).
+ * (Prefill GEMM libraries vs the FMA peak: tests/bench/bench_gemm.c.)
+ *
+ * The CPU backend runs at every kernel level this CPU has (hc_cpu_isa), with each prefill GEMM
+ * library the build has (OpenBLAS; oneDNN when found) and in both compute modes (f32, bf16:
+ * test_matmul_prefill, whose tolerance is a per-element error bound, documented there).
  */
 #include "backend/backend.h"
 #include "backend/cpu_isa.h"
@@ -318,6 +323,125 @@ static void test_matmul_smallm(hc_cpu_isa isa) {
            iname, n_cases, worst, n_bad_bits);
     hc_backend_free(bes[0]);
     hc_backend_free(bes[1]);
+}
+
+/* The prefill matmul (m > HC_CPU_SMALLM_MAX) of one GEMM library (hc_cpu_gemm: OpenBLAS, and
+ * oneDNN when built) in one compute mode, at 1, 2 and 3 threads, f32 / bf16 / f16 weights, n and
+ * k not multiples of any block size, against the double reference of the products actually
+ * formed: x (f32 compute) or bf16(x) (bf16 compute: round to nearest even, the mode's contract)
+ * times the stored weights. Bound per element: (k + 4) * FLT_EPSILON * sum|x*w| (any f32
+ * summation order of k exact-or-rounded products is within it). Also: the same call twice, and a
+ * second backend of the same thread count, are bit-identical (deterministic for a fixed thread
+ * count); in bf16 compute the small-M path (m <= HC_CPU_SMALLM_MAX) gives exactly the f32 kernel's
+ * result on bf16-rounded x, so the mode means the same at every m. */
+static void test_matmul_prefill(hc_cpu_gemm lib, hc_compute compute) {
+    static const int ms[] = {33, 64, 100, 161};
+    static const int nk[][2] = {{80, 256}, {300, 199}, {17, 1000}, {129, 64}};
+    static const hc_dtype dts[] = {HC_DTYPE_F32, HC_DTYPE_BF16, HC_DTYPE_F16};
+    const char *lname = hc_cpu_gemm_name(lib), *cname = hc_compute_name(compute);
+    hc_backend *bes[4] = {NULL, NULL, NULL, NULL}; /* 1, 2, 3 threads; another 3 */
+    for (int b = 0; b < 4; b++) {
+        hc_backend_params p = hc_backend_default_params();
+        p.n_threads = b < 3 ? b + 1 : 3;
+        p.cpu_gemm = lib;
+        p.compute = compute;
+        CHECK_OK(hc_backend_cpu_create_ex(&bes[b], &p));
+        if (!bes[b]) return;
+        CHECK(hc_backend_cpu_gemm(bes[b]) == (int)lib && hc_backend_cpu_compute(bes[b]) == (int)compute);
+    }
+    long n_cases = 0;
+    double worst = 0;
+    for (size_t di = 0; di < 3; di++)
+        for (size_t si = 0; si < sizeof nk / sizeof nk[0]; si++)
+            for (size_t mi = 0; mi < sizeof ms / sizeof ms[0]; mi++) {
+                const int m = ms[mi], n = nk[si][0], k = nk[si][1];
+                const hc_dtype dt = dts[di];
+                const size_t mn = (size_t)m * n;
+                float *x = malloc((size_t)m * k * 4), *xr = malloc((size_t)m * k * 4);
+                float *wf = malloc((size_t)n * k * 4);
+                rnd_fill(x, (size_t)m * k, -1, 1);
+                rnd_fill(wf, (size_t)n * k, -1, 1);
+                for (size_t i = 0; i < (size_t)m * k; i++)
+                    xr[i] = compute == HC_COMPUTE_BF16 ? hc_bf16_to_f32(hc_f32_to_bf16(x[i])) : x[i];
+                void *w = from_f32_host(wf, dt, (size_t)n * k);
+                float *wr = to_f32_host(w, dt, (size_t)n * k);
+                double *ref = malloc(mn * sizeof *ref), *bound = malloc(mn * sizeof *bound);
+                for (int r = 0; r < m; r++)
+                    for (int j = 0; j < n; j++) {
+                        double sum = 0, sabs = 0;
+                        for (int i = 0; i < k; i++) {
+                            double pr = (double)xr[r * k + i] * wr[(size_t)j * k + i];
+                            sum += pr;
+                            sabs += fabs(pr);
+                        }
+                        ref[r * n + j] = sum;
+                        bound[r * n + j] = (k + 4) * (double)FLT_EPSILON * sabs + 1e-30;
+                    }
+                char what[128];
+                snprintf(what, sizeof what, "%s compute %s %s m=%d n=%d k=%d", lname, cname,
+                         hc_dtype_name(dt), m, n, k);
+                float *got[4], *again = malloc(mn * 4);
+                for (int b = 0; b < 4; b++) {
+                    got[b] = malloc(mn * 4);
+                    tbuf tx, tw, to;
+                    int64_t nex[2] = {m, k}, new_[2] = {n, k}, neo[2] = {m, n};
+                    CHECK_OK(tb_make(&tx, bes[b], HC_DTYPE_F32, 2, nex, x));
+                    CHECK_OK(tb_make(&tw, bes[b], dt, 2, new_, w));
+                    CHECK_OK(tb_make(&to, bes[b], HC_DTYPE_F32, 2, neo, NULL));
+                    CHECK_OK(bes[b]->iface->matmul(bes[b], &to.t, &tx.t, &tw.t));
+                    int g = tb_read(&to, got[b]);
+                    CHECKF(g, "prefill %s threads %d: guard bytes changed", what, bes[b]->n_threads);
+                    size_t out_of = 0, nonfin = 0;
+                    for (size_t e = 0; e < mn; e++) {
+                        double d = fabs((double)got[b][e] - ref[e]);
+                        nonfin += !isfinite(got[b][e]);
+                        out_of += !(d <= bound[e]);
+                        if (d / bound[e] > worst) worst = d / bound[e];
+                    }
+                    CHECKF(out_of == 0 && nonfin == 0,
+                           "prefill %s threads %d: %zu outside the bound, %zu not finite", what,
+                           bes[b]->n_threads, out_of, nonfin);
+                    if (b == 2) { /* the same call again */
+                        CHECK_OK(bes[b]->iface->matmul(bes[b], &to.t, &tx.t, &tw.t));
+                        tb_read(&to, again);
+                        CHECKF(!memcmp(again, got[b], mn * 4), "prefill %s: a second call differs",
+                               what);
+                    }
+                    tb_free(&tx), tb_free(&tw), tb_free(&to);
+                }
+                CHECKF(!memcmp(got[2], got[3], mn * 4),
+                       "prefill %s: two backends of 3 threads differ", what);
+                for (int b = 0; b < 4; b++) free(got[b]);
+                n_cases++;
+                free(x), free(xr), free(wf), free(w), free(wr), free(ref), free(bound), free(again);
+            }
+    /* bf16 compute at small m: exactly the f32 small-M kernel on the rounded x */
+    if (compute == HC_COMPUTE_BF16) {
+        const int m = 7, n = 45, k = 130;
+        float *x = malloc((size_t)m * k * 4), *xr = malloc((size_t)m * k * 4);
+        float *wf = malloc((size_t)n * k * 4), *got = malloc((size_t)m * n * 4);
+        float *exp_ = malloc((size_t)m * n * 4), *scratch = malloc(hc_cpu_gemm_scratch_floats(k) * 4);
+        rnd_fill(x, (size_t)m * k, -1, 1);
+        rnd_fill(wf, (size_t)n * k, -1, 1);
+        for (size_t i = 0; i < (size_t)m * k; i++) xr[i] = hc_bf16_to_f32(hc_f32_to_bf16(x[i]));
+        void *w = from_f32_host(wf, HC_DTYPE_BF16, (size_t)n * k);
+        hc_cpu_gemm_for((hc_cpu_isa)hc_backend_cpu_isa(bes[0]))(exp_, n, xr, m, w, HC_DTYPE_BF16, 0,
+                                                                 n, k, scratch);
+        tbuf tx, tw, to;
+        int64_t nex[2] = {m, k}, new_[2] = {n, k}, neo[2] = {m, n};
+        CHECK_OK(tb_make(&tx, bes[0], HC_DTYPE_F32, 2, nex, x));
+        CHECK_OK(tb_make(&tw, bes[0], HC_DTYPE_BF16, 2, new_, w));
+        CHECK_OK(tb_make(&to, bes[0], HC_DTYPE_F32, 2, neo, NULL));
+        CHECK_OK(bes[0]->iface->matmul(bes[0], &to.t, &tx.t, &tw.t));
+        tb_read(&to, got);
+        CHECKF(!memcmp(got, exp_, (size_t)m * n * 4),
+               "%s compute bf16 m=%d: not the f32 small-M kernel on bf16-rounded x", lname, m);
+        tb_free(&tx), tb_free(&tw), tb_free(&to);
+        free(x), free(xr), free(wf), free(got), free(exp_), free(scratch), free(w);
+    }
+    printf("prefill matmul %-8s compute %-4s: %ld cases x 4 backends, worst |got - ref| / bound "
+           "%.3g\n", lname, cname, n_cases, worst);
+    for (int b = 0; b < 4; b++) hc_backend_free(bes[b]);
 }
 
 static void test_rmsnorm(hc_backend *be) {
@@ -806,6 +930,49 @@ int main(int argc, char **argv) {
             run_all(be);
             hc_backend_free(be);
             test_matmul_smallm((hc_cpu_isa)isa);
+        }
+        /* each prefill GEMM library this build has (OpenBLAS always, oneDNN when found), both
+         * compute modes; a library the build lacks is refused */
+        for (int lib = HC_CPU_GEMM_OPENBLAS; lib < HC_CPU_GEMM_COUNT; lib++) {
+            hc_backend_params p = hc_backend_default_params();
+            p.cpu_gemm = lib;
+            hc_backend *be = NULL;
+            int rc = hc_backend_cpu_create_ex(&be, &p);
+            if (!hc_cpu_gemm_built(lib)) {
+                CHECKF(rc == HC_ERR_UNSUPPORTED && !be, "cpu_gemm %s not built, yet create gave %d",
+                       hc_cpu_gemm_name(lib), rc);
+                printf("test_backend_ops: cpu gemm %s not in this build\n", hc_cpu_gemm_name(lib));
+                continue;
+            }
+            CHECK_OK(rc);
+            if (!be) continue;
+            printf("test_backend_ops: cpu gemm %s\n", hc_cpu_gemm_name(lib));
+            run_all(be);
+            hc_backend_free(be);
+            test_matmul_prefill((hc_cpu_gemm)lib, HC_COMPUTE_F32);
+            test_matmul_prefill((hc_cpu_gemm)lib, HC_COMPUTE_BF16);
+        }
+#ifdef HC_HAVE_DNNL
+        CHECK(hc_cpu_gemm_built(HC_CPU_GEMM_DNNL));
+#else
+        CHECK(!hc_cpu_gemm_built(HC_CPU_GEMM_DNNL));
+#endif
+        {
+            hc_backend *be = NULL;
+            CHECK_OK(hc_backend_cpu_create(&be, 1));
+            CHECK(hc_backend_cpu_gemm(be) ==
+                  (hc_cpu_gemm_built(HC_CPU_GEMM_DNNL) ? HC_CPU_GEMM_DNNL : HC_CPU_GEMM_OPENBLAS));
+            CHECK(hc_backend_cpu_compute(be) == HC_COMPUTE_F32);
+            hc_backend_free(be);
+            hc_backend_params p = hc_backend_default_params();
+            p.compute = HC_COMPUTE_COUNT;
+            CHECK(hc_backend_cpu_create_ex(&be, &p) == HC_ERR_INVAL && !be);
+            p.compute = HC_COMPUTE_BF16;
+            hc_errbuf eb = {{0}};
+            CHECK(hc_backend_create_ex(&be, HC_BACKEND_CUDA, &p, &eb) == HC_ERR_UNSUPPORTED && !be);
+            hc_compute cm;
+            CHECK(hc_compute_parse("bf16", &cm) == HC_OK && cm == HC_COMPUTE_BF16);
+            CHECK(hc_compute_parse("fp8", &cm) == HC_ERR_INVAL);
         }
     }
 
