@@ -384,10 +384,10 @@ def test_sched_metrics(d):
           "kv gauges after the batch: %s / %s" % (used1, total1))
 
 
-def raw_post(port, body):
+def raw_post(port, body, path="/v1/titles"):
     data = json.dumps(body).encode()
     s = socket.create_connection(("127.0.0.1", port))
-    s.sendall(b"POST /v1/titles HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    s.sendall(b"POST " + path.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
               b"Content-Length: %d\r\n\r\n" % len(data) + data)
     return s
 
@@ -416,6 +416,29 @@ def test_disconnect_non_streaming(d):
               d.metric("hllm:title_generations_in_flight") == 0, "%s: nothing left running" % mode)
         tok = d.metric("hllm:generated_tokens_total") - tok0
         check(tok < 1500, "%s: the generation stopped early (%d of ~2000 tokens)" % (mode, tok))
+    # a batch: its per-user item's job is cancelled, its cluster-mode item leaves its shared
+    # generation (cancelled: nobody else waits), a third item already answered stays answered
+    items = [title_body(["zz"], "loop", None, mode="per_user", max_new_tokens=2000),
+             title_body(["sf-long", "a"], "loop", None, max_new_tokens=1998),
+             title_body(["Dune"], "Batch short", None, max_new_tokens=2)]
+    st, _, _ = d.req("POST", "/v1/titles:batch", {"requests": [dict(i, max_new_tokens=2)
+                                                                for i in items]})
+    check(st == 200 and wait_for(lambda: d.metric("hllm:requests_running") == 0, 20),
+          "batch warm-up")
+    base = sched(d)[1]
+    canc0 = d.metric("hllm:cancelled_total")
+    tok0 = d.metric("hllm:generated_tokens_total")
+    s = raw_post(d.port, {"requests": items}, "/v1/titles:batch")
+    check(wait_for(lambda: d.metric("hllm:generated_tokens_total") > tok0 + 40 and
+                   d.metric("hllm:title_generations_in_flight") == 1, 60), "batch: generating")
+    s.close()
+    check(wait_for(lambda: d.metric("hllm:cancelled_total") == canc0 + 2, 30),
+          "batch: both long items cancelled (%s)" % (d.metric("hllm:cancelled_total") - canc0))
+    check(wait_for(lambda: sched(d)[1] == base, 30) and
+          d.metric("hllm:title_generations_in_flight") == 0 and
+          d.metric("hllm:requests_running") == 0, "batch: KV blocks back, nothing running")
+    st, b, _ = d.req("POST", "/v1/titles:batch", {"requests": items[2:]})
+    check(st == 200 and b["results"][0].get("status") == 200, "serving after a batch disconnect")
     # a client that waits still gets its answer, also twice on one keep-alive connection
     c = d.conn()
     for i in range(2):
