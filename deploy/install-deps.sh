@@ -8,7 +8,6 @@ PKGS=(
   build-essential cmake pkg-config git python3 python3-pip
   libopenblas-dev        # BLAS for the CPU backend's matrix products
   libdnnl-dev            # oneDNN: the CPU backend's prefill GEMM, f32 and bf16 (OpenBLAS without it)
-  libdnnl-dev            # oneDNN: the CPU backend's prefill GEMM, f32 and bf16 (OpenBLAS without it)
   libpcre2-dev           # Unicode regex for the tokenizer's pre-tokenizers
   libutf8proc-dev        # NFC normalization
   libjansson-dev         # JSON: configs, tokenizer.json, CLI and HTTP I/O
