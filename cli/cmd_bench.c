@@ -25,6 +25,7 @@ static void usage(FILE *f) {
             "  --threads N        CPU threads (default: all cores)\n"
             "  --backend B        auto | cpu | cuda (default auto)\n"
             "  --weights W        auto (as stored) | f32 | bf16 (default auto)\n"
+            HC_CLI_COMPUTE_HELP
             "  --json             one JSON line instead of the table\n"
             "  -h, --help         this help\n");
 }
@@ -45,8 +46,9 @@ int hc_cmd_bench(int argc, char **argv) {
         {"reps", required_argument, 0, 'r'},    {"threads", required_argument, 0, 't'},
         {"backend", required_argument, 0, 'b'}, {"weights", required_argument, 0, 'w'},
         {"json", no_argument, 0, 'j'},          {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+        {"compute", required_argument, 0, 'C'}, {0, 0, 0, 0}};
     const char *model = NULL;
+    hc_compute compute = HC_COMPUTE_F32;
     long P = 128, N = 64, B = 1, R = 5, threads = 0;
     int json = 0, c;
     hc_backend_kind kind = HC_BACKEND_AUTO;
@@ -62,6 +64,7 @@ int hc_cmd_bench(int argc, char **argv) {
         case 't': if (hc_cli_parse_int(optarg, "--threads", 1, 1024, &threads)) return 2; break;
         case 'b': if (hc_cli_parse_backend(optarg, &kind)) return 2; break;
         case 'w': if (hc_cli_parse_weight_dtype(optarg, &wd)) return 2; break;
+        case 'C': if (hc_cli_parse_compute(optarg, &compute)) return 2; break;
         case 'j': json = 1; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
@@ -73,7 +76,7 @@ int hc_cmd_bench(int argc, char **argv) {
     }
     hc_backend *be;
     hc_llm *m;
-    if (hc_cli_load_model(model, kind, (int)threads, wd, &be, &m)) return 1;
+    if (hc_cli_load_model(model, kind, (int)threads, compute, wd, &be, &m)) return 1;
     const int V = m->cfg.vocab_size;
     int rc = 1;
     hc_kv_cache *kv = NULL;
@@ -136,18 +139,24 @@ int hc_cmd_bench(int argc, char **argv) {
     double pre = median(t_pre + 1, (int)R), dec = median(t_dec + 1, (int)R);
     double pre_tps = (double)P / pre, dec_tps = (double)(N * B) / dec;
     if (json) {
-        printf("{\"backend\": \"%s\", \"threads\": %d, \"params\": %lld, \"weight_bytes\": %zu, "
+        printf("{\"backend\": \"%s\", \"threads\": %d, \"compute\": \"%s\", \"cpu_gemm\": \"%s\", "
+               "\"params\": %lld, \"weight_bytes\": %zu, "
                "\"prompt_len\": %ld, \"gen\": %ld, \"batch\": %ld, \"reps\": %ld, "
                "\"prefill_tok_s\": %.2f, \"decode_tok_s\": %.2f, \"prefill_ms\": %.3f, "
                "\"decode_ms_per_step\": %.3f}\n",
-               be->iface->name, be->n_threads, (long long)m->n_params, m->weight_bytes, P, N, B, R,
+               be->iface->name, be->n_threads, hc_compute_name(compute),
+               hc_backend_cpu_gemm(be) >= 0 ? hc_cpu_gemm_name(hc_backend_cpu_gemm(be)) : "none",
+               (long long)m->n_params, m->weight_bytes, P, N, B, R,
                pre_tps, dec_tps, pre * 1e3, dec * 1e3 / (double)N);
     } else {
         printf("model      %s (%lld params, %.1f MiB of weights, %s backend, %d threads)\n", model,
                (long long)m->n_params, (double)m->weight_bytes / (1 << 20), be->iface->name,
                be->n_threads);
         if (hc_backend_cpu_isa(be) >= 0)
-            printf("cpu isa    %s\n", hc_cpu_isa_name((hc_cpu_isa)hc_backend_cpu_isa(be)));
+            printf("cpu isa    %s\ncpu gemm   %s (prefill, m > %d)\n",
+                   hc_cpu_isa_name((hc_cpu_isa)hc_backend_cpu_isa(be)),
+                   hc_cpu_gemm_name(hc_backend_cpu_gemm(be)), HC_CPU_SMALLM_MAX);
+        printf("compute    %s\n", hc_compute_name(compute));
         printf("%-8s %10s %12s %14s\n", "phase", "tokens", "median ms", "tokens/s");
         printf("%-8s %10ld %12.2f %14.1f\n", "prefill", P, pre * 1e3, pre_tps);
         printf("%-8s %10ld %12.2f %14.1f\n", "decode", N * B, dec * 1e3, dec_tps);

@@ -32,6 +32,8 @@ static void usage(FILE *f) {
             "  --threads N          CPU threads (default: all cores)\n"
             "  --backend B          auto | cpu | cuda (default auto)\n"
             "  --weights W          in-memory weight dtype: auto (as stored) | f32 | bf16\n"
+            "  --compute C          matmul compute: f32 (default) | bf16 (activations rounded to\n"
+            "                       bf16, f32 accumulation; CPU backend only)\n"
             "  -h, --help           this help\n");
 }
 
@@ -44,7 +46,8 @@ int hc_cmd_generate(int argc, char **argv) {
         {"stop", required_argument, 0, 'S'},    {"no-stop", no_argument, 0, 'N'},
         {"json", no_argument, 0, 'j'},          {"threads", required_argument, 0, 't'},
         {"backend", required_argument, 0, 'b'}, {"weights", required_argument, 0, 'w'},
-        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
+        {"help", no_argument, 0, 'h'},          {"compute", required_argument, 0, 'C'},
+        {0, 0, 0, 0}};
     /* a model package (creator.json) switches to the HLLM-Creator pipeline */
     for (int i = 1; i < argc; i++) {
         const char *dir = NULL;
@@ -64,6 +67,7 @@ int hc_cmd_generate(int argc, char **argv) {
     double temperature = -1, top_p = 1.0;
     hc_backend_kind kind = HC_BACKEND_AUTO;
     hc_dtype wd = HC_DTYPE_AS_STORED;
+    hc_compute compute = HC_COMPUTE_F32;
     int rc = 2, c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -109,6 +113,9 @@ int hc_cmd_generate(int argc, char **argv) {
         case 'w':
             if (hc_cli_parse_weight_dtype(optarg, &wd)) goto out;
             break;
+        case 'C':
+            if (hc_cli_parse_compute(optarg, &compute)) goto out;
+            break;
         case 'h': usage(stdout); rc = 0; goto out;
         default: usage(stderr); goto out;
         }
@@ -129,7 +136,7 @@ int hc_cmd_generate(int argc, char **argv) {
     hc_backend *be = NULL;
     hc_llm *m = NULL;
     rc = 1;
-    if (hc_cli_load_model(model, kind, (int)threads, wd, &be, &m)) goto out;
+    if (hc_cli_load_model(model, kind, (int)threads, compute, wd, &be, &m)) goto out;
     for (int i = 0; i < n_prompts; i++)
         for (int j = 0; j < prompt_len[i]; j++)
             if (prompts[i][j] >= m->cfg.vocab_size) {

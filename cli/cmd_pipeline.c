@@ -37,6 +37,7 @@ typedef struct pipe_opts {
     const char *model;
     hc_backend_kind kind;
     hc_dtype wd;
+    hc_compute compute;
     long threads, batch, cache, max_line;
     int allow_outside; /* --allow-outside-paths */
 } pipe_opts;
@@ -53,7 +54,7 @@ static int open_creator(const pipe_opts *o, const char *cmd, int need_creative, 
                         "see proto/model-package.md)\n", cmd, o->model);
         return HC_ERR_NOTFOUND;
     }
-    int rc = hc_cli_backend_create(be, o->kind, (int)o->threads);
+    int rc = hc_cli_backend_create(be, o->kind, (int)o->threads, o->compute);
     if (rc) return rc;
     hc_creator_params p = hc_creator_default_params();
     p.weight_dtype = o->wd;
@@ -111,19 +112,21 @@ static const char *COMMON_HELP =
     "  --threads N        CPU threads (default: all cores)\n"
     "  --backend B        auto | cpu | cuda (default auto)\n"
     "  --weights W        in-memory weight dtype: auto (as stored) | f32 | bf16 | f16\n"
+    HC_CLI_COMPUTE_HELP
     "  --allow-outside-paths\n"
     "                     let creator.json name (or symlink to) files outside the package\n"
     "                     directory (default: refused)\n"
     "  -h, --help         this help\n";
 
 enum { OPT_MODEL = 1000, OPT_BATCH, OPT_CACHE, OPT_THREADS, OPT_BACKEND, OPT_WEIGHTS, OPT_MAXLINE,
-       OPT_OUTSIDE };
+       OPT_OUTSIDE, OPT_COMPUTE };
 #define COMMON_LONGOPTS                                                                            \
     {"model", required_argument, 0, OPT_MODEL}, {"batch", required_argument, 0, OPT_BATCH},        \
         {"item-cache", required_argument, 0, OPT_CACHE},                                           \
         {"threads", required_argument, 0, OPT_THREADS},                                            \
         {"backend", required_argument, 0, OPT_BACKEND},                                            \
         {"weights", required_argument, 0, OPT_WEIGHTS},                                            \
+        {"compute", required_argument, 0, OPT_COMPUTE},                                            \
         {"max-line-bytes", required_argument, 0, OPT_MAXLINE},                                     \
         {"allow-outside-paths", no_argument, 0, OPT_OUTSIDE}, {"help", no_argument, 0, 'h'}
 
@@ -136,6 +139,7 @@ static int common_opt(int c, pipe_opts *o) {
     case OPT_THREADS: return hc_cli_parse_int(optarg, "--threads", 1, 1024, &o->threads) ? -1 : 1;
     case OPT_BACKEND: return hc_cli_parse_backend(optarg, &o->kind) ? -1 : 1;
     case OPT_WEIGHTS: return hc_cli_parse_weight_dtype(optarg, &o->wd) ? -1 : 1;
+    case OPT_COMPUTE: return hc_cli_parse_compute(optarg, &o->compute) ? -1 : 1;
     case OPT_MAXLINE:
         return hc_cli_parse_int(optarg, "--max-line-bytes", 2, 1L << 30, &o->max_line) ? -1 : 1;
     case OPT_OUTSIDE: o->allow_outside = 1; return 1;

@@ -73,6 +73,7 @@ static void titles_usage(FILE *f) {
         "  --threads N        CPU threads (default: all cores)\n"
         "  --backend B        auto | cpu | cuda (default auto)\n"
         "  --weights W        in-memory weight dtype: auto (as stored) | f32 | bf16 | f16\n"
+        HC_CLI_COMPUTE_HELP
         "  --allow-outside-paths\n"
         "                     let creator.json name files outside the package directory\n"
         "  -h, --help         this help\n");
@@ -569,7 +570,7 @@ static int run_chunk(hc_creator *c, hc_lm_sched *gen, ad_in *ads, size_t a0, siz
 
 int hc_cmd_titles(int argc, char **argv) {
     enum { O_MODEL = 1000, O_ADS, O_OUT, O_GREEDY, O_T, O_K, O_P, O_SEED, O_MAXNEW, O_MAXLINE,
-           O_THREADS, O_BACKEND, O_WEIGHTS, O_OUTSIDE, O_PRUNE };
+           O_THREADS, O_BACKEND, O_WEIGHTS, O_OUTSIDE, O_PRUNE, O_COMPUTE };
     static const struct option opts[] = {
         {"model", required_argument, 0, O_MODEL}, {"ads", required_argument, 0, O_ADS},
         {"out", required_argument, 0, O_OUT}, {"greedy", no_argument, 0, O_GREEDY},
@@ -580,6 +581,7 @@ int hc_cmd_titles(int argc, char **argv) {
         {"max-line-bytes", required_argument, 0, O_MAXLINE},
         {"threads", required_argument, 0, O_THREADS}, {"backend", required_argument, 0, O_BACKEND},
         {"weights", required_argument, 0, O_WEIGHTS},
+        {"compute", required_argument, 0, O_COMPUTE},
         {"allow-outside-paths", no_argument, 0, O_OUTSIDE},
         {"prune-threshold", required_argument, 0, O_PRUNE}, {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
@@ -589,6 +591,7 @@ int hc_cmd_titles(int argc, char **argv) {
     long K = -1, seed = -1, max_new = -1, max_line = HC_CLI_DEFAULT_MAX_LINE, threads = 0;
     hc_backend_kind kind = HC_BACKEND_AUTO;
     hc_dtype wd = HC_DTYPE_AS_STORED;
+    hc_compute compute = HC_COMPUTE_F32;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
@@ -611,6 +614,7 @@ int hc_cmd_titles(int argc, char **argv) {
             break;
         case O_BACKEND: if (hc_cli_parse_backend(optarg, &kind)) return 2; break;
         case O_WEIGHTS: if (hc_cli_parse_weight_dtype(optarg, &wd)) return 2; break;
+        case O_COMPUTE: if (hc_cli_parse_compute(optarg, &compute)) return 2; break;
         case O_OUTSIDE: outside = 1; break;
         case O_PRUNE:
             if (hc_cli_parse_float(optarg, "--prune-threshold", 0, 1, &prune)) return 2;
@@ -670,7 +674,7 @@ int hc_cmd_titles(int argc, char **argv) {
                             "creator.json; see proto/model-package.md)\n", model);
         goto done;
     }
-    if (hc_cli_backend_create(&be, kind, (int)threads)) goto done;
+    if (hc_cli_backend_create(&be, kind, (int)threads, compute)) goto done;
     hc_creator_params cp = hc_creator_default_params();
     cp.weight_dtype = wd;
     cp.allow_outside_paths = outside;

@@ -106,10 +106,17 @@ int hc_cli_parse_weight_dtype(const char *s, hc_dtype *out) {
     return 0;
 }
 
-int hc_cli_backend_create(hc_backend **be, hc_backend_kind kind, int threads) {
+int hc_cli_parse_compute(const char *s, hc_compute *out) {
+    if (hc_compute_parse(s, out) == HC_OK) return 0;
+    fprintf(stderr, "hllm: --compute expects f32 or bf16, got '%s'\n", s);
+    return -1;
+}
+
+int hc_cli_backend_create(hc_backend **be, hc_backend_kind kind, int threads, hc_compute compute) {
     *be = NULL;
     hc_backend_params bp = hc_backend_default_params();
     bp.n_threads = threads;
+    bp.compute = compute;
     if (kind != HC_BACKEND_CPU) {
         const char *lib = getenv("HC_CUDA_LIB");
         if (lib && *lib) bp.cuda_lib = lib;
@@ -148,11 +155,11 @@ int hc_cli_backend_create(hc_backend **be, hc_backend_kind kind, int threads) {
     return rc;
 }
 
-int hc_cli_load_model(const char *dir, hc_backend_kind kind, int threads, hc_dtype weight_dtype,
-                      hc_backend **be, hc_llm **m) {
+int hc_cli_load_model(const char *dir, hc_backend_kind kind, int threads, hc_compute compute,
+                      hc_dtype weight_dtype, hc_backend **be, hc_llm **m) {
     hc_errbuf eb = {{0}};
     *m = NULL;
-    int rc = hc_cli_backend_create(be, kind, threads);
+    int rc = hc_cli_backend_create(be, kind, threads, compute);
     if (rc) return rc;
     hc_llm_params p = hc_llm_default_params();
     p.weight_dtype = weight_dtype;

@@ -16,18 +16,24 @@ int hc_cli_parse_int(const char *s, const char *opt, long lo, long hi, long *out
 int hc_cli_parse_float(const char *s, const char *opt, double lo, double hi, double *out);
 int hc_cli_parse_backend(const char *s, hc_backend_kind *out);
 int hc_cli_parse_weight_dtype(const char *s, hc_dtype *out);
+/* --compute f32|bf16 (hc_compute, backend.h); prints an error and returns -1 otherwise. */
+int hc_cli_parse_compute(const char *s, hc_compute *out);
+/* The help line every model-running subcommand prints for --compute. */
+#define HC_CLI_COMPUTE_HELP                                                                        \
+    "  --compute C        matmul compute: f32 (default) | bf16 (activations rounded to bf16,\n"   \
+    "                     f32 accumulation; CPU backend only)\n"
 
-/* Creates the backend for --backend `kind` and --threads `threads`. The environment is read here,
+/* Creates the backend for --backend `kind`, --threads `threads` and --compute `compute`. The environment is read here,
  * in the CLI, and passed to the library explicitly (hc_backend_params): $HC_CUDA_LIB (the CUDA
  * library to load instead of searching) and $HC_CUDA_DEVICE (the CUDA device index, default 0),
  * both ignored under --backend cpu. Prints "hllm: backend: <why>" on failure, including a
  * $HC_CUDA_DEVICE that is not a device index (HC_ERR_INVAL). */
-int hc_cli_backend_create(hc_backend **be, hc_backend_kind kind, int threads);
+int hc_cli_backend_create(hc_backend **be, hc_backend_kind kind, int threads, hc_compute compute);
 
 /* Creates the backend (hc_cli_backend_create) and loads the model from dir; prints a clear
  * message on failure. */
-int hc_cli_load_model(const char *dir, hc_backend_kind kind, int threads, hc_dtype weight_dtype,
-                      hc_backend **be, hc_llm **m);
+int hc_cli_load_model(const char *dir, hc_backend_kind kind, int threads, hc_compute compute,
+                      hc_dtype weight_dtype, hc_backend **be, hc_llm **m);
 
 /* Flushes stdout; on a write error (full disk, closed pipe, ...) prints why, naming the command,
  * and returns -1. Commands call it after each batch of output and stop on failure. */
