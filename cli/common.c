@@ -149,6 +149,23 @@ int hc_cli_backend_create(hc_backend **be, hc_backend_kind kind, int threads, hc
         }
         bp.cpu_isa = v;
     }
+    /* the CPU backend's prefill GEMM library (backend.h hc_cpu_gemm), for benchmarks and tests */
+    const char *gemm = kind == HC_BACKEND_CUDA ? NULL : getenv("HC_CPU_GEMM");
+    if (gemm && *gemm) {
+        int g = -1;
+        for (int i = 0; i < HC_CPU_GEMM_COUNT; i++)
+            if (!strcmp(gemm, hc_cpu_gemm_name(i))) g = i;
+        if (g < 0) {
+            fprintf(stderr, "hllm: backend: HC_CPU_GEMM expects auto, openblas or onednn, got "
+                            "'%s'\n", gemm);
+            return HC_ERR_INVAL;
+        }
+        if (!hc_cpu_gemm_built(g)) {
+            fprintf(stderr, "hllm: backend: HC_CPU_GEMM=%s: this build has no oneDNN\n", gemm);
+            return HC_ERR_UNSUPPORTED;
+        }
+        bp.cpu_gemm = g;
+    }
     hc_errbuf eb = {{0}};
     int rc = hc_backend_create_ex(be, kind, &bp, &eb);
     if (rc) fprintf(stderr, "hllm: backend: %s\n", eb.msg[0] ? eb.msg : hc_strerror(rc));

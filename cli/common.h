@@ -26,7 +26,8 @@ int hc_cli_parse_compute(const char *s, hc_compute *out);
 /* Creates the backend for --backend `kind`, --threads `threads` and --compute `compute`. The environment is read here,
  * in the CLI, and passed to the library explicitly (hc_backend_params): $HC_CUDA_LIB (the CUDA
  * library to load instead of searching) and $HC_CUDA_DEVICE (the CUDA device index, default 0),
- * both ignored under --backend cpu. Prints "hllm: backend: <why>" on failure, including a
+ * both ignored under --backend cpu; $HC_CPU_ISA (the CPU kernel level) and $HC_CPU_GEMM (the CPU
+ * prefill GEMM library: auto, openblas, onednn), both ignored under --backend cuda. Prints "hllm: backend: <why>" on failure, including a
  * $HC_CUDA_DEVICE that is not a device index (HC_ERR_INVAL). */
 int hc_cli_backend_create(hc_backend **be, hc_backend_kind kind, int threads, hc_compute compute);
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # --compute f32|bf16 (cli/common.c, hc_backend_params.compute) on every subcommand that runs a
-# model: bench reports the mode and the prefill GEMM library; generate (LLM and package), embed,
+# model: bench reports the mode and the prefill GEMM library ($HC_CPU_GEMM picks it); generate (LLM and package), embed,
 # cluster and titles run in bf16 and give well-formed output; a bad value is a clear error with
 # exit 2 everywhere; bf16 under --backend cuda is refused (CPU backend only); --help lists it.
 # usage: compute.sh /path/to/hllm /path/to/tests
@@ -31,6 +31,23 @@ for c in f32 bf16; do
 done
 out=$(timeout 60 "$HLLM" bench --model "$M" --backend cpu --prompt-len 8 --gen 2 --reps 1 2>&1)
 grep -q "^compute    f32\$" <<<"$out" && ok || bad "bench default is not f32: $out"
+
+# --- HC_CPU_GEMM picks the prefill library (cli/common.c); a bad name is a clear error ----------
+for g in openblas onednn; do
+    out=$(HC_CPU_GEMM=$g timeout 60 "$HLLM" bench --model "$M" --backend cpu --threads 1 --prompt-len 40 \
+        --gen 2 --reps 1 2>&1)
+    rc=$?
+    if [ $rc -eq 0 ]; then
+        grep -q "^cpu gemm   $g (prefill" <<<"$out" && ok || bad "HC_CPU_GEMM=$g not used: $out"
+    elif [ $g = onednn ] && grep -q "HC_CPU_GEMM=onednn: this build has no oneDNN" <<<"$out"; then
+        ok
+    else
+        bad "HC_CPU_GEMM=$g: rc $rc: $out"
+    fi
+done
+out=$(HC_CPU_GEMM=mkl timeout 60 "$HLLM" bench --model "$M" --backend cpu --prompt-len 8 --gen 2 --reps 1 2>&1)
+rc=$?
+[ $rc -ne 0 ] && grep -q "HC_CPU_GEMM expects auto, openblas or onednn" <<<"$out" && ok || bad "HC_CPU_GEMM=mkl: rc $rc: $out"
 
 # --- generate (LLM): bf16 runs and gives ids; the prompt is long enough for the prefill GEMM ----
 ids=$(seq -s, 1 40)
