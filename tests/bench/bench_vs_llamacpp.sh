@@ -16,6 +16,8 @@
 #                       with the Llama-2 tokenizer of tests/data copied in for the converter)
 #   --rounds R          interleaved rounds (default 3)      --threads T   (default 2)
 #   --prompt-len P      (default 128)   --gen N (default 64)   --batch B sequences (default 8)
+#   --compute LIST      hllm compute modes to run, e.g. "f32 bf16" (default f32): each round runs
+#                       hllm once per mode (`hllm bench --compute C`), one table row per mode
 #   --wait-idle L       before each round wait (at most 120 s) until the 1-minute load < L
 #   --omp-passive       run llama.cpp with OMP_WAIT_POLICY=passive. Its OpenMP workers spin
 #                       between ops by default, which on a machine shared with other jobs (load
@@ -39,7 +41,7 @@ LLAMA_SRC=/tmp/peers/llama.cpp
 LLAMA_BIN=""
 WORK=/tmp/peers/bench
 MODEL=""
-ROUNDS=3 THREADS=2 P=128 N=64 B=8 IDLE="" OMP_PASSIVE=0
+ROUNDS=3 THREADS=2 P=128 N=64 B=8 IDLE="" OMP_PASSIVE=0 COMPUTE="f32"
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -55,6 +57,7 @@ while [ $# -gt 0 ]; do
     --batch) B=$2; shift 2 ;;
     --wait-idle) IDLE=$2; shift 2 ;;
     --omp-passive) OMP_PASSIVE=1; shift ;;
+    --compute) COMPUTE=$2; shift 2 ;;
     -h | --help) awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "bench_vs_llamacpp.sh: unknown option $1 (--help)" >&2; exit 2 ;;
     esac
@@ -110,15 +113,19 @@ for r in $(seq 1 "$ROUNDS"); do
     fi
     load=$(cut -d' ' -f1-3 /proc/loadavg)
     log "round $r/$ROUNDS (load $load)"
-    out=$("$HLLM" bench --model "$MODEL" --threads "$THREADS" --prompt-len "$P" --gen "$N" --reps 1 --json)
-    emit "$r" hllm_b1 "$load" "$(echo "$out" | jsonl_last)"
+    for c in $COMPUTE; do
+        out=$("$HLLM" bench --model "$MODEL" --threads "$THREADS" --prompt-len "$P" --gen "$N" --reps 1 --compute "$c" --json)
+        emit "$r" hllm_b1 "$load" "$(echo "$out" | jsonl_last)"
+    done
     for t in bf16 f16; do
         g=$GBF; [ $t = f16 ] && g=$GF16
         out=$("${LENV[@]}" "$LLAMA_BIN/llama-bench" -m "$g" -t "$THREADS" -p "$P" -n "$N" -r 1 -o jsonl 2>/dev/null)
         emit "$r" "llama_$t" "$load" "$(echo "$out" | jsonl_last 2)"
     done
-    out=$("$HLLM" bench --model "$MODEL" --threads "$THREADS" --prompt-len "$P" --gen "$N" --batch "$B" --reps 1 --json)
-    emit "$r" hllm_bn "$load" "$(echo "$out" | jsonl_last)"
+    for c in $COMPUTE; do
+        out=$("$HLLM" bench --model "$MODEL" --threads "$THREADS" --prompt-len "$P" --gen "$N" --batch "$B" --reps 1 --compute "$c" --json)
+        emit "$r" hllm_bn "$load" "$(echo "$out" | jsonl_last)"
+    done
     for t in bf16 f16; do
         g=$GBF; [ $t = f16 ] && g=$GF16
         out=$("${LENV[@]}" "$LLAMA_BIN/llama-batched-bench" -m "$g" -t "$THREADS" -c $(((P + N) * B + 256)) -b 2048 -ub 512 \
@@ -136,10 +143,11 @@ v = {}
 def add(key, x): v.setdefault(key, []).append(float(x))
 for r in rows:
     w, d = r["what"], r["data"]
+    h = "hllm " + d[0].get("compute", "f32") if w.startswith("hllm_") else None
     if w == "hllm_b1":
-        add(("hllm", "pp"), d[0]["prefill_tok_s"]); add(("hllm", "tg"), d[0]["decode_tok_s"])
+        add((h, "pp"), d[0]["prefill_tok_s"]); add((h, "tg"), d[0]["decode_tok_s"])
     elif w == "hllm_bn":
-        add(("hllm", "bn"), d[0]["decode_tok_s"])
+        add((h, "bn"), d[0]["decode_tok_s"])
     elif w.startswith("llama_"):
         for t in d:
             add((w[6:], "pp" if t["n_prompt"] > 0 else "tg"), t["avg_ts"])
@@ -153,14 +161,17 @@ print(f"\nmedians of {n_rounds} interleaved rounds, {T} threads, llama.cpp {ver}
       + "; ".join(sorted({r['load'] for r in rows})))
 print("| engine | " + " | ".join(c[1] for c in cols) + " |")
 print("|---|" + "---|" * len(cols))
-names = {"hllm": "hllm (bf16 weights, f32 compute)", "bf16": "llama.cpp bf16", "f16": "llama.cpp f16"}
-for e in ("hllm", "bf16", "f16"):
+hs = sorted({k[0] for k in v if k[0].startswith("hllm ")})
+names = {"bf16": "llama.cpp bf16", "f16": "llama.cpp f16"}
+names.update({h: f"hllm (bf16 weights, {h[5:]} compute)" for h in hs})
+for e in hs + ["bf16", "f16"]:
     print(f"| {names[e]} | " + " | ".join(f"{med[(e, c)]:.1f}" if (e, c) in med else "-" for c, _ in cols) + " |")
-for e in ("bf16", "f16"):
-    print(f"| **hllm / llama.cpp {e}** | " + " | ".join(
-        f"**{med[('hllm', c)] / med[(e, c)]:.2f}x**" if ("hllm", c) in med and (e, c) in med else "-"
-        for c, _ in cols) + " |")
-print("\nper round (" + ", ".join(f"{e}:{c}" for e in ("hllm", "bf16", "f16") for c, _ in cols) + "):")
+for h in hs:
+    for e in ("bf16", "f16"):
+        print(f"| **hllm {h[5:]} / llama.cpp {e}** | " + " | ".join(
+            f"**{med[(h, c)] / med[(e, c)]:.2f}x**" if (h, c) in med and (e, c) in med else "-"
+            for c, _ in cols) + " |")
+print("\nper round:")
 for k in sorted(v):
     print(f"  {k[0]:5s} {k[1]}: " + " ".join(f"{x:.1f}" for x in v[k]))
 EOF
