@@ -63,7 +63,11 @@ static void usage(FILE *f) {
 "  --items FILE             the next-item split's items.jsonl (with --task nextitem)\n"
 "  --out DIR                the trained package (required; replaces an existing package)\n"
 "  --checkpoint-dir DIR     checkpoints (default: OUT.ckpt)\n"
-"  --resume                 continue from the newest complete checkpoint there\n"
+"  --resume                 continue from the newest complete checkpoint there; the settings\n"
+"                           that define the run (task, package, data, items, epochs, steps,\n"
+"                           batch, accum, lr, warmup-ratio, weight-decay, betas, eps, clip,\n"
+"                           seed, no-shuffle, row-prompts, loss weights, max-* lengths) must\n"
+"                           equal the checkpoint's, else exit 2 naming each difference\n"
 "  --epochs N               passes over the data (default 1)\n"
 "  --steps N                optimizer steps (default: epochs x rows / (batch x accum))\n"
 "  --batch N                rows per micro-batch (default 2, the reference's)\n"
@@ -84,7 +88,8 @@ static void usage(FILE *f) {
 "  --save-every N           checkpoint every N steps (default 0: at the end only)\n"
 "  --keep N                 checkpoints kept (default 3; 0 keeps all)\n"
 "  --weights-dtype D        as-stored (default), f32, bf16 or f16 for the written weights\n"
-"  --metrics FILE           per-step metrics, JSON lines (appended)\n"
+"  --metrics FILE           per-step metrics, JSON lines (appended; --resume first cuts it\n"
+"                           after the checkpoint's step and drops a torn last line)\n"
 "  --threads N              CPU threads (default 1): the trainer's matmuls, attention and\n"
 "                           lm_head + loss, and the package's engine; results are bit-identical\n"
 "                           for every N\n"
@@ -93,7 +98,10 @@ static void usage(FILE *f) {
 "                           130); for testing --resume\n"
 "  -h, --help               this text\n"
 "\n"
-"SIGINT or SIGTERM: the step in progress finishes, a checkpoint is written, exit status 130.\n");
+"SIGINT or SIGTERM: the step in progress finishes, a checkpoint is written, exit status 130.\n"
+"One run per checkpoint directory (a lock; a second run is refused). Leftovers of killed runs\n"
+"(OUT.tmp-PID, OUT.old-PID of a process that is gone, .tmp-step-N in the checkpoint directory)\n"
+"are removed, or restored as OUT, with a notice.\n");
 }
 
 static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

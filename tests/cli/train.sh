@@ -51,11 +51,14 @@ COMMON=(--package "$PKG" --data "$DATA" --epochs 3 --batch 2 --lr 1e-3 --quiet -
 
 # --- help and errors ------------------------------------------------------------------------
 "$TRAIN" --help >"$T/help" && grep -q -- "--resume" "$T/help" && grep -q -- "--config" "$T/help" \
-    && ok || bad "--help"
+    && grep -q "bit-identical" "$T/help" && grep -q "torn last line" "$T/help" \
+    && grep -q "One run per checkpoint directory" "$T/help" && ok || bad "--help"
 expect_err 2 "required" "$TRAIN" --package "$PKG"
 expect_err 2 "unknown option --bogus" "$TRAIN" "${COMMON[@]}" --out "$T/x" --bogus 1
 expect_err 2 "--lr: 'abc' is not a number" "$TRAIN" "${COMMON[@]}" --out "$T/x" --lr abc
 expect_err 2 "--batch: '0' is not an integer" "$TRAIN" "${COMMON[@]}" --out "$T/x" --batch 0
+expect_err 2 "--threads: '0' is not an integer in 1..1024" "$TRAIN" "${COMMON[@]}" --out "$T/x" \
+    --threads 0
 expect_err 2 "needs a value" "$TRAIN" "${COMMON[@]}" --out
 expect_err 2 "as-stored, f32, bf16 or f16" "$TRAIN" "${COMMON[@]}" --out "$T/x" --weights-dtype q4
 echo '{"package": 1' >"$T/broken.json"
@@ -310,8 +313,7 @@ expect_err 1 "in use by another hllm-train (process $pid)" "$TRAIN" "${COMMON[@]
 [ -d "$T/lv2.tmp-$pid" ] && [ -d "$T/lv.ckpt/.tmp-step-00000042" ] && ok \
     || bad "a live run's leftovers were removed: $(cat "$T/err")"
 kill -0 "$pid" 2>/dev/null && ok || bad "the live run ended before the checks"
-kill -KILL "$pid"
-wait "$pid" 2>/dev/null
+{ kill -KILL "$pid"; wait "$pid"; } 2>/dev/null
 pid=
 
 echo "train.sh: $pass passed, $fail failed"
