@@ -500,7 +500,7 @@ void sse_event(request *r, const char *name, json_t *data) {
 }
 
 void wake(request *r) {
-    watch_stop(r);
+    watch_pause(r);
     if (r->suspended && r->conn) {
         r->suspended = 0;
         MHD_resume_connection(r->conn);

@@ -9,8 +9,9 @@
  * client_gone and its connection resumed; the access handler (or the stream reader) then
  * returns an error, libmicrohttpd closes the connection and calls on_completed, which cancels
  * the request's engine work or detaches it from a shared generation, as for a stream whose write
- * failed. The watch is stopped before every resume and when the request completes, so it never
- * outlives the connection's socket. */
+ * failed. The watch is paused (uv_poll_stop) before every resume, started again on the next
+ * suspension (a stream suspends after each event), and closed when the connection's request
+ * ends (on_completed, request_free), so it never outlives the connection's socket. */
 #include "server.h"
 
 static void watch_closed(uv_handle_t *h) {
@@ -22,6 +23,11 @@ void watch_stop(request *r) {
     uv_poll_stop(r->watch);
     uv_close((uv_handle_t *)r->watch, watch_closed);
     r->watch = NULL;
+}
+
+/* Before a resume: the handle stays (a stream suspends again after each event), unwatched. */
+void watch_pause(request *r) {
+    if (r->watch) uv_poll_stop(r->watch);
 }
 
 static void on_hangup(uv_poll_t *h, int status, int events) {
@@ -41,7 +47,11 @@ static void on_hangup(uv_poll_t *h, int status, int events) {
 }
 
 static void watch_start(server *s, request *r) {
-    if (r->watch || !r->conn || !s->mhd) return;
+    if (!r->conn || !s->mhd) return;
+    if (r->watch) {
+        if (uv_poll_start(r->watch, UV_DISCONNECT, on_hangup)) watch_stop(r);
+        return;
+    }
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     if (!ci) return;

@@ -366,7 +366,8 @@ int tls_load(server *s, char *err, size_t errn);
 
 /* conn_watch.c: suspending a connection; the watch for its client's hang-up while suspended */
 void suspend_req(server *s, request *r);
-void watch_stop(request *r);
+void watch_pause(request *r); /* before a resume */
+void watch_stop(request *r);  /* closes it: the request's connection ends */
 
 /* daemon.c: signals, drain, main */
 void stop_all(server *s);
