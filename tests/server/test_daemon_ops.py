@@ -469,6 +469,10 @@ def main():
                  ("/v1/users:embed", "post", 401), ("/v1/titles:batch", "post", 401),
                  ("/readyz", "get", 401), ("/healthz", "get", 200), ("?", "get", 401)):
         check(want in openapi_check.SEEN, "the openapi check saw %r" % (want,))
+    check(not openapi_check.SPEC_PROBLEMS, "proto/openapi.yaml is valid OpenAPI 3.0: %s" %
+          openapi_check.SPEC_PROBLEMS)
+    if not openapi_check.SPEC_VALIDATED:
+        print("note: openapi-spec-validator is not installed; the spec itself was not validated")
     shutil.rmtree(TMP, ignore_errors=True)
     if td.FAILS:
         print("%d failure(s)" % len(td.FAILS))
