@@ -1,6 +1,6 @@
 /* test_creator_sched.c: the pipeline scheduler (engine/creator/creator_sched.h) on the demo package.
  *
- *  - N requests (1000; 60 under valgrind) of every mode, submitted a few at a time at random
+ *  - N requests (1000; 24 under valgrind) of every mode, submitted a few at a time at random
  *    steps (seeded), with invalid requests among them: every valid one gets exactly the cluster,
  *    U (within 1e-4 relative) and greedy ids that one request at a time through
  *    hc_creator_generate / hc_creator_embed_users gives; invalid ones are refused at submit with
@@ -737,7 +737,7 @@ int main(int argc, char **argv) {
     CHECKF(rc == 0, "load %s: %s", pkg, eb.msg);
     if (!c) return hc_test_finish("test_creator_sched");
     /* argv[2]: another request count (by hand) */
-    int N = argc > 2 ? atoi(argv[2]) : ON_VALGRIND ? 60 : 1000;
+    int N = argc > 2 ? atoi(argv[2]) : ON_VALGRIND ? 24 : 1000;
     test_random_arrivals(c, N > 0 ? N : 1000);
     test_cancel_and_queue(c);
     test_stop_ids(c);
