@@ -17,7 +17,8 @@
  *    create sets it only when hc_backend_params.blas_single_thread says so (the default; see
  *    backend.h); oneDNN's is set per call (cpu_dnnl.h).
  * bf16 compute (hc_backend_params.compute): x is rounded to bf16 once per matmul (every m); with
- * bf16 weights on the oneDNN path the product is oneDNN's bf16 matmul (no widening), otherwise
+ * bf16 weights on the oneDNN path, where this CPU has oneDNN's bf16 matmul (AVX-512-BF16, AMX:
+ * hc_cpu_dnnl_has_bf16), the product is that matmul (no widening), otherwise
  * the f32 path runs on the rounded x (the same math: bf16 x bf16 products are exact in f32).
  * Everything else is parallelized over rows with the engine's thread pool.
  *
@@ -262,7 +263,8 @@ static int cpu_matmul(hc_backend *be, hc_tensor *out, const hc_tensor *x, const 
     const uint16_t *x16 = NULL;
     if (c->compute == HC_COMPUTE_BF16 && m * k > 0) {
         /* bf16 bits for oneDNN's bf16 x bf16 matmul, else bf16-rounded f32 for the f32 kernels */
-        int bits = m > HC_CPU_SMALLM_MAX && c->dnnl && w->dtype == HC_DTYPE_BF16;
+        int bits = m > HC_CPU_SMALLM_MAX && hc_cpu_dnnl_has_bf16(c->dnnl) &&
+                   w->dtype == HC_DTYPE_BF16;
         if (grow(&c->xr, &c->xr_cap, (size_t)(m * k) * (bits ? 2 : 4))) return HC_ERR_NOMEM;
         round_args r = {x->data, c->xr, bits, m * k, n_tasks_for(be, m * k, 1 << 15)};
         hc_pool_run(c->pool, r.n_tasks, round_task, &r);

@@ -35,7 +35,11 @@ struct hc_cpu_dnnl {
     uint64_t tick;
     int n_slots;
     task_slot *slots;
+    int has_bf16; /* a bf16 matmul primitive can be created here */
 };
+
+static dnnl_primitive_t make_prim(dnnl_engine_t eng, int64_t m, int64_t nb, int64_t k,
+                                  int64_t ldo, int bf16);
 
 int hc_cpu_dnnl_built(void) { return 1; }
 
@@ -61,9 +65,18 @@ int hc_cpu_dnnl_create(hc_cpu_dnnl **out, int n_slots) {
             hc_cpu_dnnl_free(d);
             return HC_ERR_UNSUPPORTED;
         }
+    /* probe the bf16 matmul once, planned for one thread as every call here */
+    int saved = omp_get_max_threads();
+    if (saved != 1) omp_set_num_threads(1);
+    dnnl_primitive_t probe = make_prim(d->eng, 64, 64, 64, 64, 1);
+    if (saved != 1) omp_set_num_threads(saved);
+    d->has_bf16 = probe != NULL;
+    if (probe) dnnl_primitive_destroy(probe);
     *out = d;
     return HC_OK;
 }
+
+int hc_cpu_dnnl_has_bf16(const hc_cpu_dnnl *d) { return d ? d->has_bf16 : 0; }
 
 void hc_cpu_dnnl_free(hc_cpu_dnnl *d) {
     if (!d) return;
@@ -216,6 +229,10 @@ int hc_cpu_dnnl_create(hc_cpu_dnnl **out, int n_slots) {
     return HC_ERR_UNSUPPORTED;
 }
 void hc_cpu_dnnl_free(hc_cpu_dnnl *d) { (void)d; }
+int hc_cpu_dnnl_has_bf16(const hc_cpu_dnnl *d) {
+    (void)d;
+    return 0;
+}
 int hc_cpu_dnnl_gemm(hc_cpu_dnnl *d, int slot, int bf16, float *out, int64_t ldo, const void *x,
                      int64_t m, const void *w, int64_t nb, int64_t k) {
     (void)d, (void)slot, (void)bf16, (void)out, (void)ldo, (void)x, (void)m, (void)w, (void)nb,

@@ -29,6 +29,10 @@ void hc_cpu_dnnl_free(hc_cpu_dnnl *d);
  * shape or fails (the caller falls back to OpenBLAS). */
 int hc_cpu_dnnl_gemm(hc_cpu_dnnl *d, int slot, int bf16, float *out, int64_t ldo, const void *x,
                      int64_t m, const void *w, int64_t nb, int64_t k);
+/* 1 if oneDNN has a bf16 x bf16 -> f32 matmul on this CPU (AVX-512-BF16 / AMX; probed once at
+ * create with a small primitive), else 0: then hc_cpu_dnnl_gemm(bf16 = 1) fails and the caller
+ * keeps to f32 calls (e.g. AVX2-only CPUs, or valgrind's emulated CPU). */
+int hc_cpu_dnnl_has_bf16(const hc_cpu_dnnl *d);
 /* oneDNN's name for the ISA it dispatches to here ("avx512_core_amx", ...); "" without oneDNN. */
 const char *hc_cpu_dnnl_isa_name(void);
 
