@@ -9,7 +9,7 @@ validate(method, path, status, headers, body) -> list of problems (empty: confor
   into a null type); a text/event-stream body is parsed into events, each named in the media
   type's `x-events` and its data valid against that schema.
 SEEN holds every (path, method, status) checked, for coverage checks. SPEC_PROBLEMS: what
-openapi-spec-validator (when installed: SPEC_VALIDATED) finds wrong with the spec itself."""
+openapi-spec-validator finds wrong with the spec itself."""
 import copy
 import json
 import os
@@ -22,17 +22,14 @@ SPEC_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
 with open(SPEC_PATH) as f:
     SPEC = yaml.safe_load(f)
 SEEN = set()
-# the spec itself against the OpenAPI 3.0 schema, where openapi-spec-validator is installed
+# the spec itself against the OpenAPI 3.0 schema (openapi-spec-validator: tools/requirements.txt)
+from openapi_spec_validator import validate as _spec_validate  # noqa: E402
+
+SPEC_PROBLEMS = []
 try:
-    from openapi_spec_validator import validate as _spec_validate
-except ImportError:
-    SPEC_VALIDATED, SPEC_PROBLEMS = False, []
-else:
-    SPEC_VALIDATED, SPEC_PROBLEMS = True, []
-    try:
-        _spec_validate(SPEC)
-    except Exception as e:  # noqa: BLE001  its exceptions vary by version
-        SPEC_PROBLEMS.append(str(e)[:2000])
+    _spec_validate(SPEC)
+except Exception as e:  # noqa: BLE001  its exceptions vary by version
+    SPEC_PROBLEMS.append(str(e)[:2000])
 
 
 def _resolve(node, depth=0):
