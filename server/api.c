@@ -2,11 +2,13 @@
  * events. */
 #include "server.h"
 
-enum MHD_Result queue_body(server *s, struct MHD_Connection *c, int code, const char *type,
-                           const char *body, int retry_after) {
-    struct MHD_Response *r =
-        MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_MUST_COPY);
-    if (!r) return MHD_NO;
+static enum MHD_Result queue_mem(server *s, struct MHD_Connection *c, int code, const char *type,
+                                  char *body, enum MHD_ResponseMemoryMode mode, int retry_after) {
+    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(body), body, mode);
+    if (!r) {
+        if (mode == MHD_RESPMEM_MUST_FREE) free(body);
+        return MHD_NO;
+    }
     MHD_add_response_header(r, "Content-Type", type);
     if (retry_after > 0) {
         char ra[16];
@@ -18,6 +20,17 @@ enum MHD_Result queue_body(server *s, struct MHD_Connection *c, int code, const 
     MHD_destroy_response(r);
     if (code >= 0 && code < 600) s->m_codes[code]++;
     return ret;
+}
+
+enum MHD_Result queue_body(server *s, struct MHD_Connection *c, int code, const char *type,
+                           const char *body, int retry_after) {
+    return queue_mem(s, c, code, type, (char *)body, MHD_RESPMEM_MUST_COPY, retry_after);
+}
+
+/* queue_body taking body (malloc'ed): MHD frees it with the response, no copy */
+enum MHD_Result queue_body_owned(server *s, struct MHD_Connection *c, int code, const char *type,
+                                 char *body, int retry_after) {
+    return queue_mem(s, c, code, type, body, MHD_RESPMEM_MUST_FREE, retry_after);
 }
 
 /* Replaces each byte of s that is not part of a valid UTF-8 sequence by '?' (jansson's parse
@@ -188,8 +201,7 @@ int tokenize_embed(server *s, json_t *user, const char *field, uint64_t id, job 
     hc_errbuf eb = {{0}};
     job *j = calloc(1, sizeof *j);
     if (!j) abort();
-    int rc = hc_creator_tokenize_request(s->creator, s->item_ctx, s->creative_ctx, &h, NULL, 0,
-                                         NULL, 0, &j->req, &j->buf, &eb);
+    int rc = tokenize_memo(s, &h, NULL, 0, NULL, 0, &j->req, &j->buf, &eb);
     hist_free(&ph);
     if (rc) {
         free(j);
@@ -412,9 +424,8 @@ int build_job_json(server *s, request *r, json_t *root, job **out, char *err, si
     hc_errbuf eb = {{0}};
     j = calloc(1, sizeof *j);
     if (!j) abort();
-    int rc = hc_creator_tokenize_request(s->creator, s->item_ctx, s->creative_ctx, &h,
-                                         r->type == RT_TITLES ? at : NULL, atl, ad, adl, &j->req,
-                                         &j->buf, &eb);
+    int rc = tokenize_memo(s, &h, r->type == RT_TITLES ? at : NULL, atl, ad, adl, &j->req, &j->buf,
+                           &eb);
     if (rc) {
         free(j);
         snprintf(err, errn, "%s", eb.msg[0] ? eb.msg : hc_strerror(rc));
@@ -593,9 +604,12 @@ void complete(server *s, request *r) {
         r->code = r->fail_status;
         r->resp = json_error("%s", r->fail_msg);
     } else if (r->type == RT_TITLES) {
-        json_t *o = title_json(r);
-        r->resp = json_dumps(o, JSON_COMPACT);
-        json_decref(o);
+        r->resp = title_json_text(r); /* json_out.c; NULL: what only jansson writes alike */
+        if (!r->resp) {
+            json_t *o = title_json(r);
+            r->resp = json_dumps(o, JSON_COMPACT);
+            json_decref(o);
+        }
         r->code = 200;
     } else {
         json_t *o = json_object();
@@ -835,7 +849,8 @@ void caches_free(server *s) {
     }
     hcd_cache_free(s->user_cache);
     hcd_cache_free(s->title_cache);
-    s->user_cache = s->title_cache = NULL;
+    hcd_cache_free(s->tok_memo);
+    s->user_cache = s->title_cache = s->tok_memo = NULL;
 }
 
 void user_key(request *r, const hc_creq *q) {

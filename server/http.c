@@ -457,10 +457,9 @@ static void batch_answer_now(server *s, request *r) {
 
 /* r's response is ready (r->resp): queue it. */
 static enum MHD_Result respond_now(server *s, struct MHD_Connection *c, request *r) {
-    enum MHD_Result ret = queue_body(s, c, r->code, "application/json", r->resp, r->retry_after);
-    free(r->resp);
+    char *b = r->resp;
     r->resp = NULL;
-    return ret;
+    return queue_body_owned(s, c, r->code, "application/json", b, r->retry_after);
 }
 
 enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char *url, const char *method,

@@ -180,6 +180,7 @@ typedef struct server {
     /* caches (loop thread, api.c): the user cache (history window -> u, U, cluster, score) and
      * the title cache ((cluster, ad, package, sampling) -> title); flights in progress */
     hcd_cache *user_cache, *title_cache;
+    hcd_cache *tok_memo; /* tok_memo.c: texts -> token ids, made on first use */
     flight *flights;
     uint64_t m_attaches, m_cluster_mismatch;
     /* title tables (loop thread; table.h): the set answered from, a reload in flight */
@@ -295,6 +296,8 @@ void push_job(server *s, job *j);
 /* api.c: parsing, validation and responses */
 enum MHD_Result queue_body(server *s, struct MHD_Connection *c, int code, const char *type,
                            const char *body, int retry_after);
+enum MHD_Result queue_body_owned(server *s, struct MHD_Connection *c, int code, const char *type,
+                                 char *body, int retry_after);
 char *json_error(const char *fmt, ...); /* {"error": message}, the message made valid UTF-8 */
 void utf8_sanitize(char *s);
 enum MHD_Result send_error(server *s, struct MHD_Connection *c, int code, const char *msg);
@@ -316,6 +319,10 @@ int build_batch(server *s, request *r, request ***chs, job ***jobs, char *err, s
 int parse_deadline(server *s, request *r, json_t *root, char *err, size_t errn);
 void add_timings(request *r, json_t *o);
 json_t *title_json(request *r);
+char *title_json_text(request *r); /* json_out.c: title_json as JSON text, or NULL */
+/* tok_memo.c: hc_creator_tokenize_request with s's contexts, memoized by the texts */
+int tokenize_memo(server *s, const hc_history *h, const char *at, size_t atl, const char *ad,
+                  size_t adl, hc_creq *req, hc_creq_buf *buf, hc_errbuf *eb);
 json_t *floats(const float *v, int n);
 void sse_event(request *r, const char *name, json_t *data);
 void wake(request *r);
