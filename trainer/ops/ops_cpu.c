@@ -11,10 +11,9 @@
  *  - attention forward: one task per range of query rows (each (row, head) is independent);
  *    backward: one task per (packed segment, kv head), which owns that segment's dk, dv rows of
  *    the kv head and the dq rows of its query heads, visiting them in the serial order;
- *  - lm_head + CE: the log-sum-exp of each labelled row is a task of its own; the gradient goes
- *    through blocks of vocabulary rows: per block, one task per row computes its dlogits and adds
- *    them into dh, then one task per range of vocabulary rows adds them into dW (rows in order),
- *    so every sum runs in the serial order. */
+ *  - lm_head + CE: sgemm over the labelled rows in blocks of constant size (see lmhead_ce): a
+ *    task per block of 32 labelled rows for the log-sum-exp and dh, a task per 32 vocabulary rows
+ *    for dW. */
 #include "ops/train_ops.h"
 
 #include <cblas.h>
@@ -351,126 +350,126 @@ static void inject_bwd(float *dvecs, const float *dx, const int32_t *rows, int n
     }
 }
 
-/* lm_head + CE. Pass 1 (a task per range of labelled rows): each row's online log-sum-exp over
- * vocabulary chunks of `chunk` rows and its label's logit. Pass 2 (with dh): vocabulary blocks of
- * LM_BLOCK rows in order; per block the labelled rows' dlogits (recomputed logits) are added into
- * their dh row (a task per range of rows; v ascending as the serial loop), then into dW (a task
- * per range of the block's vocabulary rows; labelled rows ascending). */
-#define LM_BLOCK 256
-
-static float lm_dot(const float *a, const float *b, int C) {
-    float s = 0.0f;
-    for (int i = 0; i < C; i++) s += a[i] * b[i];
-    return s;
-}
+/* lm_head + CE through sgemm over the labelled rows gathered into Hl (n_lab, C), in blocks whose
+ * sizes are constants, so each block's sgemm is the same call for any thread count.
+ * Pass 1 (a task per block of LM_RB rows): the logits of the block against `chunk` vocabulary
+ * rows at a time (one sgemm), an online log-sum-exp per row, the label's logit.
+ * Pass 2 (with dh): vocabulary blocks of LM_VB rows in order; per block, a task per row block
+ * recomputes the logits (sgemm), turns them into dlogits D = g (softmax - onehot) and adds D W
+ * into its rows of dHl (sgemm); then a task per LM_VSUB vocabulary rows of the block adds
+ * D^T Hl into dW (sgemm). Finally dHl is added into the labelled rows of dh. */
+#define LM_RB 32
+#define LM_VB 256
+#define LM_VSUB 32
 
 typedef struct lm_args {
-    float *dh, *dW;
-    const float *h, *W;
-    const int32_t *labels, *rows; /* rows: the labelled rows, ascending */
-    int n_lab, C, V, chunk, n_tasks, v0, nv;
+    float *dW, *Hl, *dHl, *D; /* D: (n_lab, LM_VB) dlogits of the current vocabulary block */
+    const float *W;
+    const int32_t *lab_id; /* per labelled row: its label */
+    int n_lab, C, V, chunk, v0, nv;
     float g;
-    float *lse, *lab, *dl; /* per labelled row; dl: (n_lab, LM_BLOCK) */
+    float *lse, *lab;
 } lm_args;
 
 static void lm_lse_task(void *ctx, int task) {
     const lm_args *a = ctx;
-    const int r0 = (int)((int64_t)task * a->n_lab / a->n_tasks),
-              r1 = (int)((int64_t)(task + 1) * a->n_lab / a->n_tasks);
-    if (r1 <= r0) return;
+    const int r0 = task * LM_RB, rb = a->n_lab - r0 < LM_RB ? a->n_lab - r0 : LM_RB;
     const int C = a->C, V = a->V, chunk = a->chunk;
-    float *lg = malloc(sizeof(float) * (size_t)chunk);
-    if (!lg) abort();
-    for (int r = r0; r < r1; r++) {
-        const int t = a->rows[r];
-        const float *hr = a->h + (int64_t)t * C;
-        float m = -INFINITY, sum = 0.0f, lab = 0.0f;
-        for (int v0 = 0; v0 < V; v0 += chunk) {
-            int n = V - v0 < chunk ? V - v0 : chunk;
+    float *L = malloc(sizeof(float) * (size_t)rb * (size_t)chunk);
+    if (!L) abort();
+    float m[LM_RB], sum[LM_RB];
+    for (int r = 0; r < rb; r++) m[r] = -INFINITY, sum[r] = 0.0f, a->lab[r0 + r] = 0.0f;
+    for (int v0 = 0; v0 < V; v0 += chunk) {
+        const int n = V - v0 < chunk ? V - v0 : chunk;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rb, n, C, 1.0f,
+                    a->Hl + (int64_t)r0 * C, C, a->W + (int64_t)v0 * C, C, 0.0f, L, chunk);
+        for (int r = 0; r < rb; r++) {
+            const float *lr = L + (int64_t)r * chunk;
             float cm = -INFINITY;
-            for (int j = 0; j < n; j++) {
-                float s = lm_dot(hr, a->W + (int64_t)(v0 + j) * C, C);
-                lg[j] = s;
-                if (s > cm) cm = s;
-                if (v0 + j == a->labels[t]) lab = s;
+            for (int j = 0; j < n; j++)
+                if (lr[j] > cm) cm = lr[j];
+            const int y = a->lab_id[r0 + r];
+            if (y >= v0 && y < v0 + n) a->lab[r0 + r] = lr[y - v0];
+            if (cm > m[r]) {
+                sum[r] *= expf(m[r] - cm);
+                m[r] = cm;
             }
-            if (cm > m) {
-                sum *= expf(m - cm);
-                m = cm;
-            }
-            for (int j = 0; j < n; j++) sum += expf(lg[j] - m);
+            float s = 0.0f;
+            for (int j = 0; j < n; j++) s += expf(lr[j] - m[r]);
+            sum[r] += s;
         }
-        a->lse[r] = m + logf(sum);
-        a->lab[r] = lab;
     }
-    free(lg);
+    for (int r = 0; r < rb; r++) a->lse[r0 + r] = m[r] + logf(sum[r]);
+    free(L);
 }
 
-static void lm_dh_task(void *ctx, int task) { /* dlogits of the block, added into dh */
+static void lm_dh_task(void *ctx, int task) { /* the block's dlogits, added into dHl */
     const lm_args *a = ctx;
-    const int r0 = (int)((int64_t)task * a->n_lab / a->n_tasks),
-              r1 = (int)((int64_t)(task + 1) * a->n_lab / a->n_tasks);
+    const int r0 = task * LM_RB, rb = a->n_lab - r0 < LM_RB ? a->n_lab - r0 : LM_RB;
     const int C = a->C;
-    for (int r = r0; r < r1; r++) {
-        const int t = a->rows[r];
-        const float *hr = a->h + (int64_t)t * C;
-        float *dhr = a->dh + (int64_t)t * C, *dl = a->dl + (int64_t)r * LM_BLOCK;
-        for (int j = 0; j < a->nv; j++) {
-            const int v = a->v0 + j;
-            const float *wr = a->W + (int64_t)v * C;
-            float s = lm_dot(hr, wr, C);
-            float d = a->g * (expf(s - a->lse[r]) - (v == a->labels[t] ? 1.0f : 0.0f));
-            dl[j] = d;
-            for (int i = 0; i < C; i++) dhr[i] += d * wr[i];
-        }
+    float *D = a->D + (int64_t)r0 * LM_VB;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rb, a->nv, C, 1.0f,
+                a->Hl + (int64_t)r0 * C, C, a->W + (int64_t)a->v0 * C, C, 0.0f, D, LM_VB);
+    for (int r = 0; r < rb; r++) {
+        float *d = D + (int64_t)r * LM_VB;
+        const float l = a->lse[r0 + r];
+        const int y = a->lab_id[r0 + r] - a->v0;
+        for (int j = 0; j < a->nv; j++) d[j] = a->g * (expf(d[j] - l) - (j == y ? 1.0f : 0.0f));
     }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rb, C, a->nv, 1.0f, D, LM_VB,
+                a->W + (int64_t)a->v0 * C, C, 1.0f, a->dHl + (int64_t)r0 * C, C);
 }
 
-static void lm_dw_task(void *ctx, int task) { /* the block's dlogits, added into dW */
+static void lm_dw_task(void *ctx, int task) { /* dW rows of the block += D^T Hl */
     const lm_args *a = ctx;
-    const int j0 = (int)((int64_t)task * a->nv / a->n_tasks),
-              j1 = (int)((int64_t)(task + 1) * a->nv / a->n_tasks);
-    const int C = a->C;
-    for (int j = j0; j < j1; j++) {
-        float *dwr = a->dW + (int64_t)(a->v0 + j) * C;
-        for (int r = 0; r < a->n_lab; r++) {
-            const float d = a->dl[(int64_t)r * LM_BLOCK + j];
-            const float *hr = a->h + (int64_t)a->rows[r] * C;
-            for (int i = 0; i < C; i++) dwr[i] += d * hr[i];
-        }
-    }
+    const int j0 = task * LM_VSUB, jn = a->nv - j0 < LM_VSUB ? a->nv - j0 : LM_VSUB;
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, jn, a->C, a->n_lab, 1.0f, a->D + j0,
+                LM_VB, a->Hl, a->C, 1.0f, a->dW + (int64_t)(a->v0 + j0) * a->C, a->C);
 }
 
 static double lmhead_ce(float *dh, float *dW, const float *h, const float *W,
                         const int32_t *labels, int T, int C, int V, int chunk, float dloss) {
     int n_lab = 0;
     for (int t = 0; t < T; t++) n_lab += labels[t] != -100;
-    if (n_lab == 0) return 0.0;
+    if (n_lab == 0 || C <= 0) return 0.0;
     if (chunk <= 0 || chunk > V) chunk = V;
-    int32_t *rows = malloc(sizeof(int32_t) * (size_t)n_lab);
+    int32_t *rows = malloc(sizeof(int32_t) * (size_t)n_lab * 2);
+    float *Hl = malloc(sizeof(float) * (size_t)n_lab * (size_t)C);
     float *lse = malloc(sizeof(float) * (size_t)n_lab * 2);
-    float *dl = dh ? malloc(sizeof(float) * (size_t)n_lab * LM_BLOCK) : NULL;
-    if (!rows || !lse || (dh && !dl)) abort();
+    float *dHl = dh ? calloc((size_t)n_lab * (size_t)C, sizeof(float)) : NULL;
+    float *D = dh ? malloc(sizeof(float) * (size_t)n_lab * LM_VB) : NULL;
+    if (!rows || !Hl || !lse || (dh && (!dHl || !D))) abort();
+    int32_t *lab_id = rows + n_lab;
     for (int t = 0, r = 0; t < T; t++)
-        if (labels[t] != -100) rows[r++] = t;
-    const int par = g_threads > 1 ? 4 * g_threads : 1;
-    lm_args a = {dh, dW, h, W, labels, rows, n_lab, C, V, chunk, par < n_lab ? par : n_lab, 0, 0,
-                 dloss / (float)n_lab, lse, lse + n_lab, dl};
-    par_run(a.n_tasks, lm_lse_task, &a);
+        if (labels[t] != -100) {
+            rows[r] = t;
+            lab_id[r] = labels[t];
+            memcpy(Hl + (int64_t)r * C, h + (int64_t)t * C, sizeof(float) * (size_t)C);
+            r++;
+        }
+    lm_args a = {dW, Hl, dHl, D, W, lab_id, n_lab, C, V, chunk, 0, 0, dloss / (float)n_lab, lse,
+                 lse + n_lab};
+    const int n_rb = (n_lab + LM_RB - 1) / LM_RB;
+    par_run(n_rb, lm_lse_task, &a);
     double loss = 0.0;
     for (int r = 0; r < n_lab; r++) loss += (double)lse[r] - (double)a.lab[r];
     if (dh) {
-        for (a.v0 = 0; a.v0 < V; a.v0 += LM_BLOCK) {
-            a.nv = V - a.v0 < LM_BLOCK ? V - a.v0 : LM_BLOCK;
-            a.n_tasks = par < n_lab ? par : n_lab;
-            par_run(a.n_tasks, lm_dh_task, &a);
-            a.n_tasks = par < a.nv ? par : a.nv;
-            par_run(a.n_tasks, lm_dw_task, &a);
+        for (a.v0 = 0; a.v0 < V; a.v0 += LM_VB) {
+            a.nv = V - a.v0 < LM_VB ? V - a.v0 : LM_VB;
+            par_run(n_rb, lm_dh_task, &a);
+            par_run((a.nv + LM_VSUB - 1) / LM_VSUB, lm_dw_task, &a);
+        }
+        for (int r = 0; r < n_lab; r++) {
+            float *d = dh + (int64_t)rows[r] * C;
+            const float *s = dHl + (int64_t)r * C;
+            for (int i = 0; i < C; i++) d[i] += s[i];
         }
     }
     free(rows);
+    free(Hl);
     free(lse);
-    free(dl);
+    free(dHl);
+    free(D);
     return loss / n_lab;
 }
 
