@@ -32,6 +32,9 @@ static int g_threads = 1;
 
 int hc_train_ops_cpu_set_threads(int n) {
     if (n < 1) n = 1;
+    /* every sgemm block is one single-threaded call, whatever the count (OpenBLAS's own
+     * threading would make a block's result depend on its thread count) */
+    openblas_set_num_threads(1);
     if (n == g_threads) return HC_OK;
     hc_pool_free(g_pool);
     g_pool = NULL;
@@ -42,8 +45,6 @@ int hc_train_ops_cpu_set_threads(int n) {
         g_pool = NULL;
         return rc;
     }
-    /* the tasks call sgemm concurrently: OpenBLAS itself stays single-threaded */
-    openblas_set_num_threads(1);
     g_threads = n;
     return HC_OK;
 }
