@@ -641,6 +641,8 @@ void handle_event(server *s, event *e) {
             return;
         }
         s->d_item = c->d_item;
+        const int gemm = hc_backend_cpu_gemm(s->be);
+        s->cpu_gemm_name = gemm >= 0 ? hc_cpu_gemm_name(gemm) : NULL;
         s->d_user = c->d_user;
         s->d_creative = c->d_creative;
         s->max_history = c->pkg.max_history;

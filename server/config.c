@@ -1,6 +1,8 @@
 /* config.c: see config.h. */
 #include "config.h"
 
+#include "backend/backend.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
@@ -15,6 +17,7 @@ void hcd_config_defaults(hcd_config *c) {
     c->port = 8080;
     c->threads = 0;
     snprintf(c->backend, sizeof c->backend, "cpu");
+    snprintf(c->compute, sizeof c->compute, "f32");
     c->max_queued = 256;
     c->max_body_bytes = 1 << 20;
     c->max_history_titles = 1000;
@@ -112,6 +115,14 @@ static int set_key(hcd_config *c, const char *key, const char *v) {
             return -1;
         }
         return copy_str(key, v, c->backend, sizeof c->backend);
+    }
+    if (!strcmp(key, "compute")) {
+        hc_compute m;
+        if (hc_compute_parse(v, &m)) {
+            fprintf(stderr, "hllm-creatord: compute expects f32 or bf16, got '%s'\n", v);
+            return -1;
+        }
+        return copy_str(key, v, c->compute, sizeof c->compute);
     }
     if (!strcmp(key, "prune-threshold")) {
         char *end;
@@ -215,6 +226,8 @@ static void usage(FILE *o) {
         "  --port N                 TCP port (default 8080; 0 = any free port, logged)\n"
         "  --threads N              CPU backend threads (0 = backend default)\n"
         "  --backend auto|cpu|cuda  compute backend (default cpu)\n"
+        "  --compute f32|bf16       GEMM activations: f32, or rounded to bf16 with f32\n"
+        "                           accumulation (CPU backend; default f32)\n"
         "  --max-queued N           requests waiting for the engine; past it 429 (default 256)\n"
         "  --max-body-bytes N       request body limit; past it 413 (default 1048576)\n"
         "  --max-history-titles N   history length limit; past it 400 (default 1000)\n"
@@ -254,6 +267,7 @@ int hcd_config_parse(hcd_config *c, int argc, char **argv) {
         {"config", required_argument, 0, 'c'}, {"model", required_argument, 0, 1},
         {"listen", required_argument, 0, 1}, {"port", required_argument, 0, 1},
         {"threads", required_argument, 0, 1}, {"backend", required_argument, 0, 1},
+        {"compute", required_argument, 0, 1},
         {"max-queued", required_argument, 0, 1}, {"max-body-bytes", required_argument, 0, 1},
         {"max-history-titles", required_argument, 0, 1},
         {"max-title-bytes", required_argument, 0, 1},

@@ -12,6 +12,7 @@ typedef struct hcd_config {
     int port;
     int threads;
     char backend[16];      /* auto | cpu | cuda */
+    char compute[8];       /* f32 | bf16: GEMM activations (engine/backend/backend.h) */
     int max_queued;
     long max_body_bytes;
     int max_history_titles;

@@ -82,6 +82,10 @@ int backend_kind(const char *b) {
 int load_model(server *s, hc_errbuf *eb) {
     hc_backend_params bp = hc_backend_default_params();
     bp.n_threads = s->cfg.threads;
+    hc_compute cm;
+    if (hc_compute_parse(s->cfg.compute, &cm))
+        return hc_seterr(eb, HC_ERR_INVAL, "compute: '%s' is not f32 or bf16", s->cfg.compute);
+    bp.compute = (int)cm;
     int rc = hc_backend_create_ex(&s->be, backend_kind(s->cfg.backend), &bp, eb);
     if (rc) return rc;
     rc = hc_package_probe(s->cfg.model, eb);

@@ -189,6 +189,9 @@ enum MHD_Result handle_get(server *s, struct MHD_Connection *c, const char *url)
             "max_new_tokens", s->max_new_default, "sampling", "greedy", s->sampling_default.greedy,
             "temperature", (double)s->sampling_default.temperature, "top_k",
             s->sampling_default.top_k, "top_p", (double)s->sampling_default.top_p);
+        json_object_set_new(o, "compute", json_string(s->cfg.compute));
+        json_object_set_new(o, "cpu_gemm",
+                            s->cpu_gemm_name ? json_string(s->cpu_gemm_name) : json_null());
         json_object_set_new(o, "limits",
                             json_pack("{s:i,s:I,s:i,s:i}", "max_queued", s->cfg.max_queued,
                                       "max_body_bytes", (json_int_t)s->cfg.max_body_bytes,

@@ -172,6 +172,7 @@ typedef struct server {
     int n_connections;
     /* model info (set on READY, read-only afterwards) */
     int d_item, d_user, d_creative, n_clusters, max_history, max_item_tokens, max_new_default;
+    const char *cpu_gemm_name; /* the CPU backend's prefill GEMM library; NULL on another backend */
     hc_sampler_params sampling_default;
     /* metrics */
     uint64_t m_status[6]; /* 2xx 4xx... by index: 200,400,404,405,413,415 handled in m_by_code */

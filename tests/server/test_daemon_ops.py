@@ -113,28 +113,37 @@ def test_config_completeness():
 
 
 def test_untested_options():
-    """--threads, --backend, --max-batch: the other options are used by test_daemon.py."""
-    d = Daemon("--threads", "1", "--backend", "cpu", "--max-batch", "2")
+    """--threads, --backend, --compute, --max-batch: the other options are used by
+    test_daemon.py."""
+    d = Daemon("--threads", "1", "--backend", "cpu", "--compute", "bf16", "--max-batch", "2")
     try:
+        st, b, _ = d.req("GET", "/v1/model")
+        check(st == 200 and b.get("compute") == "bf16" and b.get("cpu_gemm") in
+              ("openblas", "onednn"), "--compute bf16: /v1/model says so: %s %r" % (st, b))
         item = title_body(["Dune", "Emma"], "Options ad", None, max_new_tokens=6)
-        ref = td.cli_generate(["Dune", "Emma"], "Options ad", None, max_new=6)
+        ref = td.cli_generate(["Dune", "Emma"], "Options ad", None, max_new=6,
+                              sampling=("--greedy", "--compute", "bf16"))
         st, b, _ = d.req("POST", "/v1/titles:batch", {"requests": [item, item]})
         check(st == 200 and [x.get("ids") for x in b.get("results", [])] == [ref["ids"]] * 2,
-              "--max-batch 2: 2 items answered, equal to hllm generate: %s %r" % (st, b))
+              "--max-batch 2 --compute bf16: 2 items answered, equal to hllm generate "
+              "--compute bf16: %s %r" % (st, b))
         st, b, _ = d.req("POST", "/v1/titles:batch", {"requests": [item] * 3})
         check(st == 400 and "3" in b.get("error", "") and "max-batch" in b["error"] and
               "2" in b["error"], "--max-batch 2: 3 items -> 400 naming the limit: %s %r" % (st, b))
     finally:
         rc, log = d.stop()
         check(rc == 0 and "backend cpu" in log, "--threads 1 --backend cpu: exit %s" % rc)
-    for flag, bad in (("--backend", "tpu"), ("--threads", "-1"), ("--max-batch", "0")):
+    for flag, bad in (("--backend", "tpu"), ("--threads", "-1"), ("--max-batch", "0"),
+                      ("--compute", "fp8")):
         r = run("-t", "--model", PKG, flag, bad)
         check(r.returncode == 2 and flag[2:] in r.stderr, "%s %s refused: %d %s" %
               (flag, bad, r.returncode, r.stderr[-200:]))
     r = run("-t", "--config", write(os.path.join(TMP, "b.conf"),
-                                    "model = %s\nmax-batch = 3\nthreads = 1\nbackend = cpu\n" %
+                                    "model = %s\nmax-batch = 3\nthreads = 1\nbackend = cpu\n"
+                                    "compute = bf16\n" %
                                     PKG))
-    check(r.returncode == 0, "max-batch / threads / backend in a config file: %s" % r.stderr)
+    check(r.returncode == 0, "max-batch / threads / backend / compute in a config file: %s" %
+          r.stderr)
 
 
 # ---- API keys ------------------------------------------------------------------------------
