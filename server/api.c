@@ -4,7 +4,8 @@
 
 static enum MHD_Result queue_mem(server *s, struct MHD_Connection *c, int code, const char *type,
                                   char *body, enum MHD_ResponseMemoryMode mode, int retry_after) {
-    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(body), body, mode);
+    const size_t len = strlen(body);
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, body, mode);
     if (!r) {
         if (mode == MHD_RESPMEM_MUST_FREE) free(body);
         return MHD_NO;
@@ -19,6 +20,7 @@ static enum MHD_Result queue_mem(server *s, struct MHD_Connection *c, int code, 
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)code, r);
     MHD_destroy_response(r);
     if (code >= 0 && code < 600) s->m_codes[code]++;
+    access_log(s, code, (long)len);
     return ret;
 }
 

@@ -183,6 +183,7 @@ static enum MHD_Result send_401(server *s, struct MHD_Connection *c, int had_tok
     enum MHD_Result ret = MHD_queue_response(c, 401, r);
     MHD_destroy_response(r);
     s->m_codes[401]++;
+    access_log(s, 401, (long)strlen(msg));
     return ret;
 }
 

@@ -161,6 +161,7 @@ static int set_key(hcd_config *c, const char *key, const char *v) {
         {"drain-timeout", 0, 86400, &c->drain_timeout_s, 0},
         {"request-timeout-ms", 0, 86400000, &c->request_timeout_ms, 1},
         {"max-batch", 1, 100000, &c->max_batch, 0},
+        {"access-log", 0, 1, &c->access_log, 0},
         {"user-cache-bytes", 0, 1L << 40, &c->user_cache_bytes, 1},
         {"title-cache-bytes", 0, 1L << 40, &c->title_cache_bytes, 1},
     };
@@ -258,6 +259,8 @@ static void usage(FILE *o) {
         "                           (default none = plain HTTP)\n"
         "  --tls-key FILE           PEM private key of --tls-cert (unencrypted)\n"
         "  --log-level L            error|warn|info|debug (default info)\n"
+        "  --access-log 0|1         1: a line per answered request (method, path, status,\n"
+        "                           bytes, ms, request id) whatever --log-level (default 0)\n"
         "  -t                       check the config and the package, then exit 0 or 1\n"
         "  --help, --version\n");
 }
@@ -274,6 +277,7 @@ int hcd_config_parse(hcd_config *c, int argc, char **argv) {
         {"max-connections", required_argument, 0, 1},
         {"drain-timeout", required_argument, 0, 1}, {"log-level", required_argument, 0, 1},
         {"request-timeout-ms", required_argument, 0, 1}, {"max-batch", required_argument, 0, 1},
+        {"access-log", required_argument, 0, 1},
         {"user-cache-bytes", required_argument, 0, 1},
         {"title-cache-bytes", required_argument, 0, 1},
         {"title-table", required_argument, 0, 1}, {"title-tables", required_argument, 0, 1},

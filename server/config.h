@@ -31,6 +31,7 @@ typedef struct hcd_config {
     char api_key_file[4096];         /* --api-key-file: keys one per line (server/auth.c) */
     char tls_cert[4096], tls_key[4096]; /* --tls-cert / --tls-key: PEM files; both or neither */
     int log_level;         /* 0 error, 1 warn, 2 info, 3 debug */
+    int access_log;        /* 1: one "access" line per answered request, whatever log_level */
     int check_only;        /* -t */
 } hcd_config;
 

@@ -470,6 +470,9 @@ enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char *url, 
                           void **con_cls) {
     server *s = cls;
     request *r = *con_cls;
+    s->cur_method = method;
+    s->cur_url = url;
+    s->cur_req = r;
     metrics_init(s);
     if (r && r->client_gone) return MHD_NO; /* conn_watch.c: close it, on_completed cancels */
     if (!r) {
@@ -500,6 +503,7 @@ enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char *url, 
         r->cluster = -1;
         r->t_recv = now_ms();
         *con_cls = r;
+        s->cur_req = r;
         return MHD_YES;
     }
     if (r->state == RS_READING) {
@@ -622,6 +626,7 @@ enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char *url, 
             enum MHD_Result ret = MHD_queue_response(c, 200, resp);
             MHD_destroy_response(resp);
             s->m_codes[200]++;
+            access_log(s, 200, -1);
             return ret;
         }
         if (r->state == RS_DONE) return respond_now(s, c, r);

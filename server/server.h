@@ -139,6 +139,9 @@ typedef struct reload_work {
 
 typedef struct server {
     hcd_config cfg;
+    /* the on_access call in progress (every response is queued from inside one): access_log */
+    const char *cur_method, *cur_url;
+    const struct request *cur_req;
     uv_loop_t loop;
     uv_poll_t poll;
     uv_timer_t timer, drain_timer;
@@ -281,6 +284,10 @@ struct request {
 
 /* util.c: logging, clocks, buffers */
 void hlog(const hcd_config *cfg, int level, uint64_t rid, const char *fmt, ...);
+/* --access-log: one line for the response being queued on connection of the current
+ * on_access call (s->cur_method, s->cur_url, s->cur_req), status code and body bytes (-1: a
+ * stream, its length unknown). */
+void access_log(server *s, int code, long bytes);
 double now_ms(void);
 void *xrealloc(void *p, size_t n);
 void buf_append(char **b, size_t *len, size_t *cap, const char *s, size_t n);

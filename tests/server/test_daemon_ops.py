@@ -113,9 +113,10 @@ def test_config_completeness():
 
 
 def test_untested_options():
-    """--threads, --backend, --compute, --max-batch: the other options are used by
-    test_daemon.py."""
-    d = Daemon("--threads", "1", "--backend", "cpu", "--compute", "bf16", "--max-batch", "2")
+    """--threads, --backend, --compute, --max-batch, --access-log: the other options are used
+    by test_daemon.py."""
+    d = Daemon("--threads", "1", "--backend", "cpu", "--compute", "bf16", "--max-batch", "2",
+               "--access-log", "1", "--log-level", "error")
     try:
         st, b, _ = d.req("GET", "/v1/model")
         check(st == 200 and b.get("compute") == "bf16" and b.get("cpu_gemm") in
@@ -130,11 +131,26 @@ def test_untested_options():
         st, b, _ = d.req("POST", "/v1/titles:batch", {"requests": [item] * 3})
         check(st == 400 and "3" in b.get("error", "") and "max-batch" in b["error"] and
               "2" in b["error"], "--max-batch 2: 3 items -> 400 naming the limit: %s %r" % (st, b))
+        st, _, _ = d.req("GET", "/no/such%01path")
+        check(st == 404, "unknown path: %s" % st)
     finally:
         rc, log = d.stop()
-        check(rc == 0 and "backend cpu" in log, "--threads 1 --backend cpu: exit %s" % rc)
+    access = [ln.split(" ", 1)[1] for ln in log.splitlines() if " access req=" in ln]
+    check(rc == 0, "--threads 1 --backend cpu --access-log 1: exit %s" % rc)
+    check(not any(" info " in ln for ln in log.splitlines()),
+          "--log-level error: no info lines beside the access log")
+
+    def seen(pattern):
+        return any(re.fullmatch(pattern, a) for a in access)
+    check(seen(r"access req=0 GET /v1/model 200 \d+B -"), "access line of GET /v1/model: %r" %
+          access)
+    check(seen(r"access req=\d+ POST /v1/titles:batch 200 \d+B \d+\.\d\dms") and
+          seen(r"access req=\d+ POST /v1/titles:batch 400 \d+B \d+\.\d\dms"),
+          "access lines of the batches (200, 400) with bytes and ms: %r" % access)
+    check(seen(r"access req=0 GET /no/such\?path 404 \d+B -"),
+          "access line of the 404, control character replaced: %r" % access)
     for flag, bad in (("--backend", "tpu"), ("--threads", "-1"), ("--max-batch", "0"),
-                      ("--compute", "fp8")):
+                      ("--compute", "fp8"), ("--access-log", "2")):
         r = run("-t", "--model", PKG, flag, bad)
         check(r.returncode == 2 and flag[2:] in r.stderr, "%s %s refused: %d %s" %
               (flag, bad, r.returncode, r.stderr[-200:]))
