@@ -5,13 +5,14 @@
 #   tests/bench/bench_daemon.sh [--daemon BUILD/server/hllm-creatord] [--model PKG]
 #                               [--seconds N] [--connections C] [--wrk-threads T]
 #                               [--uncached-seconds N] [--threads N]
+#                               [--concurrency "1 8 32"] [--skip-cached]
 #
 # 1. cached titles: one cluster-mode request (a miss, generated), checked to be a hit the second
 #    time; then wrk posts that same body for N seconds over C connections: requests/s, p50, p99
 #    (wrk --latency), every answer checked to be 200;
 # 2. RSS of the daemon before the cached runs, after the first and after a second run of the
 #    same length (flat: no growth per request);
-# 3. uncached titles/s at concurrency 1 and 8: every request a new ad (cluster mode, so a new
+# 3. uncached titles/s at each concurrency of --concurrency (default 1 8 32): every request a new ad (cluster mode, so a new
 #    title-cache key, max_new_tokens 16), mean TTFT from hllm:time_to_first_token_seconds.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -22,6 +23,8 @@ SECONDS_UNCACHED=10
 CONNS=32
 WRK_THREADS=1
 THREADS=1
+CONCURRENCY="1 8 32"
+SKIP_CACHED=0
 while [ $# -gt 0 ]; do
   case $1 in
     --daemon) DAEMON=$2; shift 2 ;;
@@ -31,6 +34,8 @@ while [ $# -gt 0 ]; do
     --connections) CONNS=$2; shift 2 ;;
     --wrk-threads) WRK_THREADS=$2; shift 2 ;;
     --threads) THREADS=$2; shift 2 ;;
+    --concurrency) CONCURRENCY=$2; shift 2 ;;
+    --skip-cached) SKIP_CACHED=1; shift ;;
     *) echo "bench_daemon.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -87,6 +92,7 @@ run_cached() {
 }
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+if [ "$SKIP_CACHED" = 0 ]; then
 echo "wrk -t$WRK_THREADS -c$CONNS -d${SECONDS_CACHED}s --latency (cluster-mode title-cache hit, $PKG)"
 rss0=$(rss)
 hits0=$(metric hllm:title_cache_hits_total)
@@ -97,6 +103,7 @@ rss2=$(rss)
 hits1=$(metric hllm:title_cache_hits_total)
 echo "title cache hits during the runs: $(python3 -c "print(int(float('$hits1') - float('$hits0')))")"
 echo "RSS: before $rss0 kB, after run 1 $rss1 kB, after run 2 $rss2 kB"
+fi
 
 # uncached: a new ad per request
 cat >"$WORK/uncached.lua" <<'EOF'
@@ -114,7 +121,7 @@ function done(summary, latency, requests)
   io.write(string.format("non2xx %d\n", summary.errors.status))
 end
 EOF
-for c in 1 8; do
+for c in $CONCURRENCY; do
   t0=$(metric hllm:time_to_first_token_seconds_sum); n0=$(metric hllm:time_to_first_token_seconds_count)
   g0=$(metric hllm:generated_tokens_total)
   wrk -t1 -c$c -d"${SECONDS_UNCACHED}s" --latency -s "$WORK/uncached.lua" "$URL/v1/titles" >"$WORK/wrk.u$c.txt"
