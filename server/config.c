@@ -27,6 +27,7 @@ void hcd_config_defaults(hcd_config *c) {
     c->request_timeout_ms = 0;
     c->max_batch = 64;
     c->user_cache_bytes = 256L << 20;
+    c->item_cache_bytes = 256L << 20;
     c->title_cache_bytes = 64L << 20;
     c->prune_threshold = -1;
     c->log_level = 2;
@@ -163,6 +164,7 @@ static int set_key(hcd_config *c, const char *key, const char *v) {
         {"max-batch", 1, 100000, &c->max_batch, 0},
         {"access-log", 0, 1, &c->access_log, 0},
         {"user-cache-bytes", 0, 1L << 40, &c->user_cache_bytes, 1},
+        {"item-cache-bytes", 0, 1L << 40, &c->item_cache_bytes, 1},
         {"title-cache-bytes", 0, 1L << 40, &c->title_cache_bytes, 1},
     };
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
@@ -240,6 +242,8 @@ static void usage(FILE *o) {
         "  --max-batch N            items of one /v1/titles:batch; past it 400 (default 64)\n"
         "  --user-cache-bytes N     user cache (history -> u, U, cluster) bound; 0 = off\n"
         "                           (default 268435456)\n"
+        "  --item-cache-bytes N     item-embedding cache (title ids -> item vector) bound;\n"
+        "                           0 = off (default 268435456)\n"
         "  --title-cache-bytes N    cluster-mode title cache bound; 0 = off, and no single\n"
         "                           flight (default 67108864)\n"
         "  --title-table FILE       a title table made by hllm titles (proto/title-table.md),\n"
@@ -279,6 +283,7 @@ int hcd_config_parse(hcd_config *c, int argc, char **argv) {
         {"request-timeout-ms", required_argument, 0, 1}, {"max-batch", required_argument, 0, 1},
         {"access-log", required_argument, 0, 1},
         {"user-cache-bytes", required_argument, 0, 1},
+        {"item-cache-bytes", required_argument, 0, 1},
         {"title-cache-bytes", required_argument, 0, 1},
         {"title-table", required_argument, 0, 1}, {"title-tables", required_argument, 0, 1},
         {"prune-threshold", required_argument, 0, 1},

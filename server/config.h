@@ -22,6 +22,7 @@ typedef struct hcd_config {
     long request_timeout_ms; /* default deadline of a request (its deadline_ms wins); 0: none */
     int max_batch;           /* items of one /v1/titles:batch; past it 400 */
     long user_cache_bytes;  /* the user cache's bound (0: off) */
+    long item_cache_bytes;  /* the engine's item-embedding cache bound (0: off) */
     long title_cache_bytes; /* the title cache's bound (0: off, and no single flight) */
     char title_tables[HCD_MAX_TABLES][4096]; /* pre-generated title tables (proto/title-table.md) */
     int n_title_tables;

@@ -97,6 +97,8 @@ int load_model(server *s, hc_errbuf *eb) {
     if (rc) return rc;
     hc_creator_params p = hc_creator_default_params();
     p.n_threads = s->cfg.threads;
+    p.item_cache_entries = 0; /* item-cache-bytes 0: off */
+    p.item_cache_bytes = (size_t)s->cfg.item_cache_bytes;
     rc = hc_creator_load(&s->creator, s->be, s->cfg.model, &p, eb);
     if (rc) return rc;
     if (!s->creator->creative)
@@ -229,6 +231,15 @@ static void snapshot(server *s, const hc_csched_stats *st0, double t0) {
     s->snap.decode_tokens = st.gen.decode_tokens;
     s->snap.prefix_hits = st.gen.prefix_hits;
     s->snap.users_embedded = st.users_embedded;
+    if (s->creator && s->creator->cache) {
+        const hc_item_cache_stats ic = hc_item_cache_get_stats(s->creator->cache);
+        s->item_cache.max_bytes = (size_t)s->cfg.item_cache_bytes;
+        s->item_cache.bytes = ic.bytes;
+        s->item_cache.entries = ic.size;
+        s->item_cache.hits = ic.hits;
+        s->item_cache.misses = ic.misses;
+        s->item_cache.evictions = ic.evictions;
+    }
     s->kv_blocks_total = kv ? kv->n_blocks : 0;
     s->kv_blocks_used = kv ? kv->n_blocks - hc_kv_n_free_blocks(kv) : 0;
     if (st0) {

@@ -198,10 +198,13 @@ enum MHD_Result handle_get(server *s, struct MHD_Connection *c, const char *url)
                                       "max_history_titles", s->cfg.max_history_titles,
                                       "max_title_bytes", s->cfg.max_title_bytes));
         json_t *caches = json_object();
-        const char *names[] = {"user", "title"};
-        hcd_cache *cs[] = {s->user_cache, s->title_cache};
-        for (int i = 0; i < 2; i++) {
-            hcd_cache_stats st = hcd_cache_get_stats(cs[i]);
+        const char *names[] = {"user", "title", "item"};
+        hcd_cache *cs[] = {s->user_cache, s->title_cache, NULL};
+        pthread_mutex_lock(&s->mu);
+        const hcd_cache_stats item_st = s->item_cache;
+        pthread_mutex_unlock(&s->mu);
+        for (int i = 0; i < 3; i++) {
+            hcd_cache_stats st = cs[i] ? hcd_cache_get_stats(cs[i]) : item_st;
             json_object_set_new(caches, names[i],
                                 json_pack("{s:I,s:I,s:I}", "max_bytes", (json_int_t)st.max_bytes,
                                           "bytes", (json_int_t)st.bytes, "entries",
@@ -235,6 +238,7 @@ enum MHD_Result handle_get(server *s, struct MHD_Connection *c, const char *url)
         hst[2] = s->h_step_time;
         kv_total = s->kv_blocks_total;
         kv_used = s->kv_blocks_used;
+        const hcd_cache_stats item_st = s->item_cache;
         pthread_mutex_unlock(&s->mu);
         char *b = NULL;
         size_t len = 0, cap = 0;
@@ -290,10 +294,10 @@ enum MHD_Result handle_get(server *s, struct MHD_Connection *c, const char *url)
               "\n", s->m_key_reloads);
         MLINE("# TYPE hllm:api_key_reload_failures_total counter\n"
               "hllm:api_key_reload_failures_total %" PRIu64 "\n", s->m_key_reload_failures);
-        const char *cname[] = {"user", "title"};
-        hcd_cache *cs[] = {s->user_cache, s->title_cache};
-        for (int i = 0; i < 2; i++) {
-            hcd_cache_stats st = hcd_cache_get_stats(cs[i]);
+        const char *cname[] = {"user", "title", "item"};
+        hcd_cache *cs[] = {s->user_cache, s->title_cache, NULL};
+        for (int i = 0; i < 3; i++) {
+            hcd_cache_stats st = cs[i] ? hcd_cache_get_stats(cs[i]) : item_st;
             const char *k = cname[i];
             MLINE("# TYPE hllm:%s_cache_hits_total counter\nhllm:%s_cache_hits_total %" PRIu64
                   "\n", k, k, st.hits);

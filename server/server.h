@@ -211,6 +211,7 @@ typedef struct server {
      * per step its tokens, requests and seconds; the creative LLM's KV pool */
     hcd_hist h_step_tokens, h_step_reqs, h_step_time;
     int kv_blocks_total, kv_blocks_used;
+    hcd_cache_stats item_cache; /* the engine's item-embedding cache (same fields, under mu) */
     int step_tok_events; /* engine thread: TOKEN events of the step in progress */
 } server;
 

@@ -214,10 +214,14 @@ int hc_creator_load(hc_creator **out, hc_backend *be, const char *pkg_dir,
         free(cent);
         if (rc) goto fail;
     }
-    if ((rc = hc_item_cache_create(&c->cache, p->item_cache_entries, c->d_item,
-                                    c->pkg.max_item_tokens > 0 ? c->pkg.max_item_tokens : 1))) {
-        hc_seterr(eb, rc, "item-embedding cache of %zu entries: %s", p->item_cache_entries,
-                  hc_strerror(rc));
+    const int max_ids = c->pkg.max_item_tokens > 0 ? c->pkg.max_item_tokens : 1;
+    size_t entries = p->item_cache_entries;
+    if (p->item_cache_bytes) {
+        entries = p->item_cache_bytes / hc_item_cache_entry_bytes(c->d_item, max_ids);
+        if (entries > (size_t)INT32_MAX / 2) entries = (size_t)INT32_MAX / 2;
+    }
+    if ((rc = hc_item_cache_create(&c->cache, entries, c->d_item, max_ids))) {
+        hc_seterr(eb, rc, "item-embedding cache of %zu entries: %s", entries, hc_strerror(rc));
         goto fail;
     }
     c->digest = XXH3_64bits_digest(dg);

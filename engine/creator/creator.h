@@ -37,10 +37,13 @@ typedef struct hc_creator_params {
     int load_creative;           /* 0: skip the creative LLM (embedding and clustering only) */
     int allow_outside_paths;     /* 1: creator.json may name files outside the package directory
                                     (package.h); default 0: every file must resolve inside it */
+    size_t item_cache_bytes;     /* nonzero: the item cache holds as many entries as fit in these
+                                    bytes (hc_item_cache_entry_bytes), instead of
+                                    item_cache_entries */
 } hc_creator_params;
 
 static inline hc_creator_params hc_creator_default_params(void) {
-    hc_creator_params p = {HC_DTYPE_AS_STORED, 65536, 8192, 0, 1, 0};
+    hc_creator_params p = {HC_DTYPE_AS_STORED, 65536, 8192, 0, 1, 0, 0};
     return p;
 }
 

@@ -205,7 +205,17 @@ int hc_item_cache_put(hc_item_cache *c, const int32_t *ids, int n_ids, const flo
     return HC_OK;
 }
 
+size_t hc_item_cache_entry_bytes(int dim, int max_ids) {
+    /* buckets: a power of two >= the entries, so at most 2 per entry */
+    return (size_t)(dim > 0 ? dim : 1) * sizeof(float) +
+           (size_t)(max_ids > 0 ? max_ids : 1) * sizeof(int32_t) + sizeof(entry) +
+           2 * sizeof(int32_t);
+}
+
 hc_item_cache_stats hc_item_cache_get_stats(const hc_item_cache *c) {
-    hc_item_cache_stats s = {c->capacity, c->size, c->hits, c->misses, c->evictions};
+    hc_item_cache_stats s = {c->capacity, c->size, c->hits, c->misses, c->evictions, 0};
+    s.bytes = c->n_alloc * ((size_t)c->dim * sizeof(float) + (size_t)c->max_ids * sizeof(int32_t) +
+                            sizeof(entry)) +
+              c->n_buckets * sizeof(int32_t);
     return s;
 }

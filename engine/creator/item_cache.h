@@ -38,7 +38,11 @@ int hc_item_cache_put(hc_item_cache *c, const int32_t *ids, int n_ids, const flo
 typedef struct hc_item_cache_stats {
     size_t capacity, size;
     uint64_t hits, misses, evictions;
+    size_t bytes; /* memory of the entries allocated so far (vectors, keys, bookkeeping, buckets) */
 } hc_item_cache_stats;
+/* Bytes of one entry (vector, inline key of max_ids ids, bookkeeping, its hash buckets): a cache
+ * bounded by B bytes holds B / hc_item_cache_entry_bytes(dim, max_ids) entries. */
+size_t hc_item_cache_entry_bytes(int dim, int max_ids);
 hc_item_cache_stats hc_item_cache_get_stats(const hc_item_cache *c);
 void hc_item_cache_clear(hc_item_cache *c);
 

@@ -116,7 +116,7 @@ def test_untested_options():
     """--threads, --backend, --compute, --max-batch, --access-log: the other options are used
     by test_daemon.py."""
     d = Daemon("--threads", "1", "--backend", "cpu", "--compute", "bf16", "--max-batch", "2",
-               "--access-log", "1", "--log-level", "error")
+               "--access-log", "1", "--log-level", "error", "--item-cache-bytes", "1000000")
     try:
         st, b, _ = d.req("GET", "/v1/model")
         check(st == 200 and b.get("compute") == "bf16" and b.get("cpu_gemm") in
@@ -131,6 +131,20 @@ def test_untested_options():
         st, b, _ = d.req("POST", "/v1/titles:batch", {"requests": [item] * 3})
         check(st == 400 and "3" in b.get("error", "") and "max-batch" in b["error"] and
               "2" in b["error"], "--max-batch 2: 3 items -> 400 naming the limit: %s %r" % (st, b))
+        # the item cache: "Dune" and "Emma" were embedded by the batch, a new history hits them
+        h0, m0 = d.metric("hllm:item_cache_hits_total"), d.metric("hllm:item_cache_misses_total")
+        st, _, _ = d.req("POST", "/v1/users:embed", {"user": {"history": ["Dune", "Emma", "Ivanhoe"]}})
+        h1, m1 = d.metric("hllm:item_cache_hits_total"), d.metric("hllm:item_cache_misses_total")
+        check(st == 200 and h1 - h0 == 2 and m1 - m0 == 1,
+              "item cache: 2 hits and 1 miss for a history of 2 seen titles and a new one: "
+              "%s hits %s -> %s, misses %s -> %s" % (st, h0, h1, m0, m1))
+        st, b, _ = d.req("GET", "/v1/model")
+        ic = b.get("caches", {}).get("item", {})
+        check(d.metric("hllm:item_cache_max_bytes") == 1000000 and ic.get("max_bytes") == 1000000
+              and 3 <= ic.get("entries", 0) == d.metric("hllm:item_cache_entries") and
+              0 < ic.get("bytes", 0) <= 1000000,
+              "--item-cache-bytes 1000000: bound, entries and bytes in /metrics and /v1/model: %r"
+              % ic)
         st, _, _ = d.req("GET", "/no/such%01path")
         check(st == 404, "unknown path: %s" % st)
     finally:

@@ -39,6 +39,15 @@ int main(void) {
     }
     hc_item_cache_stats st = hc_item_cache_get_stats(c);
     CHECK(st.size == CAP && st.hits + st.misses == 20000 && st.evictions > 0);
+    /* bytes: the CAP entries' vectors and keys at least, and within the per-entry bound that a
+     * byte-bounded cache is sized with (hc_creator_params.item_cache_bytes) */
+    const size_t per = hc_item_cache_entry_bytes(DIM, 7);
+    CHECKF(st.bytes >= (size_t)CAP * (DIM + 7) * 4 && st.bytes <= (size_t)CAP * per,
+           "bytes %zu for %d entries of at most %zu", st.bytes, CAP, per);
+    hc_item_cache *e = NULL;
+    CHECK_OK(hc_item_cache_create(&e, 0, DIM, 7));
+    CHECK(hc_item_cache_get_stats(e).bytes == 0);
+    hc_item_cache_free(e);
     /* keys that differ only in length or in one id do not collide */
     int32_t a[3] = {1, 2, 3};
     float va[DIM] = {1, 1, 1, 1, 1}, vb[DIM] = {2, 2, 2, 2, 2};

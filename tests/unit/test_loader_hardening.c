@@ -387,6 +387,21 @@ static void test_messages(const char *pkg) {
         free(u);
         hc_creator_free(c);
     }
+    /* a byte bound instead of an entry count: as many entries as fit (the daemon's
+     * item-cache-bytes) */
+    p.item_cache_entries = 7; /* ignored when item_cache_bytes is set */
+    p.item_cache_bytes = 1000000;
+    c = NULL;
+    CHECKF(hc_creator_load(&c, BE, pkg, &p, &eb) == HC_OK, "cache of 1000000 bytes: %s", eb.msg);
+    if (c) {
+        const size_t per = hc_item_cache_entry_bytes(
+            c->d_item, c->pkg.max_item_tokens > 0 ? c->pkg.max_item_tokens : 1);
+        hc_item_cache_stats st = hc_item_cache_get_stats(c->cache);
+        CHECKF(st.capacity == 1000000 / per && st.capacity > 7, "capacity %zu, want %zu",
+               st.capacity, 1000000 / per);
+        hc_creator_free(c);
+    }
+    p.item_cache_bytes = 0;
 }
 
 /* ---- 5. the item cache grows lazily ---------------------------------------------------------- */
