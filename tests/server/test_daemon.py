@@ -6,6 +6,7 @@ Starts the real daemon on 127.0.0.1 with a free port on tests/data/creator/tiny.
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -85,8 +86,12 @@ class Daemon:
             if ctype:
                 headers["Content-Type"] = ctype
         c.request(method, path, body=body, headers=headers)
-        r = c.getresponse()
-        data = r.read()
+        try:
+            r = c.getresponse()
+            data = r.read()
+        except socket.timeout:
+            self.dump("%s %s: no answer in %ss" % (method, path, c.timeout))
+            raise
         c.close()
         hdrs = dict((k.lower(), v) for k, v in r.getheaders())
         for p in openapi_check.validate(method, path, r.status, hdrs, data):
@@ -106,9 +111,31 @@ class Daemon:
                 total += float(line.rsplit(" ", 1)[1])
         return total
 
+    def dump(self, why):
+        """A hung daemon: its log's tail and every thread's stack (gdb, when installed) on
+        stderr, so that a failure the test cannot reproduce still says where it stopped."""
+        print("daemon %d: %s; its log ends with:" % (self.p.pid, why), file=sys.stderr)
+        self.log.flush()
+        with open(self.log.name, errors="replace") as f:
+            sys.stderr.write("".join(f.readlines()[-40:]))
+        if self.p.poll() is None and shutil.which("gdb"):
+            try:
+                bt = subprocess.run(["gdb", "-p", str(self.p.pid), "-batch", "-nx", "-ex",
+                                     "thread apply all bt"], capture_output=True, text=True,
+                                    timeout=120)
+                sys.stderr.write(bt.stdout[-20000:])
+            except (OSError, subprocess.SubprocessError) as e:
+                print("gdb: %s" % e, file=sys.stderr)
+
     def stop(self):
         self.p.send_signal(signal.SIGTERM)
-        rc = self.p.wait(timeout=120)
+        try:
+            rc = self.p.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            self.dump("still running 120 s after SIGTERM")
+            self.p.kill()
+            self.p.wait()
+            raise
         self.log.seek(0)
         return rc, self.log.read()
 
