@@ -13,14 +13,93 @@
  * loaded, RELOADING=1 ... READY=1 around a SIGHUP reload, STOPPING=1 on SIGTERM, and with
  * $WATCHDOG_USEC a WATCHDOG=1 ping every half period while the engine thread is loading, idle,
  * or finished a step within the period (a stuck engine stops the pings and systemd restarts it).
+ * The messages are sent by a notifier thread (below), never by the loop thread itself.
  */
 
 #include <systemd/sd-daemon.h>
 
 #include "server.h"
 
+/* ---- sd_notify on its own thread ------------------------------------------------------------
+ * A datagram to $NOTIFY_SOCKET blocks while the receiver's queue is full (net.unix.max_dgram_qlen,
+ * 10 by default): a PID 1 that is slow to read, or a test that does not read, would stop the
+ * loop thread, and with it every HTTP answer and the SIGTERM handling. notify() only queues the
+ * message; the notifier thread sends the queue in order with sd_notify. A WATCHDOG=1 already
+ * waiting is not queued again (one pending ping says the same). The queue is static and the
+ * thread detached: a send blocked at exit holds nothing (notify_flush waits a bounded time). */
+#define NOTIFY_Q 32
+#define NOTIFY_LEN 4400
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv, done;
+    char msg[NOTIFY_Q][NOTIFY_LEN];
+    int head, n, sending, started, disabled;
+} nq = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER, .done = PTHREAD_COND_INITIALIZER};
+
+static void *notifier_main(void *arg) {
+    (void)arg;
+    static char m[NOTIFY_LEN];
+    pthread_mutex_lock(&nq.mu);
+    for (;;) {
+        while (!nq.n) pthread_cond_wait(&nq.cv, &nq.mu);
+        memcpy(m, nq.msg[nq.head], NOTIFY_LEN);
+        nq.head = (nq.head + 1) % NOTIFY_Q;
+        nq.n--;
+        nq.sending = 1;
+        pthread_mutex_unlock(&nq.mu);
+        sd_notify(0, m); /* may block: only this thread waits */
+        pthread_mutex_lock(&nq.mu);
+        nq.sending = 0;
+        pthread_cond_broadcast(&nq.done);
+    }
+    return NULL;
+}
+
 void notify(const char *state) {
-    sd_notify(0, state);
+    pthread_mutex_lock(&nq.mu);
+    if (!nq.started && !nq.disabled) {
+        const char *ns = getenv("NOTIFY_SOCKET");
+        pthread_t t;
+        pthread_attr_t a;
+        nq.disabled = !ns || !*ns || pthread_attr_init(&a);
+        if (!nq.disabled) {
+            pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+            nq.disabled = pthread_create(&t, &a, notifier_main, NULL) != 0;
+            pthread_attr_destroy(&a);
+        }
+        nq.started = !nq.disabled;
+    }
+    if (nq.disabled) {
+        pthread_mutex_unlock(&nq.mu);
+        return;
+    }
+    const int ping = !strcmp(state, "WATCHDOG=1");
+    int dup = 0;
+    for (int i = 0; ping && i < nq.n; i++)
+        dup |= !strcmp(nq.msg[(nq.head + i) % NOTIFY_Q], state);
+    const int full = nq.n == NOTIFY_Q;
+    if (!dup && !full) {
+        snprintf(nq.msg[(nq.head + nq.n) % NOTIFY_Q], NOTIFY_LEN, "%s", state);
+        nq.n++;
+        pthread_cond_signal(&nq.cv);
+    }
+    pthread_mutex_unlock(&nq.mu);
+    if (full && !ping)
+        fprintf(stderr, "hllm-creatord: $NOTIFY_SOCKET is not read: %d messages wait; '%.40s' "
+                        "dropped\n", NOTIFY_Q, state);
+}
+
+/* Waits up to ms for the queued messages to be sent (STOPPING=1 before the process exits). */
+static void notify_flush(int ms) {
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += ms / 1000;
+    until.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) until.tv_sec++, until.tv_nsec -= 1000000000L;
+    pthread_mutex_lock(&nq.mu);
+    while (nq.started && (nq.n || nq.sending))
+        if (pthread_cond_timedwait(&nq.done, &nq.mu, &until)) break;
+    pthread_mutex_unlock(&nq.mu);
 }
 
 /* ---- title tables ----------------------------------------------------------------------- */
@@ -388,5 +467,6 @@ int main(int argc, char **argv) {
     pthread_cond_destroy(&s->cv);
     int code = s->exit_code;
     free(s);
+    notify_flush(1000);
     return code;
 }

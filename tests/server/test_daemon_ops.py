@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -491,8 +492,49 @@ def test_disconnect_non_streaming(d):
     c.close()
 
 
+def test_notify_not_read():
+    """A $NOTIFY_SOCKET nobody reads (a stalled PID 1): its queue fills after 10 datagrams
+    (net.unix.max_dgram_qlen), which used to block the loop thread inside sd_notify: no answer,
+    no SIGTERM. The daemon must keep answering; READY=1 still comes first and STOPPING=1 last."""
+    path = os.path.join(TMP, "notify.sock")
+    ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    ns.bind(path)
+    d = Daemon("--title-cache-bytes", "0", env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "100000"},
+               wait=False)
+    try:
+        time.sleep(2.5)  # 50 ms pings: the socket's queue is full after half a second
+        t0 = time.time()
+        st, _, _ = d.req("GET", "/healthz")
+        st2, b, _ = d.req("POST", "/v1/titles", title_body(["Dune"], "Unread notify ad", None,
+                                                        max_new_tokens=4))
+        check(st == 200 and st2 == 200 and time.time() - t0 < 30,
+              "answers while $NOTIFY_SOCKET is not read: %s %s in %.1f s" %
+              (st, st2, time.time() - t0))
+    finally:
+        # now a reader comes back (systemd catching up): the queued messages, then STOPPING=1
+        msgs = []
+        ns.settimeout(0.5)
+
+        def drain():
+            try:
+                while True:
+                    msgs.append(ns.recv(65536).decode())
+            except OSError:
+                pass
+        reader = threading.Thread(target=drain)
+        reader.start()
+        rc, _ = d.stop()
+        reader.join()
+    check(rc == 0, "exit after SIGTERM with $NOTIFY_SOCKET not read: %s" % rc)
+    ns.close()
+    check(msgs and msgs[0].startswith("READY=1") and msgs[-1] == "STOPPING=1" and
+          "WATCHDOG=1" in msgs, "READY=1 first, WATCHDOG=1, STOPPING=1 last: %r" %
+          (msgs[:2] + msgs[-2:],))
+
+
 def main():
     test_config_completeness()
+    test_notify_not_read()
     test_untested_options()
     test_api_keys()
     test_tls()
